@@ -1,0 +1,55 @@
+"""fxc: a compression compiler for PyTorch models.
+
+    import fxc
+    cm = fxc.compile(model, passes="fold-bn,dce", example_inputs=(x,))
+    cm(x); cm.report(); cm.graph
+    fxc.Pipeline.parse("prune{method=wanda,sparsity=0.5}")
+
+The core (this package) holds the IR, the op set, the pass manager and the public API. Passes live
+in `fxc.passes` and backends in `fxc.codegen`; the core finds both through entry-point registries and
+never imports them. `fxc.passes` / `fxc.codegen` are importable as attributes for convenience.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fxc import ops  # noqa: F401  (registers torch.ops.fxc.*)
+from fxc.analysis import AnalysisManager
+from fxc.backend import Backend, CompiledModule
+from fxc.calibration import Calibration
+from fxc.compiler import compile
+from fxc.errors import (
+    BackendError,
+    CalibrationError,
+    FxcError,
+    IRError,
+    NodeError,
+    OptionError,
+    PassFailure,
+    PipelineSyntaxError,
+    TraceError,
+    UnknownNameError,
+)
+from fxc.frontend import canonicalize_dynamo_graph, trace
+from fxc.instruments import Instrument, IRDump, NumericDrift, Timing
+from fxc.options import option
+from fxc.passbase import ALL, Analysis, Pass, PassResult
+from fxc.pipeline import Pipeline
+from fxc.registry import register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL", "Analysis", "AnalysisManager", "Backend", "BackendError", "Calibration", "CalibrationError",
+    "CompiledModule", "FxcError", "IRDump", "IRError", "Instrument", "NodeError", "NumericDrift",
+    "OptionError", "Pass", "PassFailure", "PassResult", "Pipeline", "PipelineSyntaxError", "Timing",
+    "TraceError", "UnknownNameError", "canonicalize_dynamo_graph", "compile", "option", "register", "trace",
+]
+
+
+def __getattr__(name: str):
+    """`fxc.passes` and `fxc.codegen` load on first use (the core does not depend on them)."""
+    if name in ("passes", "codegen"):
+        return importlib.import_module(f"fxc.{name}")
+    raise AttributeError(f"module 'fxc' has no attribute {name!r}")

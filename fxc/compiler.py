@@ -1,0 +1,86 @@
+"""fxc.compile: trace, check calibration, run the pipeline, lower with a backend.
+
+    cm = fxc.compile(model, passes="fold-bn,dce", example_inputs=(x,))
+    cm(x); cm.report(); cm.graph
+
+Steps: trace the model (fxc/frontend.py) → check calibration batches against the graph → run the
+pipeline under the AnalysisManager and instruments (fxc/pipeline.py) → drop tensors nothing uses →
+lower with the backend named by `backend` ("auto": triton for a model on a CUDA device when triton
+is installed, else torch). The user's model is never modified: the graph owns copies of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.fx
+import torch.utils._pytree as pytree
+
+from fxc import ir, registry
+from fxc.analysis import AnalysisManager
+from fxc.backend import CompiledModule
+from fxc.calibration import Calibration, as_batch
+from fxc.errors import TraceError
+from fxc.frontend import trace
+from fxc.pipeline import Pipeline
+
+
+def compile(
+    model: torch.nn.Module | torch.fx.GraphModule,
+    passes: Any = None,
+    example_inputs: Any = None,
+    calibration: Iterable[Any] | None = None,
+    backend: str = "auto",
+    frontend: str = "export",
+    instruments: Iterable[Any] = (),
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> CompiledModule:
+    """Compress `model` with `passes` (pipeline text, pass objects, or a Pipeline) and lower it.
+
+    example_inputs: one batch the model accepts (tensor, tuple or dict of keyword inputs); defaults
+    to the first calibration batch. calibration: an iterable of such batches, for passes that
+    calibrate. loss_fn(outputs, batch) -> scalar, for loss-aware analyses (Hutchinson sensitivity).
+    """
+    pipeline = Pipeline.of(passes)  # parse first: a typo fails before any tracing work
+    calib = Calibration.of(calibration)
+    if example_inputs is None:
+        if calib is None:
+            raise TraceError("fxc.compile needs example_inputs (or calibration, whose first batch is used)")
+        example_inputs = calib.batches[0]
+    example = as_batch(example_inputs)
+    gm = copy.deepcopy(model) if _is_canonical(model) else trace(model, example, frontend=frontend)
+    if calib is not None:
+        calib.check_against(gm)
+    instruments = tuple(instruments)
+    am = AnalysisManager(gm, calib, example, loss_fn, instruments)
+    for instrument in instruments:
+        instrument.start(gm, am)
+    pipeline.run(gm, am, instruments)
+    ir.remove_unused_tensors(gm)
+    name = resolve_backend(backend, gm)
+    runner = registry.lookup("fxc.backends", name)().compile(gm, example)
+    return CompiledModule(gm, runner, pipeline, name, instruments)
+
+
+def resolve_backend(backend: str, gm: torch.fx.GraphModule) -> str:
+    if backend != "auto":
+        return backend
+    on_cuda = any(t.is_cuda for t in pytree.tree_leaves(list(gm.parameters()) + list(gm.buffers())))
+    if on_cuda and importlib.util.find_spec("triton") and "triton" in registry.names("fxc.backends"):
+        return "triton"
+    return "torch"
+
+
+def _is_canonical(model: Any) -> bool:
+    """A GraphModule that fxc.trace produced (or that already passed verify) is used as is."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    try:
+        ir.verify(model)
+    except Exception:
+        return False
+    return True

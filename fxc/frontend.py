@@ -1,0 +1,237 @@
+"""Frontends: capture a model into the canonical IR (see fxc/ir.py).
+
+    fxc.trace(model, example_inputs)                        # "export" (default): torch.export
+    fxc.trace(model, example_inputs, frontend="symbolic")   # torch.fx.symbolic_trace first
+    fxc.trace(model, example_inputs, frontend="dynamo")     # the graph torch.compile hands a backend
+    canonicalize_dynamo_graph(gm, example_inputs)           # what the torch.compile backend calls
+
+Every path ends in `torch.export.export(..., strict=False).module()`, so all three give the same
+canonical form: ATen ops, weights as get_attr, meta["val"] on every node, LayerInfo on each layer.
+Tensor input dims are traced as `Dim.AUTO` (dynamic where the model allows), so calibration and
+inference can use other batch sizes and sequence lengths. The model is traced in eval mode (its
+mode is restored) and the graph gets its own copy of every weight, so passes never touch the
+user's model. Reads the model; writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+import torch.utils._pytree as pytree
+from torch.export import Dim
+
+from fxc import ir, meta
+from fxc.calibration import as_batch
+from fxc.errors import TraceError
+
+FRONTENDS = ("export", "symbolic", "dynamo")
+
+
+def trace(
+    model: torch.nn.Module, example_inputs: Any, frontend: str = "export", dynamic: bool = True
+) -> torch.fx.GraphModule:
+    """Capture `model` called on `example_inputs` (a tensor, tuple, or dict of keyword inputs)."""
+    if frontend not in FRONTENDS:
+        raise TraceError(f"unknown frontend '{frontend}'; choose one of {', '.join(FRONTENDS)}")
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"fxc traces an nn.Module, got {type(model).__name__}; wrap functions in a Module")
+    if example_inputs is None:
+        raise TraceError("tracing needs example_inputs: a batch the model accepts, e.g. (torch.randn(1, 16),)")
+    args, kwargs = as_batch(example_inputs)
+    with _eval_mode(model):
+        if frontend == "export":
+            source = model
+        elif frontend == "symbolic":
+            source = _symbolic(model)
+        else:
+            source = _dynamo_capture(model, args, kwargs)
+        return _export(source, args, kwargs, frontend, dynamic)
+
+
+@dataclass
+class DynamoGraph:
+    """A torch.compile graph in canonical form. `user_inputs` are the positions, among the
+    arguments the dynamo graph is called with, of the real inputs (not weights, not sizes)."""
+
+    gm: torch.fx.GraphModule
+    user_inputs: list[int]
+
+
+def canonicalize_dynamo_graph(
+    gm: torch.fx.GraphModule, example_inputs: list[Any], model: torch.nn.Module | None = None, dynamic: bool = True
+) -> DynamoGraph:
+    """Turn the graph a torch.compile backend receives into canonical IR. Weights arrive as
+    placeholders: each is mapped back to its module path by identity with `model`'s parameters and
+    buffers when given, else from dynamo's recorded source (`L['self']._modules['fc']._parameters['weight']`)."""
+    names = {}
+    if model is not None:
+        state = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+        names = {id(t): n for n, t in state.items()}
+    root = torch.nn.Module()
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    user_inputs, user_values = [], []
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for index, (node, value) in enumerate(zip(placeholders, example_inputs)):
+        name = names.get(id(value)) or _state_name(node)
+        if isinstance(value, torch.Tensor) and name is not None:
+            _register(root, name, value)
+            env[node] = graph.get_attr(name)
+        elif isinstance(value, torch.Tensor):
+            env[node] = graph.placeholder(node.name)
+            user_inputs.append(index)
+            user_values.append(value)
+        else:
+            env[node] = value  # a SymInt size: specialized away, export re-derives dynamic dims
+    for node in gm.graph.nodes:
+        if node.op != "placeholder":
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    lifted = torch.fx.GraphModule(root, graph)
+    for name, module in gm.named_children():
+        lifted.add_module(name, module)
+    canonical = _export(lifted, tuple(user_values), {}, "dynamo", dynamic)
+    return DynamoGraph(canonical, user_inputs)
+
+
+def _state_name(node: torch.fx.Node) -> str | None:
+    grapharg = node.meta.get("grapharg")
+    source = grapharg.source.name if grapharg is not None else ""
+    source = source() if callable(source) else source
+    if "_parameters[" not in source and "_buffers[" not in source:
+        return None
+    return ".".join(re.findall(r"\[['\"]([^'\"]+)['\"]\]", source)[1:]) or None
+
+
+def _register(root: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+    prefix, _, attr = name.rpartition(".")
+    owner = root
+    for part in prefix.split(".") if prefix else []:
+        if not hasattr(owner, part):
+            owner.add_module(part, torch.nn.Module())
+        owner = getattr(owner, part)
+    if isinstance(value, torch.nn.Parameter):
+        owner.register_parameter(attr, value)
+    else:
+        owner.register_buffer(attr, value)
+
+
+def _symbolic(model: torch.nn.Module) -> torch.fx.GraphModule:
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as error:
+        raise TraceError(
+            f"frontend 'symbolic' could not trace {type(model).__name__}: {type(error).__name__}: "
+            f"{_first_line(error)}\n  try frontend='export' (torch.export handles Hugging Face models "
+            "and most Python control flow on shapes)"
+        ) from error
+
+
+def _dynamo_capture(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.fx.GraphModule:
+    captured: list[tuple[torch.fx.GraphModule, list]] = []
+
+    def backend(gm, example_inputs):
+        captured.append((gm, list(example_inputs)))
+        return gm
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            torch.compile(model, backend=backend, dynamic=False, fullgraph=True)(*args, **kwargs)
+    except Exception as error:
+        raise TraceError(
+            f"frontend 'dynamo' could not capture {type(model).__name__} in one graph: "
+            f"{type(error).__name__}: {_first_line(error)}\n  try frontend='export', or use "
+            "torch.compile(model, backend='fxc'), which compiles each graph piece"
+        ) from error
+    finally:
+        torch._dynamo.reset()
+    gm, example_inputs = captured[0]
+    return canonicalize_dynamo_graph(gm, example_inputs, model).gm
+
+
+def _export(source: torch.nn.Module, args: tuple, kwargs: dict, frontend: str, dynamic: bool) -> torch.fx.GraphModule:
+    dims = None
+    if dynamic:
+        dims = pytree.tree_map(
+            lambda x: {d: Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None,
+            (args, kwargs),
+        )
+        dims = _as_dynamic_shapes(source, args, kwargs, dims)
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(source, args, kwargs, dynamic_shapes=dims, strict=False)
+    except Exception as error:
+        other = "symbolic" if frontend != "symbolic" else "export"
+        raise TraceError(
+            f"frontend '{frontend}' could not trace {type(source).__name__}: {type(error).__name__}: "
+            f"{_first_line(error)}{_user_frame(error)}\n  try frontend='{other}', or make the failing "
+            "line traceable (no data-dependent Python control flow on tensor values)"
+        ) from error
+    gm = exported.module()
+    _canonicalize(gm)
+    return gm
+
+
+def _as_dynamic_shapes(source, args, kwargs, dims):
+    """export wants dynamic_shapes keyed like the forward signature."""
+    import inspect
+
+    params = list(inspect.signature(source.forward).parameters)
+    arg_dims, kwarg_dims = dims
+    out = {params[i]: d for i, d in enumerate(arg_dims) if i < len(params)}
+    out.update(kwarg_dims)
+    if any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(source.forward).parameters.values()):
+        return None
+    return out
+
+
+def _canonicalize(gm: torch.fx.GraphModule) -> None:
+    """Drop export's runtime guard call, give the graph its own weights, annotate layers."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn":
+            gm.graph.erase_node(node)
+    if hasattr(gm, "_guards_fn"):
+        delattr(gm, "_guards_fn")
+    copies: dict[int, torch.Tensor] = {}  # tied weights stay tied
+    with torch.no_grad():
+        for name, tensor in list(gm.named_parameters(remove_duplicate=False)) + list(
+            gm.named_buffers(remove_duplicate=False)
+        ):
+            ir.set_tensor(gm, name, copies.setdefault(id(tensor), tensor.detach().clone()))
+    for layer in ir.weight_layers(gm, kinds=("linear", "conv2d", "embedding")):
+        meta.put(layer.node, meta.LayerInfo(fqn=layer.weight.rsplit(".", 1)[0], kind=layer.kind))
+    gm.recompile()
+    ir.verify(gm)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _user_frame(error: BaseException) -> str:
+    """The innermost traceback frame outside torch: the user's failing line."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "/torch/" not in f.filename and "/fxc/" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"\n  at {f.filename}:{f.lineno} in {f.name}: {f.line}"

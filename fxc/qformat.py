@@ -1,0 +1,139 @@
+"""Quantized weight formats: the storage layout every pass writes and every backend reads.
+
+A weight W of shape [N, K] (conv weights flattened to [N, C/g*kh*kw]) is stored as integers q and
+float scales s (and optional zero points z), per output row and per group of `group_size` columns:
+
+    W[n, k] = (q[n, k] - z[n, k // group_size]) * s[n, k // group_size]
+
+- bits=8: q is int8 [N, K], values in [-128, 127].
+- bits=4: q holds signed values in [-8, 7], packed two per byte into uint8 [N, K/2]: column 2j in
+  the low nibble, column 2j+1 in the high nibble (two's complement nibbles).
+- scale / zero: float32 [N, K // group_size]; per-channel is group_size = K (one column).
+- symmetric: z is absent (zero); asymmetric: z holds integer values in q's range, as float32.
+
+Rounding is round-half-to-even everywhere (torch.round, numpy.rint, Triton's rint).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+SUPPORTED_BITS = (4, 8)
+
+
+class QuantizedWeight(NamedTuple):
+    qweight: torch.Tensor  # int8 [N, K] or uint8 [N, K/2]
+    scale: torch.Tensor  # float32 [N, G]
+    zero_point: torch.Tensor | None  # float32 [N, G] or None (symmetric)
+    bits: int
+
+
+def qrange(bits: int) -> tuple[int, int]:
+    """The signed integer range of `bits`: (-8, 7) for 4, (-128, 127) for 8."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Signed int4 values [N, K] (any int dtype, K even) → uint8 [N, K/2]; low nibble = even column."""
+    if q.shape[-1] % 2:
+        raise ValueError(f"int4 packing needs an even number of columns, got {q.shape[-1]}")
+    nibbles = (q.to(torch.int16) & 0xF).to(torch.uint8)
+    return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] → int8 [N, K] with values in [-8, 7]; inverse of pack_int4."""
+    low = (packed & 0xF).to(torch.int8)
+    high = (packed >> 4).to(torch.int8)
+    both = torch.stack([low, high], dim=-1).flatten(-2)
+    return torch.where(both >= 8, both - 16, both)
+
+
+def unpack(qweight: torch.Tensor, bits: int) -> torch.Tensor:
+    """The stored integers as int8 [N, K], whatever the packing."""
+    if bits == 8:
+        return qweight
+    if bits == 4:
+        return unpack_int4(qweight)
+    raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
+
+
+def dequantize(
+    qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, bits: int
+) -> torch.Tensor:
+    """The float32 weight [N, K] a quantized weight stands for."""
+    q = unpack(qweight, bits).to(torch.float32)
+    n, k = q.shape
+    groups = scale.shape[-1]
+    if k % groups:
+        raise ValueError(f"scale has {groups} groups, which does not divide the {k} columns")
+    q = q.view(n, groups, k // groups)
+    if zero_point is not None:
+        q = q - zero_point.to(torch.float32).unsqueeze(-1)
+    return (q * scale.to(torch.float32).unsqueeze(-1)).view(n, k)
+
+
+def quantize_rtn(
+    weight: torch.Tensor, bits: int, group_size: int | None = None, symmetric: bool = True
+) -> QuantizedWeight:
+    """Round-to-nearest quantization of a 2-D weight, per channel (group_size None) or per group."""
+    if bits not in SUPPORTED_BITS:
+        raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
+    w = weight.detach().to(torch.float32)
+    n, k = w.shape
+    gs = k if group_size is None else group_size
+    if k % gs:
+        raise ValueError(f"group size {gs} does not divide the input dimension {k}")
+    scale, zero = group_scales(w.view(n, k // gs, gs), bits, symmetric)
+    q = quantize_with(w, scale, zero, bits)
+    return QuantizedWeight(pack(q, bits), scale, zero, bits)
+
+
+def group_scales(
+    grouped: torch.Tensor, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scales (and zero points) for weights viewed as [N, G, group]; reduces the last dim."""
+    lo, hi = qrange(bits)
+    if symmetric:
+        amax = grouped.abs().amax(dim=-1)
+        scale = torch.where(amax > 0, amax / hi, torch.ones_like(amax))
+        return scale, None
+    wmin = grouped.amin(dim=-1).clamp(max=0)
+    wmax = grouped.amax(dim=-1).clamp(min=0)
+    span = wmax - wmin
+    scale = torch.where(span > 0, span / (hi - lo), torch.ones_like(span))
+    zero = (lo - torch.round(wmin / scale)).clamp(lo, hi)
+    return scale, zero
+
+
+def quantize_with(
+    weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, bits: int
+) -> torch.Tensor:
+    """Integers q (int8 [N, K], unpacked) for `weight` under given per-group scales and zeros."""
+    lo, hi = qrange(bits)
+    n, k = weight.shape
+    groups = scale.shape[-1]
+    w = weight.to(torch.float32).view(n, groups, k // groups)
+    q = torch.round(w / scale.unsqueeze(-1))
+    if zero_point is not None:
+        q = q + zero_point.unsqueeze(-1)
+    return q.clamp(lo, hi).view(n, k).to(torch.int8)
+
+
+def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unpacked int8 integers → storage layout for `bits`."""
+    return pack_int4(q) if bits == 4 else q.to(torch.int8)
+
+
+def quantize_activations_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 per row of x [M, K]: (q int8 [M, K], scale float32 [M, 1]); range ±127."""
+    amax = x.detach().abs().amax(dim=-1, keepdim=True).to(torch.float32)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return quantize_activations(x, scale), scale
+
+
+def quantize_activations(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 activations for a given scale (per token [M, 1] or per tensor []), clamped to ±127."""
+    return torch.round(x.to(torch.float32) / scale).clamp(-127, 127).to(torch.int8)
