@@ -9,7 +9,7 @@ Every path ends in `torch.export.export(..., strict=False).module()`, so all thr
 canonical form: ATen ops, weights as get_attr, meta["val"] on every node, LayerInfo on each layer.
 Tensor input dims are traced as `Dim.AUTO` (dynamic where the model allows), so calibration and
 inference can use other batch sizes and sequence lengths. The model is traced in eval mode (its
-mode is restored) and the graph gets its own copy of every weight, so passes never touch the
+mode is restored; Hugging Face models with `use_cache` off) and the graph gets its own copy of every weight, so passes never touch the
 user's model. Reads the model; writes nothing.
 """
 
@@ -50,7 +50,10 @@ def trace(
             source = _symbolic(model)
         else:
             source = _dynamo_capture(model, args, kwargs)
-        return _export(source, args, kwargs, frontend, dynamic)
+        gm = _export(source, args, kwargs, frontend, dynamic)
+        if frontend == "dynamo":
+            _restore_output_structure(gm, model, args, kwargs)
+        return gm
 
 
 @dataclass
@@ -96,6 +99,19 @@ def canonicalize_dynamo_graph(
         lifted.add_module(name, module)
     canonical = _export(lifted, tuple(user_values), {}, "dynamo", dynamic)
     return DynamoGraph(canonical, user_inputs)
+
+
+def _restore_output_structure(gm: torch.fx.GraphModule, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """Dynamo graphs return a flat tuple; give the graph the model's own output structure."""
+    with torch.no_grad():
+        leaves, spec = pytree.tree_flatten(model(*args, **kwargs))
+    info = gm.graph._codegen.pytree_info
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    if info is None or len(pytree.tree_leaves(output.args[0])) != len(leaves):
+        return
+    gm.graph._codegen.pytree_info = info._replace(out_spec=spec)
+    gm._out_spec = spec
+    gm.recompile()
 
 
 def _state_name(node: torch.fx.Node) -> str | None:
@@ -213,12 +229,19 @@ def _canonicalize(gm: torch.fx.GraphModule) -> None:
 
 @contextlib.contextmanager
 def _eval_mode(model: torch.nn.Module):
+    """Eval mode, and for Hugging Face models no KV cache (the graph is one full-sequence forward)."""
     was_training = model.training
+    config = getattr(model, "config", None)
+    had_cache = getattr(config, "use_cache", None)
     model.eval()
+    if had_cache:
+        config.use_cache = False
     try:
         yield
     finally:
         model.train(was_training)
+        if had_cache:
+            config.use_cache = had_cache
 
 
 def _first_line(error: BaseException) -> str:
@@ -230,7 +253,7 @@ def _user_frame(error: BaseException) -> str:
     """The innermost traceback frame outside torch: the user's failing line."""
     import traceback
 
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if "/torch/" not in f.filename and "/fxc/" not in f.filename]
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(p in f.filename for p in ("/torch/", "/fxc/", "<"))]
     if not frames:
         return ""
     f = frames[-1]
