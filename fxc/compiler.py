@@ -38,6 +38,7 @@ def compile(
     frontend: str = "export",
     instruments: Iterable[Any] = (),
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    backend_options: dict[str, Any] | None = None,
 ) -> CompiledModule:
     """Compress `model` with `passes` (pipeline text, pass objects, or a Pipeline) and lower it.
 
@@ -62,7 +63,7 @@ def compile(
     pipeline.run(gm, am, instruments)
     ir.remove_unused_tensors(gm)
     name = resolve_backend(backend, gm)
-    runner = registry.lookup("fxc.backends", name)().compile(gm, example)
+    runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, example)
     return CompiledModule(gm, runner, pipeline, name, instruments)
 
 
