@@ -35,10 +35,12 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                               cwd=Path(__file__).parent).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
         return out.stdout.strip() + ("+uncommitted" if dirty else "")
     except OSError:
         return "unknown"
@@ -49,8 +51,7 @@ def record(title: str, command: str, table: str, notes: str = "") -> None:
     today = datetime.date.today().isoformat()
     section = (
         f"\n## {title}\n\n- date: {today}\n- commit: {commit()}\n- machine: {machine()}\n"
-        f"- command: `{command}`\n\n```\n{table.rstrip()}\n```\n"
-        + (f"\n{notes.strip()}\n" if notes else "")
+        f"- command: `{command}`\n\n```\n{table.rstrip()}\n```\n" + (f"\n{notes.strip()}\n" if notes else "")
     )
     with RESULTS.open("a") as f:
         f.write(section)

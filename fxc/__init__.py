@@ -41,10 +41,34 @@ from fxc.registry import register
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALL", "Analysis", "AnalysisManager", "Backend", "BackendError", "Calibration", "CalibrationError",
-    "CompiledModule", "FxcError", "IRDump", "IRError", "Instrument", "NodeError", "NumericDrift",
-    "OptionError", "Pass", "PassFailure", "PassResult", "Pipeline", "PipelineSyntaxError", "Timing",
-    "TraceError", "UnknownNameError", "canonicalize_dynamo_graph", "compile", "option", "register", "trace",
+    "ALL",
+    "Analysis",
+    "AnalysisManager",
+    "Backend",
+    "BackendError",
+    "Calibration",
+    "CalibrationError",
+    "CompiledModule",
+    "FxcError",
+    "IRDump",
+    "IRError",
+    "Instrument",
+    "NodeError",
+    "NumericDrift",
+    "OptionError",
+    "Pass",
+    "PassFailure",
+    "PassResult",
+    "Pipeline",
+    "PipelineSyntaxError",
+    "Timing",
+    "TraceError",
+    "UnknownNameError",
+    "canonicalize_dynamo_graph",
+    "compile",
+    "option",
+    "register",
+    "trace",
 ]
 
 

@@ -21,7 +21,9 @@ from fxc.report import Report, build_report
 class Backend:
     name: ClassVar[str] = ""
 
-    def compile(self, gm: torch.fx.GraphModule, example_inputs: tuple[tuple, dict] | None) -> Callable[..., Any]:
+    def compile(
+        self, gm: torch.fx.GraphModule, example_inputs: tuple[tuple, dict] | None
+    ) -> Callable[..., Any]:
         raise NotImplementedError
 
     def unsupported(self, gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
@@ -38,8 +40,15 @@ class CompiledModule(torch.nn.Module):
     backend   the backend's name; `runner` the callable it produced
     """
 
-    def __init__(self, gm: torch.fx.GraphModule, runner: Callable[..., Any], pipeline: Any, backend: str,
-                 instruments: tuple = (), drift: dict[str, float] | None = None):
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        runner: Callable[..., Any],
+        pipeline: Any,
+        backend: str,
+        instruments: tuple = (),
+        drift: dict[str, float] | None = None,
+    ):
         super().__init__()
         self.graph = gm
         object.__setattr__(self, "runner", runner)  # not a submodule: it may be `graph` itself

@@ -41,7 +41,9 @@ def weight_shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ..
         return tuple(ir.get_tensor(gm, node.args[1].target).shape)
     if t == torch.ops.fxc.quantized_conv2d.default:
         return tuple(node.args[6])
-    stored = ir.get_tensor(gm, node.args[1].target) if node.args[1].op == "get_attr" else node.args[1].meta["val"]
+    stored = (
+        ir.get_tensor(gm, node.args[1].target) if node.args[1].op == "get_attr" else node.args[1].meta["val"]
+    )
     if t == torch.ops.fxc.quantized_linear.default:
         return (stored.shape[0], ops.unpacked_columns(stored, node.args[5]))
     if t == torch.ops.fxc.sparse_nm_linear.default:
@@ -52,7 +54,11 @@ def weight_shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ..
 
 def layer_cost(gm: torch.fx.GraphModule, node: torch.fx.Node) -> LayerCost:
     shape = weight_shape(gm, node)
-    tensors = {a.target: ir.get_tensor(gm, a.target) for a in node.args if isinstance(a, torch.fx.Node) and a.op == "get_attr"}
+    tensors = {
+        a.target: ir.get_tensor(gm, a.target)
+        for a in node.args
+        if isinstance(a, torch.fx.Node) and a.op == "get_attr"
+    }
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     bias = _bias_numel(gm, node)
     params = math.prod(shape) + bias
@@ -84,7 +90,11 @@ def _bias_numel(gm: torch.fx.GraphModule, node: torch.fx.Node) -> int:
     if node.target == torch.ops.fxc.int8_linear.default:
         bias_index = 3
     bias = node.args[bias_index]
-    return ir.get_tensor(gm, bias.target).numel() if isinstance(bias, torch.fx.Node) and bias.op == "get_attr" else 0
+    return (
+        ir.get_tensor(gm, bias.target).numel()
+        if isinstance(bias, torch.fx.Node) and bias.op == "get_attr"
+        else 0
+    )
 
 
 def _concrete_numel(value: torch.Tensor) -> int:

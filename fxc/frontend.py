@@ -9,8 +9,8 @@ Every path ends in `torch.export.export(..., strict=False).module()`, so all thr
 canonical form: ATen ops, weights as get_attr, meta["val"] on every node, LayerInfo on each layer.
 Tensor input dims are traced as `Dim.AUTO` (dynamic where the model allows), so calibration and
 inference can use other batch sizes and sequence lengths. The model is traced in eval mode (its
-mode is restored; Hugging Face models with `use_cache` off) and the graph gets its own copy of every weight, so passes never touch the
-user's model. Reads the model; writes nothing.
+mode is restored; Hugging Face models with `use_cache` off) and the graph gets its own copy of
+every weight, so passes never touch the user's model. Reads the model; writes nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def trace(
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"fxc traces an nn.Module, got {type(model).__name__}; wrap functions in a Module")
     if example_inputs is None:
-        raise TraceError("tracing needs example_inputs: a batch the model accepts, e.g. (torch.randn(1, 16),)")
+        raise TraceError(
+            "tracing needs example_inputs: a batch the model accepts, e.g. (torch.randn(1, 16),)"
+        )
     args, kwargs = as_batch(example_inputs)
     with _eval_mode(model):
         if frontend == "export":
@@ -66,14 +68,20 @@ class DynamoGraph:
 
 
 def canonicalize_dynamo_graph(
-    gm: torch.fx.GraphModule, example_inputs: list[Any], model: torch.nn.Module | None = None, dynamic: bool = True
+    gm: torch.fx.GraphModule,
+    example_inputs: list[Any],
+    model: torch.nn.Module | None = None,
+    dynamic: bool = True,
 ) -> DynamoGraph:
     """Turn the graph a torch.compile backend receives into canonical IR. Weights arrive as
     placeholders: each is mapped back to its module path by identity with `model`'s parameters and
-    buffers when given, else from dynamo's recorded source (`L['self']._modules['fc']._parameters['weight']`)."""
+    buffers when given, else from dynamo's recorded source
+    (`L['self']._modules['fc']._parameters['weight']`)."""
     names = {}
     if model is not None:
-        state = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+        state = dict(model.named_parameters(remove_duplicate=False)) | dict(
+            model.named_buffers(remove_duplicate=False)
+        )
         names = {id(t): n for n, t in state.items()}
     root = torch.nn.Module()
     graph = torch.fx.Graph()
@@ -101,7 +109,9 @@ def canonicalize_dynamo_graph(
     return DynamoGraph(canonical, user_inputs)
 
 
-def _restore_output_structure(gm: torch.fx.GraphModule, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+def _restore_output_structure(
+    gm: torch.fx.GraphModule, model: torch.nn.Module, args: tuple, kwargs: dict
+) -> None:
     """Dynamo graphs return a flat tuple; give the graph the model's own output structure."""
     with torch.no_grad():
         leaves, spec = pytree.tree_flatten(model(*args, **kwargs))
@@ -172,7 +182,9 @@ def _dynamo_capture(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.
     return canonicalize_dynamo_graph(gm, example_inputs, model).gm
 
 
-def _export(source: torch.nn.Module, args: tuple, kwargs: dict, frontend: str, dynamic: bool) -> torch.fx.GraphModule:
+def _export(
+    source: torch.nn.Module, args: tuple, kwargs: dict, frontend: str, dynamic: bool
+) -> torch.fx.GraphModule:
     dims = None
     if dynamic:
         dims = pytree.tree_map(
@@ -253,7 +265,11 @@ def _user_frame(error: BaseException) -> str:
     """The innermost traceback frame outside torch: the user's failing line."""
     import traceback
 
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(p in f.filename for p in ("/torch/", "/fxc/", "<"))]
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not any(p in f.filename for p in ("/torch/", "/fxc/", "<"))
+    ]
     if not frames:
         return ""
     f = frames[-1]

@@ -24,7 +24,11 @@ from fxc import meta, ops
 from fxc.errors import IRError, NodeError
 
 aten = torch.ops.aten
-LAYER_OPS = {aten.linear.default: "linear", aten.conv2d.default: "conv2d", aten.embedding.default: "embedding"}
+LAYER_OPS = {
+    aten.linear.default: "linear",
+    aten.conv2d.default: "conv2d",
+    aten.embedding.default: "embedding",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,9 @@ class WeightLayer:
         return info.fqn if info else self.weight.rsplit(".", 1)[0]
 
 
-def weight_layers(gm: torch.fx.GraphModule, kinds: tuple[str, ...] = ("linear", "conv2d")) -> list[WeightLayer]:
+def weight_layers(
+    gm: torch.fx.GraphModule, kinds: tuple[str, ...] = ("linear", "conv2d")
+) -> list[WeightLayer]:
     """Dense layers of the given kinds whose weight is a get_attr (in graph order)."""
     found = []
     for node in gm.graph.nodes:
@@ -101,7 +107,9 @@ def remove_unused_tensors(gm: torch.fx.GraphModule) -> int:
             gm.graph.erase_node(node)
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     freed = 0
-    for name, _ in list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False)):
+    for name, _ in list(gm.named_parameters(remove_duplicate=False)) + list(
+        gm.named_buffers(remove_duplicate=False)
+    ):
         if name not in used:
             owner, attr = _owner(gm, name)
             owner._parameters.pop(attr, None)
@@ -146,7 +154,9 @@ def verify(gm: torch.fx.GraphModule) -> None:
                 raise NodeError(node, "node without meta['val'] (shape/dtype); run fxc.ir.refresh_meta(gm)")
         for key, value in node.meta.items():
             if key.startswith("fxc.") and not isinstance(value, meta.ANNOTATIONS.get(key, ())):
-                raise NodeError(node, f"meta key {key!r} holds {type(value).__name__}; declare keys in fxc/meta.py")
+                raise NodeError(
+                    node, f"meta key {key!r} holds {type(value).__name__}; declare keys in fxc/meta.py"
+                )
 
 
 def _owner(gm: torch.nn.Module, target: str) -> tuple[torch.nn.Module, str]:

@@ -33,7 +33,14 @@ def option(
     high_open: bool = False,
 ) -> Any:
     """A dataclass field carrying its help line and the values it accepts."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+    }
     if isinstance(default, (list, dict, set)):
         raise TypeError("option defaults must be immutable; use a tuple")
     return dataclasses.field(default=default, metadata=meta)
@@ -95,7 +102,11 @@ def validate_options(obj) -> None:
 def _coerce_type(owner: str, f: dataclasses.Field, value: Any, expected: Any) -> Any:
     """Accept ints for floats and lists for tuples; reject anything else of the wrong type."""
     allowed = _allowed_types(expected)
-    if not allowed or isinstance(value, tuple(allowed)) and not (isinstance(value, bool) and bool not in allowed):
+    if (
+        not allowed
+        or isinstance(value, tuple(allowed))
+        and not (isinstance(value, bool) and bool not in allowed)
+    ):
         return value
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

