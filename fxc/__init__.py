@@ -22,6 +22,7 @@ from fxc.compiler import compile
 from fxc.errors import (
     BackendError,
     CalibrationError,
+    FormatError,
     FxcError,
     IRError,
     NodeError,
@@ -31,12 +32,13 @@ from fxc.errors import (
     TraceError,
     UnknownNameError,
 )
-from fxc.frontend import canonicalize_dynamo_graph, trace
+from fxc.frontend import canonicalize_dynamo_graph, lift_dynamo_graph, trace
 from fxc.instruments import Instrument, IRDump, NumericDrift, Timing
 from fxc.options import option
 from fxc.passbase import ALL, Analysis, Pass, PassResult
 from fxc.pipeline import Pipeline
 from fxc.registry import register
+from fxc.serialize import load, save
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "CompiledModule",
+    "FormatError",
     "FxcError",
     "IRDump",
     "IRError",
@@ -66,8 +69,10 @@ __all__ = [
     "UnknownNameError",
     "canonicalize_dynamo_graph",
     "compile",
+    "load",
     "option",
     "register",
+    "save",
     "trace",
 ]
 

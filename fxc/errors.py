@@ -75,6 +75,10 @@ class BackendError(FxcError):
     """A backend cannot lower the graph (unsupported ops, missing device, ...)."""
 
 
+class FormatError(FxcError, ValueError):
+    """A saved model fxc.load cannot read: truncated, modified, or from an incompatible version."""
+
+
 def describe_node(node: torch.fx.Node) -> str:
     """`%name = aten.linear.default(...)`, plus the user source line the node was traced from."""
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)

@@ -3,7 +3,8 @@
     fxc.trace(model, example_inputs)                        # "export" (default): torch.export
     fxc.trace(model, example_inputs, frontend="symbolic")   # torch.fx.symbolic_trace first
     fxc.trace(model, example_inputs, frontend="dynamo")     # the graph torch.compile hands a backend
-    canonicalize_dynamo_graph(gm, example_inputs)           # what the torch.compile backend calls
+    lift_dynamo_graph(gm, example_inputs)                   # inside a torch.compile backend call, then
+    canonicalize_dynamo_graph(gm, example_inputs)           # lift + export (outside the backend call)
 
 Every path ends in `torch.export.export(..., strict=False).module()`, so all three give the same
 canonical form: ATen ops, weights as get_attr, meta["val"] on every node, LayerInfo on each layer.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +53,12 @@ def trace(
         elif frontend == "symbolic":
             source = _symbolic(model)
         else:
-            source = _dynamo_capture(model, args, kwargs)
+            lifted = _dynamo_capture(model, args, kwargs)
+            _match_signature(lifted, model, args, kwargs)
+            source = lifted.gm
         gm = _export(source, args, kwargs, frontend, dynamic)
         if frontend == "dynamo":
-            _restore_output_structure(gm, model, args, kwargs)
+            _restore_output_structure(gm, model, *as_batch(example_inputs))
         return gm
 
 
@@ -73,7 +77,28 @@ def canonicalize_dynamo_graph(
     model: torch.nn.Module | None = None,
     dynamic: bool = True,
 ) -> DynamoGraph:
-    """Turn the graph a torch.compile backend receives into canonical IR. Weights arrive as
+    """Turn the graph a torch.compile backend receives into canonical IR: `lift_dynamo_graph`, then
+    export. Call `lift_dynamo_graph` inside the backend call (dynamo's source records exist only
+    then) and this export step outside it: exporting inside a backend call breaks dynamo's guards."""
+    lifted = lift_dynamo_graph(gm, example_inputs, model)
+    return DynamoGraph(_export(lifted.gm, tuple(lifted.user_values), {}, "dynamo", dynamic), lifted.user_inputs)
+
+
+@dataclass
+class LiftedGraph:
+    """A dynamo graph with weights turned into get_attr constants; still torch-level ops."""
+
+    gm: torch.fx.GraphModule
+    user_inputs: list[int]
+    user_values: list[torch.Tensor]
+    user_sources: list[str]  # dynamo's name for each input, e.g. "L['input_ids']"
+    user_ids: list[int]  # id() of each input tensor dynamo was called with
+
+
+def lift_dynamo_graph(
+    gm: torch.fx.GraphModule, example_inputs: list[Any], model: torch.nn.Module | None = None
+) -> LiftedGraph:
+    """Weights arrive as
     placeholders: each is mapped back to its module path by identity with `model`'s parameters and
     buffers when given, else from dynamo's recorded source
     (`L['self']._modules['fc']._parameters['weight']`)."""
@@ -85,8 +110,9 @@ def canonicalize_dynamo_graph(
         names = {id(t): n for n, t in state.items()}
     root = torch.nn.Module()
     graph = torch.fx.Graph()
-    env: dict[torch.fx.Node, torch.fx.Node] = {}
-    user_inputs, user_values = [], []
+    env: dict[torch.fx.Node, object] = {}
+    user_inputs, user_values, user_sources, user_ids, sizes = [], [], [], [], []
+    by_source: dict[str, torch.fx.Node] = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     for index, (node, value) in enumerate(zip(placeholders, example_inputs)):
         name = names.get(id(value)) or _state_name(node)
@@ -95,18 +121,48 @@ def canonicalize_dynamo_graph(
             env[node] = graph.get_attr(name)
         elif isinstance(value, torch.Tensor):
             env[node] = graph.placeholder(node.name)
+            by_source[_source_name(node)] = env[node]
             user_inputs.append(index)
-            user_values.append(value)
+            user_sources.append(_source_name(node))
+            user_ids.append(id(value))
+            user_values.append(value.detach().clone())  # export must not touch the guarded input
         else:
-            env[node] = value  # a SymInt size: specialized away, export re-derives dynamic dims
+            sizes.append((node, value))
+    for node, value in sizes:  # a SymInt size: read it off the input it came from, so it stays dynamic
+        match = re.fullmatch(r"(.*)\.size\(\)\[(\d+)\]", _source_name(node))
+        base = by_source.get(match.group(1)) if match else None
+        if base is not None:
+            env[node] = graph.call_function(torch.ops.aten.sym_size.int, (base, int(match.group(2))))
+        else:  # no record of its origin: specialize to the example's size
+            env[node] = value.node.hint if isinstance(value, torch.SymInt) else value
     for node in gm.graph.nodes:
         if node.op != "placeholder":
             env[node] = graph.node_copy(node, lambda n: env[n])
     lifted = torch.fx.GraphModule(root, graph)
     for name, module in gm.named_children():
         lifted.add_module(name, module)
-    canonical = _export(lifted, tuple(user_values), {}, "dynamo", dynamic)
-    return DynamoGraph(canonical, user_inputs)
+    return LiftedGraph(lifted, user_inputs, user_values, user_sources, user_ids)
+
+
+def _match_signature(lifted: LiftedGraph, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """Give the lifted graph the model's own inputs (names and order), so it is called like the model."""
+    import inspect
+
+    bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    graph = lifted.gm.graph
+    old = dict(zip(lifted.user_ids, [n for n in graph.nodes if n.op == "placeholder"]))
+    first = next(iter(graph.nodes))
+    for name, value in bound.arguments.items():
+        with graph.inserting_before(first):
+            new = graph.placeholder(name)
+        if id(value) in old:
+            old.pop(id(value)).replace_all_uses_with(new)
+    if old:
+        sources = [s for s, i in zip(lifted.user_sources, lifted.user_ids) if i in old]
+        raise TraceError(f"frontend 'dynamo': graph inputs {sources} are not arguments of forward; use frontend='export'")
+    for node in [n for n in graph.nodes if n.op == "placeholder" and n.target not in bound.arguments]:
+        graph.erase_node(node)
+    lifted.gm.recompile()
 
 
 def _restore_output_structure(
@@ -124,10 +180,14 @@ def _restore_output_structure(
     gm.recompile()
 
 
-def _state_name(node: torch.fx.Node) -> str | None:
+def _source_name(node: torch.fx.Node) -> str:
     grapharg = node.meta.get("grapharg")
     source = grapharg.source.name if grapharg is not None else ""
-    source = source() if callable(source) else source
+    return source() if callable(source) else source
+
+
+def _state_name(node: torch.fx.Node) -> str | None:
+    source = _source_name(node)
     if "_parameters[" not in source and "_buffers[" not in source:
         return None
     return ".".join(re.findall(r"\[['\"]([^'\"]+)['\"]\]", source)[1:]) or None
@@ -157,19 +217,23 @@ def _symbolic(model: torch.nn.Module) -> torch.fx.GraphModule:
         ) from error
 
 
-def _dynamo_capture(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.fx.GraphModule:
-    captured: list[tuple[torch.fx.GraphModule, list]] = []
+def _dynamo_capture(model: torch.nn.Module, args: tuple, kwargs: dict) -> LiftedGraph:
+    captured: list[LiftedGraph] = []
 
-    def backend(gm, example_inputs):
-        captured.append((gm, list(example_inputs)))
+    def backend(gm, example_inputs):  # dynamo's source records are only there during this call
+        captured.append(lift_dynamo_graph(gm, list(example_inputs), model))
         return gm
 
     import torch._dynamo
 
     torch._dynamo.reset()
+    for tensor in pytree.tree_leaves((args, kwargs)):
+        if isinstance(tensor, torch.Tensor):
+            for dim in range(tensor.dim()):
+                torch._dynamo.maybe_mark_dynamic(tensor, dim)
     try:
         with torch.no_grad():
-            torch.compile(model, backend=backend, dynamic=False, fullgraph=True)(*args, **kwargs)
+            torch.compile(model, backend=backend, fullgraph=True)(*args, **kwargs)
     except Exception as error:
         raise TraceError(
             f"frontend 'dynamo' could not capture {type(model).__name__} in one graph: "
@@ -178,8 +242,7 @@ def _dynamo_capture(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.
         ) from error
     finally:
         torch._dynamo.reset()
-    gm, example_inputs = captured[0]
-    return canonicalize_dynamo_graph(gm, example_inputs, model).gm
+    return captured[0]
 
 
 def _export(
@@ -221,7 +284,7 @@ def _as_dynamic_shapes(source, args, kwargs, dims):
 
 
 def _canonicalize(gm: torch.fx.GraphModule) -> None:
-    """Drop export's runtime guard call, give the graph its own weights, annotate layers."""
+    """Drop export's runtime guard call and unused tensors, give the graph its own weights, annotate layers."""
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
             gm.graph.erase_node(node)
@@ -233,6 +296,7 @@ def _canonicalize(gm: torch.fx.GraphModule) -> None:
             gm.named_buffers(remove_duplicate=False)
         ):
             ir.set_tensor(gm, name, copies.setdefault(id(tensor), tensor.detach().clone()))
+    ir.remove_unused_tensors(gm)  # e.g. BatchNorm's num_batches_tracked
     for layer in ir.weight_layers(gm, kinds=("linear", "conv2d", "embedding")):
         meta.put(layer.node, meta.LayerInfo(fqn=layer.weight.rsplit(".", 1)[0], kind=layer.kind))
     gm.recompile()
@@ -265,10 +329,11 @@ def _user_frame(error: BaseException) -> str:
     """The innermost traceback frame outside torch: the user's failing line."""
     import traceback
 
+    package = str(Path(__file__).parent)
     frames = [
         f
         for f in traceback.extract_tb(error.__traceback__)
-        if not any(p in f.filename for p in ("/torch/", "/fxc/", "<"))
+        if "/torch/" not in f.filename and not f.filename.startswith(("<", package))
     ]
     if not frames:
         return ""

@@ -1,9 +1,12 @@
 """Shared test set-up. TRITON_INTERPRET must be set before anything imports triton, so it is the
-first thing here: Triton kernels then run on the CPU through the interpreter."""
+first thing here: Triton kernels then run on the CPU through the interpreter. tests/ goes on
+sys.path so test files can `from tiny_models import ...`."""
 
 import os
+import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
