@@ -68,6 +68,7 @@ __all__ = [
     "TraceError",
     "UnknownNameError",
     "canonicalize_dynamo_graph",
+    "lift_dynamo_graph",
     "compile",
     "load",
     "option",

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,9 +43,7 @@ def trace(
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"fxc traces an nn.Module, got {type(model).__name__}; wrap functions in a Module")
     if example_inputs is None:
-        raise TraceError(
-            "tracing needs example_inputs: a batch the model accepts, e.g. (torch.randn(1, 16),)"
-        )
+        raise TraceError("tracing needs example_inputs: a batch the model accepts, e.g. (torch.randn(1, 16),)")
     args, kwargs = as_batch(example_inputs)
     with _eval_mode(model):
         if frontend == "export":
@@ -104,9 +102,7 @@ def lift_dynamo_graph(
     (`L['self']._modules['fc']._parameters['weight']`)."""
     names = {}
     if model is not None:
-        state = dict(model.named_parameters(remove_duplicate=False)) | dict(
-            model.named_buffers(remove_duplicate=False)
-        )
+        state = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
         names = {id(t): n for n, t in state.items()}
     root = torch.nn.Module()
     graph = torch.fx.Graph()
@@ -159,15 +155,15 @@ def _match_signature(lifted: LiftedGraph, model: torch.nn.Module, args: tuple, k
             old.pop(id(value)).replace_all_uses_with(new)
     if old:
         sources = [s for s, i in zip(lifted.user_sources, lifted.user_ids) if i in old]
-        raise TraceError(f"frontend 'dynamo': graph inputs {sources} are not arguments of forward; use frontend='export'")
+        raise TraceError(
+            f"frontend 'dynamo': graph inputs {sources} are not arguments of forward; use frontend='export'"
+        )
     for node in [n for n in graph.nodes if n.op == "placeholder" and n.target not in bound.arguments]:
         graph.erase_node(node)
     lifted.gm.recompile()
 
 
-def _restore_output_structure(
-    gm: torch.fx.GraphModule, model: torch.nn.Module, args: tuple, kwargs: dict
-) -> None:
+def _restore_output_structure(gm: torch.fx.GraphModule, model: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     """Dynamo graphs return a flat tuple; give the graph the model's own output structure."""
     with torch.no_grad():
         leaves, spec = pytree.tree_flatten(model(*args, **kwargs))
@@ -245,9 +241,7 @@ def _dynamo_capture(model: torch.nn.Module, args: tuple, kwargs: dict) -> Lifted
     return captured[0]
 
 
-def _export(
-    source: torch.nn.Module, args: tuple, kwargs: dict, frontend: str, dynamic: bool
-) -> torch.fx.GraphModule:
+def _export(source: torch.nn.Module, args: tuple, kwargs: dict, frontend: str, dynamic: bool) -> torch.fx.GraphModule:
     dims = None
     if dynamic:
         dims = pytree.tree_map(
