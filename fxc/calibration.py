@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from fxc.errors import CalibrationError
 
@@ -90,7 +91,7 @@ def check_inputs(specs: list[Any], args: tuple, kwargs: dict, where: str) -> Non
                 f"{want.dtype} of rank {want.dim()} (traced shape {shape_text(want)})"
             )
         for d, (g, w) in enumerate(zip(got.shape, want.shape)):
-            if isinstance(w, int) and g != w:
+            if is_concrete_int(w) and g != int(w):
                 raise CalibrationError(
                     f"{where}: input {i} has shape {tuple(got.shape)} but the traced model takes "
                     f"{shape_text(want)} (dim {d} is static, fixed at {w} by example_inputs); trace with "
@@ -101,4 +102,5 @@ def check_inputs(specs: list[Any], args: tuple, kwargs: dict, where: str) -> Non
 
 
 def shape_text(value: torch.Tensor) -> str:
-    return "(" + ", ".join(str(d) for d in value.shape) + ")"
+    """(*, 16): `*` marks a dynamic dim."""
+    return "(" + ", ".join(str(int(d)) if is_concrete_int(d) else "*" for d in value.shape) + ")"

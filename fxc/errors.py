@@ -90,7 +90,8 @@ def describe_node(node: torch.fx.Node) -> str:
 
 
 def source_line(node: torch.fx.Node) -> str | None:
-    """The last frame of the stack trace recorded at tracing time: `file.py:12 in forward: y = ...`."""
+    """The innermost frame of the trace-time stack outside torch itself (the model's own line):
+    `file.py", line 12, in forward: y = ...`."""
     trace = node.meta.get("stack_trace")
     if not trace:
         return None
@@ -98,6 +99,7 @@ def source_line(node: torch.fx.Node) -> str | None:
     frames = [i for i, line in enumerate(lines) if line.startswith("File ")]
     if not frames:
         return lines[-1]
-    last = lines[frames[-1]]
-    code = lines[frames[-1] + 1] if frames[-1] + 1 < len(lines) else ""
-    return f"{last.replace('File ', '', 1)}: {code}".rstrip(": ")
+    outside_torch = [i for i in frames if "/torch/" not in lines[i]] or frames
+    index = outside_torch[-1]
+    code = lines[index + 1] if index + 1 < len(lines) and not lines[index + 1].startswith("File ") else ""
+    return f"{lines[index].replace('File ', '', 1)}: {code}".rstrip(": ")

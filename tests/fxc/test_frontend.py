@@ -105,8 +105,9 @@ def test_dynamo_graph_weights_mapped_back_to_module_paths(identity):
     torch.compile(model, backend=backend)(*example)
     torch._dynamo.reset()
     lifted = seen["lifted"]
-    graph = fxc.frontend.DynamoGraph(fxc.frontend._export(lifted.gm, tuple(lifted.user_values), {}, "dynamo", True),
-                                     lifted.user_inputs)
+    graph = fxc.frontend.DynamoGraph(
+        fxc.frontend._export(lifted.gm, tuple(lifted.user_values), {}, "dynamo", True), lifted.user_inputs
+    )
     names = {n.target for n in graph.gm.graph.nodes if n.op == "get_attr"}
     assert {"conv1.weight", "bn1.running_mean", "fc.weight"} <= names
     assert len(graph.user_inputs) == 1
