@@ -69,7 +69,7 @@ def test_calibration_shapes_that_do_not_fit_are_named():
     model, example = mlp()
     with pytest.raises(
         fxc.CalibrationError,
-        match=r"calibration batch 1: input 0 has shape \(4, 7\) but the traced model takes \(\*, 16\) \(dim 1 is static",
+        match=r"calibration batch 1: input 0 has shape \(4, 7\) but the traced model takes \(\*, 16\) \(dim 1",
     ):
         fxc.compile(model, passes="dce", example_inputs=example, calibration=[torch.randn(4, 16), torch.randn(4, 7)])
     with pytest.raises(fxc.CalibrationError, match="calibration batch 0: input 0 contains NaN or Inf"):
