@@ -1,15 +1,129 @@
-"""The `torch` backend: runs the compressed GraphModule as is, every fxc op through its torch
-implementation. Reads the graph; writes nothing."""
+"""The `torch` backend: runs the compressed GraphModule with torch, fxc ops through fast kernels.
+
+    cm = fxc.compile(model, passes="quantize{act-bits=8}", example_inputs=(x,), backend="torch")
+    cm.runner.notes        # what each fxc op became, e.g. "linear: int8_linear -> torch._int_mm"
+    fxc.compile(..., backend="torch", backend_options={"fast": False})   # the reference ops as is
+
+With `fast` (the default) compile builds a copy of the graph (sharing the module's tensors) in which
+each fxc op node is swapped for a fast implementation of the same semantics (codegen/torch_fast.py):
+
+    fxc.int8_linear        torch._int_mm (VNNI/AMX int8 GEMM); bit-exact with the reference
+    fxc.quantized_linear   dequantized whole when the float weight is small, else tile by tile
+    fxc.sparse_nm_linear   torch CSR (MKL sparse) when density <= crossover, else densified once
+    fxc.quantized_conv2d   the reference op (conv weights are small)
+
+Reads the graph; never changes it (the compiled module's `.graph` stays the canonical IR).
+"""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
 import torch.fx
 
+from fxc import ir
 from fxc.backend import Backend
+from fxc.codegen import numpy_sparse, torch_fast
+from fxc.codegen.numpy_ops_fxc import example_rows
+from fxc.ops import densify_nm
+from fxc.options import option, validate_options
+
+fxc_ops = torch.ops.fxc
 
 
+@dataclass(frozen=True)
 class TorchBackend(Backend):
-    name = "torch"
+    """Run the graph with torch; fxc ops through fast CPU kernels."""
 
-    def compile(self, gm: torch.fx.GraphModule, example_inputs):
-        return gm
+    name: ClassVar[str] = "torch"
+    fast: bool = option(True, "swap fxc ops for fast kernels (torch._int_mm, tiled dequantization, CSR)")
+    sparse_crossover: float | None = option(
+        None, "density at or below which N:M sparse linears use CSR (default: measured crossover)",
+        low=0.0, high=1.0,
+    )
+
+    def __post_init__(self):
+        validate_options(self)
+
+    def compile(self, gm: torch.fx.GraphModule, example_inputs: Any = None) -> torch.fx.GraphModule:
+        if not self.fast or not any(n.op == "call_function" and n.target in _SWAPS for n in gm.graph.nodes):
+            return gm
+        fast = _copy_sharing_tensors(gm)
+        notes = []
+        for node in list(fast.graph.nodes):
+            if node.op == "call_function" and node.target in _SWAPS:
+                notes.append(f"{node.name}: {_SWAPS[node.target](self, fast, node)}")
+        ir.remove_unused_tensors(fast)  # drops only this copy's references to the packed N:M tensors
+        fast.graph.lint()
+        fast.notes = notes
+        return fast
+
+    def crossover(self) -> numpy_sparse.Crossover:
+        if self.sparse_crossover is None:
+            return numpy_sparse.TORCH_CROSSOVER
+        return numpy_sparse.Crossover(self.sparse_crossover, self.sparse_crossover)
+
+
+def _copy_sharing_tensors(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A GraphModule over a copy of gm's graph that shares gm's parameters and buffers."""
+    graph = copy.deepcopy(gm.graph)
+    fast = torch.fx.GraphModule(gm, graph)
+    fast.meta = dict(gm.meta)
+    return fast
+
+
+def _swap(node: torch.fx.Node, fn, args: tuple) -> None:
+    node.target = fn
+    node.args = args
+    node.kwargs = {}
+
+
+def _int8_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
+    x, qweight, weight_scale = node.args[:3]
+    bias = node.kwargs.get("bias", node.args[3] if len(node.args) > 3 else None)
+    input_scale = node.kwargs.get("input_scale", node.args[4] if len(node.args) > 4 else None)
+    _swap(node, torch_fast.int8_linear_int_mm, (x, qweight, weight_scale, bias, input_scale))
+    return "int8_linear -> torch._int_mm (int8 x int8 -> int32, exact)"
+
+
+def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
+    qweight, bits = node.args[1], node.args[5]
+    rows, stored = _shape(gm, qweight)
+    columns = stored * (2 if bits == 4 else 1)
+    _swap(node, torch_fast.dequantized_linear, tuple(node.args))
+    whole = 4 * rows * columns <= torch_fast.TILE_BYTES
+    how = "whole weight per call" if whole else f"tiles of {torch_fast.TILE_BYTES >> 20} MiB"
+    return f"quantized_linear w{bits} -> dequantize ({how}) + float GEMM"
+
+
+def _shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ...]:
+    if node.op == "get_attr":
+        return tuple(ir.get_tensor(gm, node.target).shape)
+    return tuple(node.meta["val"].shape)
+
+
+def _sparse_nm_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
+    x, values, indices, scale, bias, n, m = node.args
+    if not all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in (values, indices)):
+        return "sparse_nm_linear -> reference op (weights computed at run time)"
+    choice = numpy_sparse.choose(n / m, example_rows(x), backend.crossover())
+    weight = ir.get_tensor(gm, values.target).to(torch.float32)
+    if isinstance(scale, torch.fx.Node):
+        weight = weight * ir.get_tensor(gm, scale.target).to(torch.float32).reshape(-1, 1)
+    dense = densify_nm(weight, ir.get_tensor(gm, indices.target), n, m).to(x.meta["val"].dtype)
+    stored = dense.to_sparse_csr() if choice.use_sparse else dense
+    name = ir.add_tensor(gm, f"{values.target}_{'csr' if choice.use_sparse else 'dense'}", stored)
+    with gm.graph.inserting_before(node):
+        weight_node = gm.graph.get_attr(name)
+    _swap(node, torch_fast.csr_linear if choice.use_sparse else torch_fast.dense_linear, (x, weight_node, bias))
+    return f"sparse_nm_linear {n}:{m} -> {choice.describe('torch CSR')}"
+
+
+_SWAPS = {
+    fxc_ops.int8_linear.default: _int8_linear,
+    fxc_ops.quantized_linear.default: _quantized_linear,
+    fxc_ops.sparse_nm_linear.default: _sparse_nm_linear,
+}

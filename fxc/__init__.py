@@ -17,6 +17,7 @@ import importlib
 from fxc import ops  # noqa: F401  (registers torch.ops.fxc.*)
 from fxc.analysis import AnalysisManager
 from fxc.backend import Backend, CompiledModule
+from fxc.budget import Budget
 from fxc.calibration import Calibration
 from fxc.compiler import compile
 from fxc.errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "AnalysisManager",
     "Backend",
     "BackendError",
+    "Budget",
     "Calibration",
     "CalibrationError",
     "CompiledModule",

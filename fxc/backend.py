@@ -63,6 +63,11 @@ class CompiledModule(torch.nn.Module):
     def report(self, show: bool = True) -> Report:
         report = build_report(self.graph, self.drift)
         report.notes.append(f"pipeline: {self.pipeline or '(none)'}; backend: {self.backend}")
+        if self.drift:
+            report.notes.append("drift: ||y - y_dense|| / ||y_dense|| of each layer's output on calibration batch 0")
+        backend_notes = getattr(self.runner, "report_notes", None)  # e.g. what the triton backend fused
+        if callable(backend_notes):
+            report.notes.extend(backend_notes())
         if show:
             print(report)
         return report

@@ -23,10 +23,12 @@ import torch.utils._pytree as pytree
 from fxc import ir, registry
 from fxc.analysis import AnalysisManager
 from fxc.backend import CompiledModule
+from fxc.budget import Budget
 from fxc.calibration import Calibration, as_batch
-from fxc.errors import TraceError
+from fxc.drift import DriftProbe
+from fxc.errors import OptionError, TraceError
 from fxc.frontend import trace
-from fxc.pipeline import Pipeline
+from fxc.pipeline import Entry, Pipeline
 
 
 def compile(
@@ -39,14 +41,21 @@ def compile(
     instruments: Iterable[Any] = (),
     loss_fn: Callable[..., torch.Tensor] | None = None,
     backend_options: dict[str, Any] | None = None,
+    target: Budget | None = None,
 ) -> CompiledModule:
     """Compress `model` with `passes` (pipeline text, pass objects, or a Pipeline) and lower it.
 
     example_inputs: one batch the model accepts (tensor, tuple or dict of keyword inputs); defaults
     to the first calibration batch. calibration: an iterable of such batches, for passes that
     calibrate. loss_fn(outputs, batch) -> scalar, for loss-aware analyses (Hutchinson sensitivity).
+    target: an fxc.Budget; appends the `auto` pass (budgeted per-layer compression) after `passes`.
     """
     pipeline = Pipeline.of(passes)  # parse first: a typo fails before any tracing work
+    if target is not None:
+        if not isinstance(target, Budget):
+            raise OptionError(f"fxc.compile: target must be an fxc.Budget, got {type(target).__name__}")
+        auto = registry.lookup("fxc.passes", "auto")(**target.pass_options())
+        pipeline = Pipeline((*pipeline.entries, Entry(auto)))
     calib = Calibration.of(calibration)
     if example_inputs is None:
         if calib is None:
@@ -60,11 +69,12 @@ def compile(
     am = AnalysisManager(gm, calib, example, loss_fn, instruments)
     for instrument in instruments:
         instrument.start(gm, am)
+    probe = DriftProbe.capture(gm, calib.batches[0]) if calib is not None else None  # dense layer outputs
     pipeline.run(gm, am, instruments)
     ir.remove_unused_tensors(gm)
     name = resolve_backend(backend, gm)
     runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, example)
-    return CompiledModule(gm, runner, pipeline, name, instruments)
+    return CompiledModule(gm, runner, pipeline, name, instruments, probe.measure(gm) if probe else None)
 
 
 def resolve_backend(backend: str, gm: torch.fx.GraphModule) -> str:

@@ -11,6 +11,7 @@ a `KEY`, and add it to `ANNOTATIONS`.
     node.meta["fxc.sparsity"] Sparsity: the pattern and fraction of zero weights
     node.meta["fxc.quant"]    Quantized: the scheme a quantized op node carries out
     node.meta["fxc.low_rank"] LowRank: one half of a split layer
+    node.meta["fxc.frontier"] Frontier: on the output node, the size/quality frontier the auto pass explored
 """
 
 from __future__ import annotations
@@ -90,7 +91,42 @@ class LowRank:
     role: str
 
 
-ANNOTATIONS: dict[str, type] = {cls.KEY: cls for cls in (LayerInfo, LayerPlan, Sparsity, Quantized, LowRank)}
+@dataclass(frozen=True)
+class Frontier:
+    """What a budgeted planner (the auto pass) explored, kept on the graph's output node: the exact
+    optimum (cost, predicted damage) at several budgets, the budget asked for and the point chosen.
+    `objective` is "bytes" or "latency" (seconds); `scope` what the costs count ("layers" | "model")."""
+
+    KEY = "fxc.frontier"
+    objective: str
+    scope: str
+    budget: float
+    chosen: tuple[float, float]  # (cost, predicted damage) of the plan carried out
+    points: tuple[tuple[float, float], ...]  # (cost, least predicted damage) along the frontier
+    measure: str = ""  # how damage was predicted (the auto pass's `measure`)
+    mix: tuple[tuple[str, int], ...] = ()  # (candidate, number of layers) of the chosen plan
+
+    def __post_init__(self) -> None:  # JSON round trips give lists
+        object.__setattr__(self, "chosen", tuple(self.chosen))
+        object.__setattr__(self, "points", tuple(tuple(p) for p in self.points))
+        object.__setattr__(self, "mix", tuple((str(c), int(n)) for c, n in self.mix))
+
+    def describe(self) -> list[str]:
+        unit = "bytes" if self.objective == "bytes" else "s"
+        fmt = (lambda v: f"{v:,.0f}") if self.objective == "bytes" else (lambda v: f"{v:.4g}")
+        lines = [
+            f"auto: budget {fmt(self.budget)} {unit} ({self.scope}); chosen {fmt(self.chosen[0])} {unit}, "
+            f"predicted damage {self.chosen[1]:.4g} ({self.measure})",
+            "auto: mix " + ", ".join(f"{c} x{n}" for c, n in self.mix),
+            "auto: frontier (cost -> least predicted damage): "
+            + "; ".join(f"{fmt(c)} -> {d:.3g}" for c, d in self.points),
+        ]
+        return lines
+
+
+ANNOTATIONS: dict[str, type] = {
+    cls.KEY: cls for cls in (LayerInfo, LayerPlan, Sparsity, Quantized, LowRank, Frontier)
+}
 
 
 def get(node: torch.fx.Node, cls: type) -> Any:

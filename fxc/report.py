@@ -109,7 +109,11 @@ def build_report(gm: torch.fx.GraphModule, drift: dict[str, float] | None = None
         )
         dense_layer_bytes += c.params * 4 - c.bytes
     total = cost.model_bytes(gm)
-    return Report(rows, model_bytes=total, dense_bytes=total + max(dense_layer_bytes, 0))
+    report = Report(rows, model_bytes=total, dense_bytes=total + max(dense_layer_bytes, 0))
+    frontier = meta.get(next(n for n in reversed(gm.graph.nodes) if n.op == "output"), meta.Frontier)
+    if frontier is not None:  # written by the auto pass
+        report.notes.extend(frontier.describe())
+    return report
 
 
 def _op_name(node: torch.fx.Node) -> str:

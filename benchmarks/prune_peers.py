@@ -1,0 +1,78 @@
+"""llm-compressor's SparseGPT and Wanda on SmolLM2-135M, on the token ids fxc's benchmark used.
+
+Runs in its OWN venv (never fxc's), e.g.
+    python -m venv /tmp/peer-llmc && /tmp/peer-llmc/bin/pip install torch==2.13.0 llmcompressor transformers gguf accelerate
+    /tmp/peer-llmc/bin/python benchmarks/prune_peers.py --gguf PATH.gguf --data tokens.pt --config "sparsegpt 50%"
+
+benchmarks/prune_quality.py --peer /tmp/peer-llmc/bin/python writes tokens.pt ({"calib": [[1, T] ids],
+"eval": [[1, T] ids]}) and calls this once per configuration. Prints `RESULT {"ppl", "seconds",
+"peak_rss_mb"}`: perplexity computed exactly as fxc.quality.perplexity does, prune wall time (oneshot),
+peak RSS. Imports nothing from fxc. Reads the GGUF and the token file; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+CONFIGS = {
+    "sparsegpt 50%": ("sparsegpt", 0.5, "0:0"),
+    "wanda 50%": ("wanda", 0.5, "0:0"),
+    "sparsegpt 2:4": ("sparsegpt", 0.5, "2:4"),
+    "wanda 2:4": ("wanda", 0.5, "2:4"),
+}
+
+
+def perplexity(model, batches) -> float:
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids in batches:
+            logits = model(ids).logits.float()
+            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+            total += nll.item()
+            count += ids[:, 1:].numel()
+    return math.exp(total / count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gguf", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", required=True, choices=list(CONFIGS))
+    args = parser.parse_args()
+
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+    from transformers import AutoModelForCausalLM
+
+    gguf = Path(args.gguf)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    model.config.use_cache = False
+    data = torch.load(args.data)
+    calib, evaluation = data["calib"], data["eval"]
+    seq = calib[0].shape[1]
+    dataset = Dataset.from_dict(
+        {"input_ids": [c[0].tolist() for c in calib], "attention_mask": [[1] * seq for _ in calib]}
+    )
+    method, sparsity, structure = CONFIGS[args.config]
+    modifier_class = SparseGPTModifier if method == "sparsegpt" else WandaPruningModifier
+    modifier = modifier_class(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
+    start = time.perf_counter()
+    oneshot(model=model, dataset=dataset, recipe=[modifier], num_calibration_samples=len(calib),
+            max_seq_length=seq, shuffle_calibration_samples=False)
+    seconds = time.perf_counter() - start
+    ppl = perplexity(model, evaluation)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps({"ppl": ppl, "seconds": seconds, "peak_rss_mb": peak}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

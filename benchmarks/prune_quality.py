@@ -1,0 +1,237 @@
+"""Pruning quality on real models: SmolLM2-135M perplexity, MiniLM embeddings, structured-pruning latency,
+and llm-compressor's SparseGPT / Wanda on the same data (benchmarks/prune_peers.py, its own venv).
+
+    python benchmarks/prune_quality.py --calib 128 --eval 40 --seq 512 [--peer /tmp/peer-llmc/bin/python]
+    python benchmarks/prune_quality.py --calib 16 --eval 8 --no-record        # a quick look
+
+Every configuration runs in its own subprocess (`--worker NAME`) so its peak RSS is its own; each
+worker loads the model, takes the same wiki_splits (calibration from the first 60% of the dump,
+evaluation from the last 40%), prunes with fxc.compile and measures. The parent prints one table per
+model and appends them to benchmarks/RESULTS.md. Reads the real-model packages; writes RESULTS.md and a
+temporary token file for the peer script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import harness  # noqa: E402
+
+import fxc  # noqa: E402
+
+SMOLLM = {
+    "dense": None,
+    "magnitude 50%": "prune{method=magnitude,sparsity=0.5}",
+    "wanda 50%": "prune{method=wanda,sparsity=0.5}",
+    "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
+    "wanda 2:4": "prune{method=wanda,pattern=2:4}",
+    "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
+    "wanda 50% owl": "prune{method=wanda,sparsity=0.5,allocation=owl}",
+    "channel 25% (wanda)": "prune{method=wanda,pattern=channel,sparsity=0.25}",
+}
+MINILM = {
+    "dense": None,
+    "magnitude 50%": "prune{method=magnitude,sparsity=0.5}",
+    "wanda 50%": "prune{method=wanda,sparsity=0.5}",
+    "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
+    "wanda 2:4": "prune{method=wanda,pattern=2:4}",
+    "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
+}
+
+
+# -- workers (one configuration each, in a fresh process) ------------------------------------------------------
+
+
+def smollm_worker(name: str, args) -> dict:
+    model, tokenizer = harness.load_smollm2()
+    calib, evaluation = harness.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
+    passes = SMOLLM[name]
+    seconds = 0.0
+    if passes is not None:
+        with harness.timed() as t:
+            model = fxc.compile(model, passes, example_inputs=(calib[0],), calibration=[(c,) for c in calib])
+        seconds = t.seconds
+    ppl = harness.perplexity(model, evaluation)
+    return {"ppl": ppl, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()}
+
+
+def latency_worker(args) -> dict:
+    """Dense vs 25%-channel-pruned SmolLM2 (whole model and one MLP), alternating runs in one process."""
+    model, tokenizer = harness.load_smollm2()
+    calib, evaluation = harness.wiki_splits(tokenizer, args.seq, 4, 1)
+    dense = fxc.compile(model, None, example_inputs=(calib[0],))
+    pruned = fxc.compile(model, SMOLLM["channel 25% (wanda)"], example_inputs=(calib[0],), calibration=[(c,) for c in calib])
+    ids = evaluation[0]
+    mlp = model.model.layers[0].mlp
+    hidden = torch.randn(1, args.seq, mlp.gate_proj.in_features)
+    small = _shrunk_mlp(pruned.graph, mlp)
+    timings = {"model dense": [], "model channel 25%": [], "mlp dense": [], "mlp channel 25%": []}
+    with torch.no_grad():
+        for fn in (dense, pruned):
+            fn(ids)
+        for _ in range(args.reps):
+            for key, fn, x in (("model dense", dense, ids), ("model channel 25%", pruned, ids),
+                               ("mlp dense", mlp, hidden), ("mlp channel 25%", small, hidden)):
+                start = time.perf_counter()
+                fn(x)
+                timings[key].append(time.perf_counter() - start)
+    return {k: sorted(v)[len(v) // 2] * 1000 for k, v in timings.items()} | {"peak_rss_mb": harness.peak_rss_mb()}
+
+
+def _shrunk_mlp(gm, mlp):
+    """The layer-0 MLP rebuilt from the pruned graph's (smaller) weights."""
+    import copy
+
+    from fxc import ir
+
+    small = copy.deepcopy(mlp)
+    prefix = "model.layers.0.mlp."
+    for part in ("gate_proj", "up_proj", "down_proj"):
+        weight = ir.get_tensor(gm, prefix + part + ".weight")
+        layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        layer.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=False)
+        setattr(small, part, layer)
+    return small
+
+
+def minilm_worker(name: str, args) -> dict:
+    model, tokenizer = harness.load_minilm()
+    sentences = harness.wiki_sentences(harness.wiki_text(), count=2 * args.sentences)
+    calib_text, eval_text = sentences[: args.sentences], sentences[args.sentences :]
+    reference = harness.embed(model, tokenizer, eval_text)
+    passes = MINILM[name]
+    seconds = 0.0
+    if passes is not None:
+        batches = [dict(tokenizer(calib_text[i : i + 16], padding=True, truncation=True, max_length=128,
+                                  return_tensors="pt")) for i in range(0, len(calib_text), 16)]
+        with harness.timed() as t:
+            model = fxc.compile(model, passes, example_inputs=batches[0], calibration=batches)
+        seconds = t.seconds
+    cosine = harness.mean_cosine(harness.embed(model, tokenizer, eval_text), reference)
+    rho = harness.wordsim_spearman(model, tokenizer, harness.wordsim353())
+    return {"cosine": cosine, "wordsim": rho, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()}
+
+
+# -- the parent: run every worker, print and record the tables --------------------------------------------------
+
+
+def run_worker(kind: str, name: str, args) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, "--name", name, *_shared_flags(args)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"worker {kind}/{name} failed:\n{done.stderr[-3000:]}")
+
+
+def _shared_flags(args) -> list[str]:
+    return ["--calib", str(args.calib), "--eval", str(args.eval), "--seq", str(args.seq),
+            "--sentences", str(args.sentences), "--reps", str(args.reps)]
+
+
+def activation_cache_mb(args) -> float:
+    """What caching every linear layer's input for the whole calibration set would take (SmolLM2: per block
+    q/k/v input 576, o_proj input 576, gate/up input 576, down input 1536; 30 blocks; fp32)."""
+    return args.calib * args.seq * (576 * 3 + 1536) * 30 * 4 / 2**20
+
+
+def smollm_table(args) -> str:
+    rows, dense = [], None
+    for name in SMOLLM:
+        r = run_worker("smollm", name, args)
+        dense = dense or r["ppl"]
+        rows.append((f"fxc {name}", r["ppl"], r["ppl"] / dense, r["seconds"], r["peak_rss_mb"]))
+        print(rows[-1], flush=True)
+    rows += peer_rows(args, dense)
+    lines = [f"{'configuration':34} {'perplexity':>10} {'x dense':>8} {'prune s':>8} {'peak RSS MiB':>12}"]
+    lines += [f"{n:34} {p:10.2f} {x:8.2f} {s:8.1f} {m:12.0f}" for n, p, x, s, m in rows]
+    lines.append(f"(a whole-model activation cache of the calibration set would take {activation_cache_mb(args):,.0f} MiB)")
+    return "\n".join(lines)
+
+
+def peer_rows(args, dense: float) -> list[tuple]:
+    if not args.peer:
+        return []
+    from fxc.realdata import smollm2_gguf
+
+    _, tokenizer = harness.load_smollm2()
+    calib, evaluation = harness.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "tokens.pt"
+        torch.save({"calib": calib, "eval": evaluation}, data)
+        script = Path(__file__).with_name("prune_peers.py")
+        for config in ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4"):
+            done = subprocess.run([args.peer, str(script), "--gguf", str(smollm2_gguf()), "--data", str(data),
+                                   "--config", config], capture_output=True, text=True)
+            result = next((json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+            if result is None:
+                print(f"peer {config} failed:\n{done.stderr[-3000:]}", flush=True)
+                continue
+            rows.append((f"llm-compressor {config}", result["ppl"], result["ppl"] / dense, result["seconds"],
+                         result["peak_rss_mb"]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def minilm_table(args) -> str:
+    lines = [f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"]
+    for name in MINILM:
+        r = run_worker("minilm", name, args)
+        lines.append(f"{name:22} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def latency_table(args) -> str:
+    r = run_worker("latency", "", args)
+    lines = [f"{'forward, 1 x ' + str(args.seq) + ' tokens':28} {'dense ms':>9} {'channel 25% ms':>15} {'speed-up':>9}"]
+    for what in ("model", "mlp"):
+        d, p = r[f"{what} dense"], r[f"{what} channel 25%"]
+        lines.append(f"{'SmolLM2 ' + ('whole model' if what == 'model' else 'layer-0 MLP'):28} {d:9.1f} {p:15.1f} {d / p:8.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calib", type=int, default=128, help="calibration sequences")
+    parser.add_argument("--eval", type=int, default=40, help="held-out evaluation sequences")
+    parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
+    parser.add_argument("--sentences", type=int, default=128, help="MiniLM calibration and evaluation sentences each")
+    parser.add_argument("--reps", type=int, default=10, help="latency repetitions")
+    parser.add_argument("--peer", default="", help="python of a venv with llmcompressor (e.g. /tmp/peer-llmc/bin/python)")
+    parser.add_argument("--parts", default="smollm,minilm,latency", help="which tables")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--name", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker = {"smollm": lambda: smollm_worker(args.name, args), "minilm": lambda: minilm_worker(args.name, args),
+                  "latency": lambda: latency_worker(args)}[args.worker]
+        print("RESULT " + json.dumps(worker()), flush=True)
+        return
+    sizes = f"calibration {args.calib} x {args.seq} tokens, evaluation {args.eval} x {args.seq} tokens"
+    builders = {"smollm": ("SmolLM2-135M pruning perplexity (" + sizes + ")", smollm_table),
+                "minilm": (f"MiniLM-L6 pruning: embeddings ({args.sentences} calibration / {args.sentences} held-out "
+                           "sentences) and WordSim-353", minilm_table),
+                "latency": ("SmolLM2-135M structured pruning latency (25% of MLP channels removed)", latency_table)}
+    for part in args.parts.split(","):
+        title, build = builders[part]
+        table = build(args)
+        if args.no_record:
+            print(f"\n## {title}\n{table}")
+        else:
+            harness.record(title, harness.this_command(), table)
+
+
+if __name__ == "__main__":
+    main()

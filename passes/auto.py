@@ -1,0 +1,287 @@
+"""auto: per layer, the compression that costs the least predicted damage for the bytes (or latency) it saves.
+
+    auto{ratio=6}                                  # the planned layers' weights 6x smaller than now
+    auto{bytes=120000000,scope=model}              # the whole model within 120 MB (fxc.cost.model_bytes)
+    auto{latency=0.002}                            # roofline estimate of the planned layers
+    fxc.compile(model, target=fxc.Budget(ratio=6), calibration=batches)     # the same, typed
+
+Name: `auto` (a planning pass that also carries its plan out). For every selected linear layer the
+options are "keep" plus each candidate spec (passes/candidates.py) the layer's shape can hold: int8,
+int4 per channel or per group, N:M, unstructured levels, low rank at several ratios, and combinations
+such as 2:4+w8 and r0.5+w8. Each option's cost is the bytes the compressed model will really hold for
+the weight (passes/auto_plan.py; or its roofline latency), its damage the `sensitivity` analysis's
+error on calibration data, made comparable across layers by `measure`:
+    jacobian    tr(ΔW H ΔWᵀ) x the layer's output gain (passes/auto_gain.py): ≈ relative model-output
+                error, for the price of a few backward passes (default)
+    layer       tr(ΔW H ΔWᵀ) as is (each layer in its own output units)
+    model       the model-output error measured with one layer compressed at a time (exact, slow)
+    hutchinson  HAWQ-v2 trace·||ΔW||² (needs fxc.compile(..., loss_fn=...))
+The choice is a multiple-choice knapsack, solved exactly by passes/knapsack.py (dynamic programming on
+bytes, or HiGHS integer programming when that grid is too large; a latency budget is cut into `grid`
+steps with every cost rounded up, so the plan never exceeds it). The exact optimum is also solved at
+`frontier` budgets between the cheapest plan and the dense model: the quality/size frontier.
+
+Reads: calibration (required), `sensitivity` (and through it `hessian`). Writes: meta.LayerPlan
+(source "auto") on every planned layer, meta.Frontier on the output node; with apply=true it then runs
+low-rank, prune and quantize on exactly the planned layers (passes/auto_execute.py) and checks that
+fxc.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing (everything with
+apply=false). A budget below the smallest reachable size raises OptionError naming that size before
+anything changes; so does a planned layer whose weight is shared (tied) with another tensor.
+Options: bytes | ratio | latency (exactly one), scope, candidates, measure, gain-batches, probes,
+solver, grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, apply,
+print-plan, layers, skip, seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from fxc.passes import auto_plan
+from fxc.passes.auto_execute import carry_out, check_bytes
+from fxc.passes.auto_gain import output_gains
+from fxc.passes.auto_plan import KEEP, LayerChoices
+from fxc.passes.candidates import CandidateError, parse_candidate
+from fxc.passes.knapsack import InfeasibleBudget
+from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.sensitivity import Sensitivity
+
+from fxc import cost, ir, meta
+from fxc.budget import SCOPES
+from fxc.errors import OptionError
+from fxc.options import option
+from fxc.passbase import ALL, Pass, PassResult
+
+DEFAULT_CANDIDATES = (
+    "w8", "w4g32", "w4g64", "w4g128", "w4", "2:4", "2:4+w8", "r0.5+w8", "r0.25+w8", "r0.5+w4", "r0.25+w4",
+)  # fmt: skip
+MEASURES = ("jacobian", "layer", "model", "hutchinson")
+
+
+@dataclass(frozen=True)
+class Auto(Pass):
+    """Per layer, the cheapest-damage compression under a byte / ratio / latency budget (exact knapsack)."""
+
+    name = "auto"
+    bytes: int | None = option(None, "budget: stored bytes, counted over `scope`", low=1)
+    ratio: float | None = option(None, "budget: size now / size after, over `scope`", low=1.0)
+    latency: float | None = option(None, "budget: roofline seconds of the planned layers", low=0, low_open=True)
+    scope: str = option("layers", "bytes/ratio count the planned weights, or every tensor of the model", choices=SCOPES)
+    candidates: tuple[str, ...] = option(DEFAULT_CANDIDATES, "compressions offered per layer ('keep' always is)")
+    measure: str = option("jacobian", "how damage is made comparable across layers", choices=MEASURES)
+    gain_batches: int = option(2, "calibration batches for the jacobian / model / hutchinson measures", low=1)
+    probes: int = option(4, "jacobian / hutchinson: random probes per batch", low=1)
+    solver: str = option("auto", "exact knapsack solver: dp, ilp, or auto", choices=("auto", "dp", "ilp"))
+    grid: int = option(100_000, "latency budgets: steps the budget is cut into", low=100)
+    frontier: int = option(8, "budgets the exact optimum is solved at for the frontier (0: none)", low=0)
+    peak_flops: float = option(1e12, "roofline: FLOP/s of the target", low=0, low_open=True)
+    bandwidth: float = option(5e10, "roofline: memory bytes/s of the target", low=0, low_open=True)
+    prune_method: str = option(
+        "sparse-gpt", "how planned sparsity is made", choices=("magnitude", "wanda", "sparse-gpt")
+    )
+    quantize_method: str = option("gptq", "how planned bits are made", choices=("rtn", "gptq"))
+    low_rank_method: str = option("whitened", "how planned low rank is made", choices=("svd", "whitened"))
+    apply: bool = option(True, "carry the plan out (false: only write meta.LayerPlan)")
+    print_plan: bool = option(True, "print the per-layer plan and the frontier")
+    layers: tuple[str, ...] = option((), "module-path patterns of layers to plan (empty: every linear layer)")
+    skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave as they are")
+    seed: int = option(0, "seed of the random probes")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        given = [n for n in ("bytes", "ratio", "latency") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise OptionError(
+                f"auto: give exactly one budget, option 'bytes', 'ratio' or 'latency' (got {given or 'none'})"
+            )
+        if self.latency is not None and self.scope != "layers":
+            raise OptionError("auto: option 'latency' counts the planned layers; drop option 'scope'")
+        for candidate in self._candidates():
+            reason = auto_plan.realizable(candidate)
+            if reason:
+                raise OptionError(f"auto: option 'candidates': {reason}")
+
+    def _candidates(self):
+        out = []
+        for text in dict.fromkeys(self.candidates):
+            if text in ("keep", "dense"):
+                continue
+            try:
+                out.append(parse_candidate(text))
+            except CandidateError as error:
+                raise OptionError(f"auto: option 'candidates': {error}") from None
+        return tuple(out)
+
+    # -- the pass ------------------------------------------------------------------------------------------
+
+    def run(self, gm: torch.fx.GraphModule, am) -> PassResult:
+        am.require_calibration("auto")
+        layers = select_layers(gm, self.layers, self.skip, kinds=("linear",))
+        if not layers:
+            raise OptionError(f"auto: no linear layer matches layers={list(self.layers)} skip={list(self.skip)}")
+        _refuse_shared(gm, layers)
+        choices = auto_plan.layer_choices(gm, layers, self._candidates(), self.peak_flops, self.bandwidth)
+        fixed = cost.model_bytes(gm) - sum(c.dense_bytes for c in choices)
+        capacity = self._capacity(choices, fixed)
+        self._check_reachable(choices, capacity, fixed)  # before the (costly) measurements
+        self._score(gm, am, choices)
+        auto_plan.drop_unmeasured(choices)
+        self._check_reachable(choices, capacity, fixed)
+        costs = [self._costs(c, capacity) for c in choices]
+        scores = [c.scores for c in choices]
+        limit = capacity if self.latency is None else self.grid
+        try:
+            picks = auto_plan.solve(costs, scores, limit, self.solver)
+        except InfeasibleBudget:
+            raise OptionError(
+                f"auto: option 'latency'={self.latency} is reachable only without rounding; raise it slightly "
+                "or raise option 'grid'"
+            ) from None
+        plans = auto_plan.frontier(costs, scores, self.frontier, self.solver) if self.frontier else []
+        for c, i in zip(choices, picks):
+            option_ = c.options[i]
+            plan = meta.LayerPlan(bits=16, source="auto") if option_ is KEEP else option_.to_plan("auto")
+            meta.put(c.layer.node, plan)
+        frontier = self._frontier(choices, picks, plans, fixed)
+        summary = self._summary(choices, picks, fixed, frontier)
+        if self.print_plan:
+            print(auto_plan.plan_table(choices, picks, summary))
+            print("\n".join(frontier.describe()))
+        if not self.apply:
+            _output_node(gm).meta[meta.Frontier.KEY] = frontier
+            return PassResult(True, preserved=frozenset({ALL}), summary=summary)
+        expected = fixed + sum(c.bytes[i] for c, i in zip(choices, picks))
+        plan = {c.layer.fqn: c.options[i] for c, i in zip(choices, picks) if c.options[i] is not KEEP}
+        methods = {"low_rank": self.low_rank_method, "prune": self.prune_method, "quantize": self.quantize_method}
+        steps = carry_out(gm, am, plan, methods)
+        check_bytes(gm, expected, len(choices))
+        meta.put(_output_node(gm), frontier)
+        return PassResult(True, summary=summary + ("; " + "; ".join(steps) if steps else ""))
+
+    # -- budget --------------------------------------------------------------------------------------------
+
+    def _capacity(self, choices: list[LayerChoices], fixed: int) -> float:
+        """The budget for the planned layers alone: bytes, or seconds for a latency budget."""
+        if self.latency is not None:
+            return self.latency
+        dense = sum(c.dense_bytes for c in choices)
+        whole = self.scope == "model"
+        if self.bytes is not None:
+            return self.bytes - (fixed if whole else 0)
+        return math.floor((dense + (fixed if whole else 0)) / self.ratio) - (fixed if whole else 0)
+
+    def _costs(self, c: LayerChoices, capacity: float) -> list[int]:
+        if self.latency is None:
+            return c.bytes
+        tick = capacity / self.grid
+        return [math.ceil(s / tick - 1e-9) for s in c.seconds]
+
+    def _check_reachable(self, choices: list[LayerChoices], capacity: float, fixed: int) -> None:
+        if self.latency is not None:
+            least = sum(min(c.seconds) for c in choices)
+            if least > capacity:
+                raise OptionError(
+                    f"auto: option 'latency'={self.latency:.4g} s is below the smallest reachable {least:.4g} s of the "
+                    f"{len(choices)} planned layers (roofline); raise it, add faster candidates, or plan more layers"
+                )
+            return
+        least = sum(min(c.bytes) for c in choices)
+        if least <= capacity:
+            return
+        whole = self.scope == "model"
+        reachable = least + (fixed if whole else 0)
+        now = sum(c.dense_bytes for c in choices) + (fixed if whole else 0)
+        asked = f"'bytes'={self.bytes:,}" if self.bytes is not None else f"'ratio'={self.ratio:g}"
+        where = "the whole model" if whole else f"the {len(choices)} planned layers' weights"
+        raise OptionError(
+            f"auto: option {asked} is out of reach: the smallest reachable size of {where} with these candidates is "
+            f"{reachable:,} bytes (ratio {now / reachable:.3g}); raise the budget, add smaller candidates "
+            "(e.g. r0.25+w4), or plan more layers"
+        )
+
+    # -- damage --------------------------------------------------------------------------------------------
+
+    def _score(self, gm: torch.fx.GraphModule, am, choices: list[LayerChoices]) -> None:
+        texts = tuple(dict.fromkeys(o.text for c in choices for o in c.options if o is not KEEP))
+        if not texts:
+            for c in choices:
+                c.scores = [0.0]
+            return
+        fqns = tuple(c.layer.fqn for c in choices)
+        measure = "layer" if self.measure == "jacobian" else self.measure
+        sensitivity = am.get(
+            Sensitivity(
+                candidates=texts,
+                measure=measure,
+                layers=fqns,
+                skip=(),
+                batches=self.gain_batches,
+                samples=self.probes,
+                seed=self.seed,
+            )
+        )
+        gains = {}
+        if self.measure == "jacobian":
+            batches = list(am.calibration)[: self.gain_batches]
+            gains = output_gains(gm, batches, [c.layer for c in choices], self.probes, self.seed)
+        for c in choices:
+            name = c.layer.node.name
+            gain = gains.get(name, 1.0)
+            c.scores = [0.0 if o is KEEP else gain * sensitivity.score(name, o.text) for o in c.options]
+
+    # -- what is kept and printed ------------------------------------------------------------------------
+
+    def _frontier(self, choices, picks, plans, fixed) -> meta.Frontier:
+        def point(p):
+            damage = float(sum(c.scores[i] for c, i in zip(choices, p)))
+            if self.latency is not None:
+                return float(sum(c.seconds[i] for c, i in zip(choices, p))), damage
+            return float(sum(c.bytes[i] for c, i in zip(choices, p)) + (fixed if self.scope == "model" else 0)), damage
+
+        budget = self._capacity(choices, fixed) + (fixed if self.scope == "model" and self.latency is None else 0)
+        return meta.Frontier(
+            objective="bytes" if self.latency is None else "latency",
+            scope=self.scope,
+            budget=float(budget),
+            chosen=point(picks),
+            points=tuple(sorted({point(p) for p in plans})),
+            measure=self.measure,
+            mix=auto_plan.mix(choices, picks),
+        )
+
+    def _summary(self, choices, picks, fixed, frontier: meta.Frontier) -> str:
+        stored = sum(c.bytes[i] for c, i in zip(choices, picks))
+        dense = sum(c.dense_bytes for c in choices)
+        mix = ", ".join(f"{name} x{n}" for name, n in frontier.mix)
+        return (
+            f"auto: {len(choices)} layers, {stored:,} of {dense:,} weight bytes ({dense / stored:.2f}x smaller; model "
+            f"{fixed + stored:,} bytes), est. {1e6 * sum(c.seconds[i] for c, i in zip(choices, picks)):.1f} us; "
+            f"{mix}; predicted damage {frontier.chosen[1]:.4g} ({self.measure})"
+        )
+
+
+def _output_node(gm: torch.fx.GraphModule) -> torch.fx.Node:
+    return next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+
+
+def _refuse_shared(gm: torch.fx.GraphModule, layers: list[ir.WeightLayer]) -> None:
+    """A planned weight used elsewhere (tied embeddings) would stay in memory: compressing it saves nothing."""
+    users: dict[str, list[torch.fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            users.setdefault(node.target, []).extend(node.users)
+    storages: dict[int, list[str]] = {}
+    for name, tensor in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]:
+        storages.setdefault(tensor.untyped_storage().data_ptr(), []).append(name)
+    for layer in layers:
+        others = [u for u in users.get(layer.weight, []) if u is not layer.node]
+        tensor = ir.get_tensor(gm, layer.weight)
+        aliases = [n for n in storages.get(tensor.untyped_storage().data_ptr(), []) if n != layer.weight]
+        if others or aliases:
+            shared = ", ".join([u.name for u in others] + aliases)
+            raise OptionError(
+                f"auto: layer {layer.fqn} shares its weight with {shared} (tied weights); compressing it would keep "
+                f'the shared tensor in memory too. Leave it out with skip=[..., "{layer.fqn}"]'
+            )

@@ -1,0 +1,188 @@
+"""GPTQ: quantize a weight column by column, pushing each column's rounding error onto the columns not
+yet quantized through the inverse input Hessian (Frantar et al., 2022, "GPTQ").
+
+    qw = gptq_quantize(weight [N, K], hessian [K, K], bits=4, group_size=64)   # -> qformat.QuantizedWeight
+    results = gptq_layers(gm, calibration, {node: scheme}, damp=0.01)          # layer by layer on a graph
+
+`gptq_quantize` is a pure function other passes may call. Dampening adds damp·mean(diag H) to the
+diagonal (passes/hessian.dampen; dead inputs get weight 0). The error is propagated lazily in blocks of
+`block_size` columns (same result, fewer large updates). With `act_order` columns are visited in order
+of decreasing Hessian diagonal; group scales are then computed up front from the original weight
+("static groups"), so the stored layout stays fxc.qformat's contiguous groups in the original column
+order. Without act_order each group's scale is computed when the group is reached, from the columns
+as the earlier error updates left them.
+
+`gptq_layers` runs sequentially (fxc.sequential): for each segment it observes the layer inputs with the
+weights quantized so far, builds the Hessians (passes/hessian.segment_hessians for linear layers; for
+conv2d the Hessian of the unfolded input patches), quantizes, writes the dequantized weights back so the
+next segment sees the quantized model's activations, and advances. Grouped convolutions (depthwise)
+have one Hessian per group, which this does not build: they are quantized round-to-nearest, and the
+returned method says so. On any error every weight it changed is restored. Reads the graph and
+calibration; writes (temporarily) the dequantized weights of the layers it quantized.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from fxc.passes.hessian import HessianAccumulator, dampen, segment_hessians
+from fxc.passes.quant_scheme import Scheme
+
+from fxc import ir, qformat
+from fxc.calibration import Calibration
+from fxc.sequential import CalibrationRunner, Segment, segments
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    group_size: int | None = None,
+    symmetric: bool = True,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+    layer: str = "",
+) -> qformat.QuantizedWeight:
+    """GPTQ-quantize a 2-D weight [N, K] given its input Hessian [K, K] (2·XᵀX/n)."""
+    w = weight.detach().to(torch.float32).clone()
+    n, k = w.shape
+    gs = k if group_size is None else group_size
+    if k % gs:
+        raise ValueError(f"layer {layer}: group size {gs} does not divide the input dimension {k}")
+    if hessian.shape != (k, k):
+        raise ValueError(f"layer {layer}: Hessian is {tuple(hessian.shape)}, expected ({k}, {k})")
+    h = dampen(hessian, damp, layer)
+    w[:, torch.diag(hessian) == 0] = 0.0
+    lo, hi = qformat.qrange(bits)
+    static_groups = act_order or group_size is None
+    if static_groups:
+        scale, zero = qformat.group_scales(w.view(n, k // gs, gs), bits, symmetric)
+    else:
+        scale = torch.empty(n, k // gs)
+        zero = None if symmetric else torch.empty(n, k // gs)
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
+    w, h = w[:, perm], h[perm][:, perm]
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).to(torch.float32)
+    q = torch.empty(n, k, dtype=torch.int8)
+    for b0 in range(0, k, block_size):
+        b1 = min(b0 + block_size, k)
+        err = torch.zeros(n, b1 - b0)
+        for i in range(b1 - b0):
+            col = b0 + i
+            group = int(perm[col]) // gs
+            if not static_groups and col % gs == 0:  # identity order: the group is columns col..col+gs
+                current = _current_columns(w, err[:, :i], hinv, b0, b1, col, col + gs)
+                s, z = qformat.group_scales(current.unsqueeze(1), bits, symmetric)
+                scale[:, group] = s[:, 0]
+                if zero is not None:
+                    zero[:, group] = z[:, 0]
+            s = scale[:, group]
+            z = zero[:, group] if zero is not None else 0.0
+            column = w[:, col]
+            qc = (torch.round(column / s) + z).clamp(lo, hi)
+            e = (column - (qc - z) * s) / hinv[col, col]
+            w[:, col:b1] -= e.unsqueeze(1) * hinv[col, col:b1].unsqueeze(0)
+            err[:, i] = e
+            q[:, col] = qc.to(torch.int8)
+        w[:, b1:] -= err @ hinv[b0:b1, b1:]
+    unpermuted = torch.empty_like(q)
+    unpermuted[:, perm] = q
+    return qformat.QuantizedWeight(qformat.pack(unpermuted, bits), scale, zero, bits)
+
+
+def _current_columns(w, err, hinv, b0, b1, start, end) -> torch.Tensor:
+    """Columns start..end as the updates so far left them: those past the block still owe the
+    block's pending (lazy) update."""
+    current = w[:, start:end].clone()
+    if end > b1 and err.shape[1]:
+        current[:, b1 - start :] -= err @ hinv[b0 : b0 + err.shape[1], b1:end]
+    return current
+
+
+# --- layer by layer on a graph ------------------------------------------------------------------------
+
+
+def conv_geometry(node: torch.fx.Node) -> dict:
+    """stride / padding / dilation (as 2-lists) and groups of an aten.conv2d node, defaults filled in."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    values = dict(zip(names, node.args)) | dict(node.kwargs)
+    return {
+        "stride": _pair(values.get("stride"), 1),
+        "padding": _pair(values.get("padding"), 0),
+        "dilation": _pair(values.get("dilation"), 1),
+        "groups": int(values.get("groups") or 1),
+    }
+
+
+def _pair(value, default: int) -> list[int]:
+    items = [default] if value is None else [int(v) for v in value]
+    return items * 2 if len(items) == 1 else items
+
+
+def conv_hessians(runner: CalibrationRunner, segment: Segment, convs: list[ir.WeightLayer]) -> dict[str, torch.Tensor]:
+    """Hessians 2·PᵀP/n of the unfolded input patches P [tokens, C·kh·kw] of ungrouped conv layers."""
+    accs = {layer.node: HessianAccumulator() for layer in convs}
+    shapes = {layer.node: ir.get_tensor(runner.gm, layer.weight).shape[-2:] for layer in convs}
+
+    def observe(node: torch.fx.Node, x: torch.Tensor) -> None:
+        if node in accs:
+            g = conv_geometry(node)
+            patches = F.unfold(x, shapes[node], g["dilation"], g["padding"], g["stride"])  # [B, CKK, L]
+            accs[node].add(patches.transpose(1, 2))
+
+    runner.observe(segment, observe)
+    return {node.name: acc.result() for node, acc in accs.items()}
+
+
+def gptq_layers(
+    gm: torch.fx.GraphModule,
+    calibration: Calibration,
+    schemes: dict[torch.fx.Node, Scheme],
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+) -> dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]]:
+    """GPTQ every layer in `schemes` in graph order, each segment seeing the quantized output of the
+    segments before it. Returns {node: (quantized weight, method actually used)}."""
+    runner = CalibrationRunner(gm, calibration)
+    originals: dict[str, torch.Tensor] = {}
+    results: dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]] = {}
+    try:
+        for segment in segments(gm):
+            targets = [layer for layer in segment.layers if layer.node in schemes]
+            if targets:
+                grouped = [t for t in targets if t.kind == "conv2d" and conv_geometry(t.node)["groups"] != 1]
+                convs = [t for t in targets if t.kind == "conv2d" and t not in grouped]
+                hessians = segment_hessians(runner, segment) if any(t.kind == "linear" for t in targets) else {}
+                hessians |= conv_hessians(runner, segment, convs) if convs else {}
+                for layer in targets:
+                    weight = ir.get_tensor(gm, layer.weight)
+                    scheme = schemes[layer.node]
+                    flat = weight.detach().reshape(weight.shape[0], -1)
+                    if layer in grouped:
+                        qw, method = qformat.quantize_rtn(flat, scheme.bits, scheme.group_size, scheme.symmetric), "rtn"
+                    else:
+                        qw = gptq_quantize(
+                            flat,
+                            hessians[layer.node.name],
+                            scheme.bits,
+                            scheme.group_size,
+                            scheme.symmetric,
+                            damp,
+                            act_order,
+                            block_size,
+                            layer.fqn,
+                        )
+                        method = "gptq"
+                    results[layer.node] = (qw, method)
+                    originals.setdefault(layer.weight, weight)
+                    dequantized = qformat.dequantize(qw.qweight, qw.scale, qw.zero_point, qw.bits)
+                    ir.set_tensor(gm, layer.weight, dequantized.view(weight.shape).to(weight.dtype))
+            runner.advance(segment)
+    except BaseException:
+        for target, weight in originals.items():
+            ir.set_tensor(gm, target, weight)
+        raise
+    return results

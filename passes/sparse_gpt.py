@@ -1,0 +1,150 @@
+"""SparseGPT (Frantar & Alistarh, 2023): OBS-style pruning with weight update, and the sequential
+driver that calibrated pruning methods (wanda, sparse-gpt) share.
+
+    new_weight = sparse_gpt(weight, hessian, sparsity=0.5, nm=None, block_size=128, damp=0.01, layer="fc1")
+    prune_sequentially(gm, calibration, targets, method="sparse-gpt", block_size=128, damp=0.01)
+
+sparse_gpt walks the columns left to right in blocks. Inside a block it picks the mask from the
+OBS saliency w²/[H⁻¹]ᵢᵢ² (the `sparsity` lowest of the block, or the M-N lowest of every group of M
+columns per row for N:M), zeroes column i, and spreads the error (wᵢ - qᵢ)/[H⁻¹]ᵢᵢ over the
+remaining columns through the upper Cholesky factor of H⁻¹ (so H⁻¹ is factored once). Dead inputs
+(zero diagonal) are zeroed; dampening comes from passes/hessian.dampen, which raises when H cannot
+be inverted.
+
+prune_sequentially runs the calibration data segment by segment (fxc/sequential.py): each segment's
+layers see the outputs of the already-pruned segments before them; peak memory is one segment plus
+the values live across it. Wanda gets its ||x|| from the same run. Writes the new weights with
+fxc.ir.set_tensor; reads nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from fxc.passes.act_stats import channel_rows
+from fxc.passes.hessian import dampen, segment_hessians
+from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
+
+from fxc import ir
+from fxc.calibration import Calibration
+from fxc.errors import CalibrationError
+from fxc.sequential import CalibrationRunner, segments
+
+
+@dataclass(frozen=True)
+class Target:
+    """One layer to prune: its fraction of zeros, or N:M (N kept of every M)."""
+
+    layer: ir.WeightLayer
+    sparsity: float
+    nm: tuple[int, int] | None = None
+
+
+def sparse_gpt(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    sparsity: float,
+    nm: tuple[int, int] | None,
+    block_size: int,
+    damp: float,
+    layer: str,
+) -> torch.Tensor:
+    """The pruned and error-compensated weight (same shape and dtype)."""
+    w = as_matrix(weight).detach().to(torch.float32).clone()
+    cols = w.shape[1]
+    dead = torch.diagonal(hessian) == 0
+    w[:, dead] = 0.0
+    h = dampen(hessian, damp, layer)
+    hinv_upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    hinv_upper = hinv_upper.to(torch.float32)
+    for start in range(0, cols, block_size):
+        end = min(start + block_size, cols)
+        block = w[:, start:end].clone()
+        u = hinv_upper[start:end, start:end]
+        diag = torch.diagonal(u)
+        pruned = torch.zeros_like(block, dtype=torch.bool)
+        if nm is None:
+            pruned = unstructured_mask(block**2 / diag.unsqueeze(0) ** 2, sparsity, per_row=False)
+        errors = torch.zeros_like(block)
+        for i in range(end - start):
+            if nm is not None and i % nm[1] == 0:
+                group = slice(i, i + nm[1])
+                pruned[:, group] = nm_mask(block[:, group] ** 2 / diag[group].unsqueeze(0) ** 2, *nm)
+            column = block[:, i]
+            kept = column.masked_fill(pruned[:, i], 0.0)
+            error = (column - kept) / diag[i]
+            block[:, i:] -= error.unsqueeze(1) * u[i, i:].unsqueeze(0)
+            block[:, i] = kept
+            errors[:, i] = error
+        w[:, start:end] = block
+        w[:, end:] -= errors @ hinv_upper[start:end, end:]
+    return w.to(weight.dtype).view_as(weight)
+
+
+def prune_with_norms(weight: torch.Tensor, input_l2: torch.Tensor, target: Target) -> torch.Tensor:
+    """Wanda: zero the lowest |W|·||x|| per output row (or per group of M)."""
+    scores = wanda_scores(weight, input_l2)
+    mask = nm_mask(scores, *target.nm) if target.nm else unstructured_mask(scores, target.sparsity, per_row=True)
+    return apply_mask(weight, mask)
+
+
+class _Norms:
+    """Per input channel sum of x² of each observed layer (Wanda's ||x||², streamed)."""
+
+    def __init__(self, nodes: set[torch.fx.Node]):
+        self.nodes, self.sums = nodes, {}
+
+    def __call__(self, node: torch.fx.Node, x: torch.Tensor) -> None:
+        if node in self.nodes:
+            rows = channel_rows(node, x.detach()).to(torch.float64)
+            self.sums[node] = self.sums.get(node, 0) + (rows * rows).sum(0)
+
+    def l2(self, node: torch.fx.Node) -> torch.Tensor:
+        return self.sums[node].sqrt().to(torch.float32)
+
+
+def prune_sequentially(
+    gm: torch.fx.GraphModule,
+    calibration: Calibration,
+    targets: list[Target],
+    method: str,
+    block_size: int,
+    damp: float,
+) -> dict[str, torch.Tensor]:
+    """Prune `targets` segment by segment; returns {weight target: new weight} (already written)."""
+    by_node = {t.layer.node: t for t in targets}
+    runner = CalibrationRunner(gm, calibration)
+    written: dict[str, torch.Tensor] = {}
+    for segment in segments(gm):
+        chosen = [by_node[layer.node] for layer in segment.layers if layer.node in by_node]
+        if chosen:
+            if method == "sparse-gpt":
+                stats = segment_hessians(runner, segment)
+            else:
+                norms = _Norms({t.layer.node for t in chosen})
+                runner.observe(segment, norms)
+                stats = {t.layer.node.name: norms.l2(t.layer.node) for t in chosen}
+            for target in chosen:
+                name = target.layer.node.name
+                _check_finite(stats[name], target.layer)
+                weight = ir.get_tensor(gm, target.layer.weight)
+                if method == "sparse-gpt":
+                    new = sparse_gpt(
+                        weight, stats[name], target.sparsity, target.nm, block_size, damp, target.layer.fqn
+                    )
+                else:
+                    new = prune_with_norms(weight, stats[name], target)
+                ir.set_tensor(gm, target.layer.weight, new)
+                written[target.layer.weight] = new
+        runner.advance(segment)
+    return written
+
+
+def _check_finite(stat: torch.Tensor, layer: ir.WeightLayer) -> None:
+    if not torch.isfinite(stat).all():
+        raise CalibrationError(
+            f"the calibration activations reaching layer {layer.fqn} contain NaN or Inf; clean the calibration "
+            "data (or check the layers before it)"
+        )

@@ -1,0 +1,94 @@
+"""The sensitivity analysis: layer, model and Hutchinson measures on tiny models."""
+
+import pytest
+import torch
+from fxc.passes.candidates import parse_candidate
+from fxc.passes.sensitivity import Sensitivity
+from tiny_models import mlp
+
+import fxc
+from fxc import ir
+from fxc.analysis import AnalysisManager
+from fxc.calibration import Calibration
+from fxc.errors import CalibrationError, FxcError, OptionError
+
+
+def _setup(loss_fn=None, scale=None):
+    model, (x,) = mlp()
+    gm = fxc.trace(model, (x,))
+    scale = torch.logspace(-1, 1, 16) if scale is None else scale
+    batches = [(torch.randn(8, 16) * scale,) for _ in range(4)]
+    return gm, AnalysisManager(gm, Calibration.of(batches), loss_fn=loss_fn), batches
+
+
+def test_layer_measure_is_exact_output_error():
+    gm, am, batches = _setup()
+    result = am.get(Sensitivity(candidates=("w8", "w4", "s0.5"), measure="layer"))
+    first = ir.weight_layers(gm)[0]
+    weight = ir.get_tensor(gm, first.weight)
+    x = torch.cat([b[0] for b in batches])
+    hessian = 2 * x.T.double() @ x.double() / x.shape[0]
+    compressed = parse_candidate("w4").apply(weight, hessian.float())
+    expected = (((compressed - weight).double() @ x.T.double()) ** 2).sum() * 2 / x.shape[0]
+    assert result.error[first.node.name]["w4"] == pytest.approx(expected.item(), rel=1e-4)
+    for name in result.layers:
+        assert 0 < result.error[name]["w8"] < result.error[name]["w4"]
+        assert result.trace[name] is None and result.score(name, "w4") == result.error[name]["w4"]
+    assert "layer" in result.table()
+
+
+def test_infeasible_candidate_scores_inf():
+    gm, am, _ = _setup()
+    result = am.get(Sensitivity(candidates=("w8", "w4g64"), measure="layer"))
+    name = result.layers[0]  # 16 input columns: groups of 64 cannot fit
+    assert result.score(name, "w4g64") == float("inf")
+    assert "group size 64" in result.infeasible[name]["w4g64"]
+    with pytest.raises(KeyError, match="was not measured"):
+        result.score(name, "2:4")
+
+
+def test_model_measure_restores_weights_and_orders_errors():
+    gm, am, batches = _setup()
+    before = {n: t.clone() for n, t in gm.state_dict().items()}
+    result = am.get(Sensitivity(candidates=("w8", "w4", "s0.5"), measure="model", batches=2))
+    assert all(torch.equal(before[n], t) for n, t in gm.state_dict().items())
+    for name in result.layers:
+        assert 0 < result.error[name]["w8"] < result.error[name]["w4"] < 1
+        assert 0 < result.error[name]["s0.5"] < 1
+
+
+def test_hutchinson_trace_of_a_quadratic_loss():
+    model = torch.nn.Linear(16, 8).eval()
+    x = torch.randn(64, 16)
+    target = torch.randn(64, 8)
+    loss_fn = lambda out, batch: ((out - target) ** 2).sum() / x.shape[0]
+    gm = fxc.trace(model, (x,))
+    am = AnalysisManager(gm, Calibration.of([(x,)]), loss_fn=loss_fn)
+    result = am.get(Sensitivity(candidates=("w4",), measure="hutchinson", samples=64, skip=()))
+    name = result.layers[0]
+    exact = (2 * x.T @ x / x.shape[0]).trace().item() / 16  # Tr(I_8 ⊗ 2XᵀX/B) / (8*16)
+    assert result.trace[name] == pytest.approx(exact, rel=0.2)
+    assert result.score(name, "w4") == pytest.approx(result.trace[name] * result.weight_change[name]["w4"])
+    assert not ir.get_tensor(gm, ir.weight_layers(gm)[0].weight).requires_grad
+
+
+def test_bad_input():
+    with pytest.raises(OptionError, match="candidates"):
+        Sensitivity(candidates=("w4", "w5"))
+    with pytest.raises(OptionError, match="measure"):
+        Sensitivity(measure="exact")
+    gm, am, _ = _setup()
+    with pytest.raises(FxcError, match="loss_fn"):
+        am.get(Sensitivity(measure="hutchinson"))
+    with pytest.raises(CalibrationError, match="needs calibration"):
+        AnalysisManager(gm).get(Sensitivity())
+    nan_am = AnalysisManager(gm, Calibration.of([(torch.full((2, 16), float("nan")),)]))
+    with pytest.raises(CalibrationError, match="NaN"):
+        nan_am.get(Sensitivity(measure="model"))
+    with pytest.raises(FxcError, match="no linear layer matches"):
+        am.get(Sensitivity(layers=("nothing*",)))
+
+
+def test_registered_and_pipeline_text():
+    s = fxc.Pipeline.parse("sensitivity{candidates=[w8,2:4],measure=model}")
+    assert str(s) == "sensitivity{candidates=[w8,2:4],measure=model}"
