@@ -4,11 +4,13 @@
     python benchmarks/gpu_suite.py --record               # ... and append the tables to benchmarks/RESULTS.md
     python benchmarks/gpu_suite.py --interpret --small    # on the CPU: the correctness part in Triton's interpreter
 
+Schemes: benchmarks/gpu_suite_cases.py (int8 / int4 weight-only, W8A8, 2:4 sparse, 50% block-sparse).
+
 1. Correctness (the same checks as tests/codegen, on the device): every config of every template's
    autotune table at ragged shapes (M = 1, 7, 33; N = 1000, K = 1056 on a GPU), then float16 /
    bfloat16 / float32 inputs with a fused SwiGLU-gate + residual epilogue. Outputs are poisoned
    with NaN; each result is compared with the op's torch reference in float32 (relative error).
-2. Timings (GPU only): median of triton.testing.do_bench for M = 1, 16, 2048 and K = N in {4096,
+2. Timings (GPU only): median of triton.testing.do_bench_cudagraph for M = 1, 16, 2048 and K = N in {4096,
    8192} (W8A8 also at 8192^3) against torch bf16 F.linear, with achieved TB/s and TFLOP/s next to
    the measured copy bandwidth and bf16 matmul rate; the issue's targets are marked, and torchao /
    Inductor kernels for the same scheme are timed where installed (benchmarks/gpu_suite_peers.py).
@@ -32,19 +34,20 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
-
 from fxc.codegen import triton_gemv  # noqa: E402
-from fxc.codegen.triton_cache import KernelCache, interpreter_active  # noqa: E402
+from fxc.codegen.triton_cache import KernelCache, interpreter_active, time_on_gpu  # noqa: E402
 from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference  # noqa: E402
 from fxc.codegen.triton_linear import FusedLinear  # noqa: E402
 from fxc.codegen.triton_template import config_label  # noqa: E402
+from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
 
 NO_EPILOGUE = Epilogue(())
 SWIGLU_RESIDUAL = Epilogue((Step("silu"), Step("mul", operand=0), Step("add", operand=1)))
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}  # relative Frobenius error
-TARGETS = {("w8a16", 1): 1.8, ("w4a16", 1): 3.0, ("w8a8", 8192): 1.6}  # (scheme, M) -> speed-up over bf16
-TEMPLATE_OF = {"w8a16": "w8a16_gemm", "w4a16": "w4a16_gemm", "w8a8": "w8a8", "sparse24": "sparse_nm_gemm"}
+TARGETS = {("w8a16", 1): 1.8, ("w4a16", 1): 3.0, ("w8a8", 8192): 1.6,  # (scheme, M) -> speed-up over bf16
+           **{("block50", m): 1.5 for m in (1, 16, 2048)}}
+TEMPLATE_OF = {"w8a16": "w8a16_gemm", "w4a16": "w4a16_gemm", "w8a8": "w8a8", "sparse24": "sparse_nm_gemm",
+               "block50": "block_sparse_gemm"}
 
 
 def table(header: tuple, rows: list[tuple]) -> str:
@@ -69,8 +72,8 @@ def correctness(device: str, small: bool, cache: KernelCache) -> tuple[str, bool
     n, k = (40, 64) if small else (1000, 1056)
     rows = []
     for scheme in SCHEMES:  # 1. every config of every template's table, bf16 (float32 in the interpreter)
-        case = make_case(scheme, n, k, device, group_size=32)
         dtype = torch.float32 if small else torch.bfloat16
+        case = make_case(scheme, n, k, device, group_size=32, dtype=dtype)
         for m in (1, 7, 33) if scheme in ("w8a16", "w4a16") else (1, 33):
             template = "gemv" if m <= triton_gemv.MAX_M and scheme in ("w8a16", "w4a16") else TEMPLATE_OF[scheme]
             table_configs = _template(template).configs
@@ -79,8 +82,8 @@ def correctness(device: str, small: bool, cache: KernelCache) -> tuple[str, bool
                 rows.append((scheme, str(dtype)[6:], m, n, k, *check(case, x, NO_EPILOGUE, cache, {template: config})))
     dtypes = (torch.float32,) if small else (torch.bfloat16, torch.float16, torch.float32)
     for scheme in SCHEMES:  # 2. dtypes and the fused epilogue, the table's first config
-        case = make_case(scheme, n, k, device, group_size=32)
         for dtype in dtypes:
+            case = make_case(scheme, n, k, device, group_size=32, dtype=dtype)
             for m in (1, 16, 300):
                 x = torch.randn(m, k, device=device, dtype=dtype)
                 rows.append((scheme, str(dtype)[6:] + "+swiglu", m, n, k, *check(case, x, SWIGLU_RESIDUAL, cache)))
@@ -90,16 +93,17 @@ def correctness(device: str, small: bool, cache: KernelCache) -> tuple[str, bool
 
 
 def _template(name: str):
-    from fxc.codegen import triton_sparse, triton_w4a16, triton_w8a8, triton_w8a16
+    from fxc.codegen import triton_block_sparse, triton_sparse, triton_w4a16, triton_w8a8, triton_w8a16
 
-    modules = (triton_w8a16, triton_w4a16, triton_gemv, triton_w8a8, triton_sparse)
+    modules = (triton_w8a16, triton_w4a16, triton_gemv, triton_w8a8, triton_sparse, triton_block_sparse)
     return next(m.TEMPLATE for m in modules if m.TEMPLATE.name == name)
 
 
 def bench(fn) -> float:
-    from triton.testing import do_bench
-
-    return do_bench(fn, warmup=10, rep=50, return_mode="median")
+    """Median milliseconds of fn replayed from a CUDA graph, so host launch overhead (Python, Triton's
+    launcher) is not counted, for the baseline and the kernels alike (the triton backend's own
+    autotuner times the same way)."""
+    return time_on_gpu(fn)
 
 
 def peaks(device: str) -> tuple[float, float]:
@@ -121,8 +125,9 @@ def timings(device: str, cache: KernelCache, budget_s: float, started: float) ->
     for m, n, k in shapes:
         x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
         dense = torch.randn(n, k, device=device, dtype=torch.bfloat16)
-        t_bf16 = bench(lambda: torch.nn.functional.linear(x, dense))
-        rows.append(("bf16 cuBLAS", m, n, k, f"{t_bf16 * 1e3:.1f}", "1.00", *_rates(m, n, k, dense.numel() * 2, t_bf16), ""))
+        t_bf16 = bench(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))
+        baseline_rates = _rates(m, n, k, dense.numel() * 2, t_bf16)
+        rows.append(("bf16 cuBLAS", m, n, k, f"{t_bf16 * 1e3:.1f}", "1.00", *baseline_rates, ""))
         for scheme in SCHEMES if m != 8192 else ("w8a8",):
             if time.perf_counter() - started > budget_s:
                 rows.append((scheme, m, n, k, "skipped: time budget", "", "", "", ""))
@@ -131,7 +136,7 @@ def timings(device: str, cache: KernelCache, budget_s: float, started: float) ->
             fused = FusedLinear(case.op, NO_EPILOGUE, cache)
             args = case.args(x)
             fused(*args)  # autotunes once for this shape
-            t = bench(lambda: fused(*args))
+            t = bench(lambda fused=fused, args=args: fused(*args))
             target = TARGETS.get((scheme, m))
             mark = "" if target is None else f"target {target}x: {'met' if t_bf16 / t >= target else 'MISSED'}"
             rows.append((f"{scheme} ({fused.last[0]})", m, n, k, f"{t * 1e3:.1f}", f"{t_bf16 / t:.2f}",

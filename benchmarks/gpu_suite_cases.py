@@ -7,7 +7,8 @@ dense weight, plus the byte count the kernel must move. Shared by the correctnes
 
 Schemes: w8a16 (int8 weights, one scale per output channel), w4a16 (int4, group-wise scales),
 w8a8 (int8 weights and dynamic per-token int8 activations), sparse24 (2:4 sparse, values in the
-activation dtype plus uint8 indices). Reads and writes nothing.
+activation dtype plus uint8 indices), block50 (a dense weight in the activation dtype with half of
+its 64 x 64 tiles zero: aten.linear on the block-sparse template). Reads and writes nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 from fxc import qformat
 
 fxc_ops = torch.ops.fxc
-SCHEMES = ("w8a16", "w4a16", "w8a8", "sparse24")
+SCHEMES = ("w8a16", "w4a16", "w8a8", "sparse24", "block50")
+BLOCK = 64
 
 
 @dataclass
@@ -53,6 +55,11 @@ def make_case(scheme: str, n: int, k: int, device: str, group_size: int = 128, d
     if scheme == "sparse24":
         values, indices = pack_nm(dense, 2, 4)
         return Case(scheme, fxc_ops.sparse_nm_linear.default, (values.to(dtype), indices, None, None, 2, 4), dense)
+    if scheme == "block50":
+        rows, cols = torch.meshgrid(torch.arange(-(-n // BLOCK)), torch.arange(-(-k // BLOCK)), indexing="ij")
+        tiles = (rows + cols) % 2 == 1  # a checkerboard: half the tiles zero, tile (0, 0) not
+        zero = tiles.repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)[:n, :k].to(device)
+        return Case(scheme, torch.ops.aten.linear.default, (dense.masked_fill(zero, 0).to(dtype), None), dense)
     raise ValueError(f"unknown scheme {scheme!r}; known: {SCHEMES}")
 
 

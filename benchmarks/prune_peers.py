@@ -51,11 +51,12 @@ def main() -> None:
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(args.gguf)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     model.config.use_cache = False
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     data = torch.load(args.data)
     calib, evaluation = data["calib"], data["eval"]
     seq = calib[0].shape[1]
@@ -66,7 +67,7 @@ def main() -> None:
     modifier_class = SparseGPTModifier if method == "sparsegpt" else WandaPruningModifier
     modifier = modifier_class(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
     start = time.perf_counter()
-    oneshot(model=model, dataset=dataset, recipe=[modifier], num_calibration_samples=len(calib),
+    oneshot(model=model, processor=tokenizer, dataset=dataset, recipe=[modifier], num_calibration_samples=len(calib),
             max_seq_length=seq, shuffle_calibration_samples=False)
     seconds = time.perf_counter() - start
     ppl = perplexity(model, evaluation)

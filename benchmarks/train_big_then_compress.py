@@ -1,7 +1,7 @@
 """Train big, then compress (Li et al., ICML 2020): at a fixed training compute budget, does a larger
 model compressed to the byte size of a smaller one beat the smaller one trained as is?
 
-    nice -n 10 python benchmarks/train_big_then_compress.py            # ~4 min on 2 shared cores
+    nice -n 10 python benchmarks/train_big_then_compress.py            # ~6 min on 2 busy shared cores
     python benchmarks/train_big_then_compress.py --budget-gflop 30 --targets 32,64 --no-record
 
 Data: Fashion-MNIST from the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/),
@@ -117,8 +117,8 @@ def cosine_lr(step: int, total: int, peak: float) -> float:
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train(model, x, y, first, total, peak_lr, seed, state=None) -> dict:
-    """Steps [first, total) of a `total`-step cosine schedule (batches drawn per step, seeded). `state`:
+def train(model, x, y, first, last, total, peak_lr, seed, state=None) -> dict:
+    """Steps [first, last) of a `total`-step cosine schedule (batches drawn per step, seeded). `state`:
     Adam's state by parameter name from an earlier call, so a run split in two is one run; returned."""
     optimizer = torch.optim.Adam(model.parameters(), peak_lr)
     named = {_plain(n): p for n, p in model.named_parameters()}
@@ -127,7 +127,7 @@ def train(model, x, y, first, total, peak_lr, seed, state=None) -> dict:
             optimizer.state[named[name]] = copy.deepcopy(value)
     g = torch.Generator().manual_seed(seed)
     model.train()
-    for step in range(total):
+    for step in range(last):
         batch = torch.randint(0, len(x), (BATCH,), generator=g)
         if step < first:
             continue
@@ -163,9 +163,9 @@ def run_width(width, data, args, bits_list):
     resume = round(steps * (1 - args.qat_fraction))
     torch.manual_seed(args.seed)
     model = MLP(inputs, width)
-    state = train(model, x, y, 0, resume, args.lr, args.seed)
+    state = train(model, x, y, 0, resume, steps, args.lr, args.seed)
     checkpoint, checkpoint_state = copy.deepcopy(model), copy.deepcopy(state)
-    train(model, x, y, resume, steps, args.lr, args.seed, state)  # exactly one uninterrupted run
+    train(model, x, y, resume, steps, steps, args.lr, args.seed, state)  # exactly one uninterrupted run
     base = dict(width=width, params=params(inputs, width), steps=steps, epochs=steps * BATCH / len(x))
     example = (x_test[:2],)
     rows = [base | measured(fxc.compile(model, example_inputs=example), "fp32", "dense", x_test, y_test)]
@@ -180,7 +180,7 @@ def run_width(width, data, args, bits_list):
             )
             rows.append(base | measured(cm, f"int{bits}", arm, x_test, y_test))
         trainable = qat.prepare(checkpoint, recorder.plan, scales=args.scales)
-        train(trainable, x, y, resume, steps, args.lr, args.seed, checkpoint_state)
+        train(trainable, x, y, resume, steps, steps, args.lr, args.seed, checkpoint_state)
         cm = fxc.compile(qat.finish(trainable), passes=passes, example_inputs=example)
         rows.append(base | measured(cm, f"int{bits}", f"qat-{args.scales}", x_test, y_test))
     return rows
@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plot", default=str(Path(__file__).with_name("train_big_then_compress.png")))
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export's pytree deprecations
@@ -226,6 +227,7 @@ def main() -> None:
     write_plot(rows, args.plot, data[0], args.budget_gflop)
     if not args.no_record:
         notes = f"Plot: `benchmarks/{Path(args.plot).name}`. Run time {clock.seconds:.0f} s.\n\n{verdict}"
+        notes += f"\n\n{args.note}" if args.note else ""
         record(f"Train big, then compress ({data[0]})", this_command(), table, notes)
 
 

@@ -17,10 +17,12 @@ Method tree of `TritonBackend.compile(gm, example_inputs)`:
 
 Options (backend_options): fuse_epilogue (fold elementwise followers into the kernel), autotune
 (time the template's config table on the GPU; off: its first config), decode_max_m (largest M the
-GEMV template serves), cache_dir (where generated kernel files go), poison_outputs (fill outputs
-with NaN before each launch, so an element a kernel fails to write shows up; for tests).
-The IR `gm` is never modified; the lowered graph shares its tensors. Writes kernel source files
-under cache_dir.
+GEMV template serves), block_sparse_block / block_sparse_min_zero (a dense linear whose weight has
+at least that fraction of all-zero block x block tiles runs the block-sparse template; above 1: never),
+cache_dir (where generated kernel files go), poison_outputs (fill outputs with NaN before each
+launch, so an element a kernel fails to write shows up; for tests).
+Inference only: the kernels record no autograd history. The IR `gm` is never modified; the
+lowered graph shares its tensors. Writes kernel source files under cache_dir.
 """
 
 from __future__ import annotations
@@ -44,24 +46,35 @@ class TritonBackend(Backend):
     name = "triton"
 
     def __init__(self, *, fuse_epilogue: bool = True, autotune: bool = True, decode_max_m: int = 16,
-                 cache_dir: str | None = None, poison_outputs: bool = False, **unknown):
+                 block_sparse_block: int = 64, block_sparse_min_zero: float = 0.3, cache_dir: str | None = None,
+                 poison_outputs: bool = False, **unknown):
         if unknown:
             raise OptionError(
                 f"backend 'triton' has no option {', '.join(map(repr, unknown))}; it takes fuse_epilogue, "
-                "autotune, decode_max_m, cache_dir, poison_outputs"
+                "autotune, decode_max_m, block_sparse_block, block_sparse_min_zero, cache_dir, poison_outputs"
+            )
+        if block_sparse_block not in (16, 32, 64, 128):
+            raise OptionError(
+                f"backend 'triton': block_sparse_block must be 16, 32, 64 or 128, got {block_sparse_block}"
             )
         if not 0 <= decode_max_m <= 16:
-            raise OptionError(f"backend 'triton': decode_max_m must be in 0..16 (the GEMV template's limit), got {decode_max_m}")
+            raise OptionError(
+                f"backend 'triton': decode_max_m must be in 0..16 (the GEMV template's limit), got {decode_max_m}"
+            )
         self.fuse_epilogue, self.autotune, self.decode_max_m = fuse_epilogue, autotune, decode_max_m
         self.cache_dir, self.poison_outputs = cache_dir, poison_outputs
+        self.block_sparse_block, self.block_sparse_min_zero = block_sparse_block, block_sparse_min_zero
 
     def compile(self, gm: torch.fx.GraphModule, example_inputs) -> TritonProgram:
         interpret = check_environment(gm, example_inputs)
         from fxc.codegen.triton_cache import KernelCache
-        from fxc.codegen.triton_partition import partition
+        from fxc.codegen.triton_partition import BlockSparse, partition
 
         cache = KernelCache(self.cache_dir, interpret=interpret, autotune=self.autotune)
-        part = partition(gm, fuse_epilogue=self.fuse_epilogue)
+        block_sparse = None
+        if self.block_sparse_min_zero <= 1:
+            block_sparse = BlockSparse(self.block_sparse_block, self.block_sparse_min_zero)
+        part = partition(gm, fuse_epilogue=self.fuse_epilogue, block_sparse=block_sparse)
         module, calls = self.lower(gm, part, cache)
         return TritonProgram(module, calls, part, cache)
 
@@ -82,6 +95,7 @@ class TritonBackend(Backend):
                 out_dtype=out_val.dtype if isinstance(out_val, torch.Tensor) else None,
                 fallback=group_module(group), decode_max_m=self.decode_max_m,
                 poison_outputs=self.poison_outputs,
+                block=self.block_sparse_block,
             )
             last = copies[group.output]
             mapped = lambda a: copies[a] if isinstance(a, torch.fx.Node) else a

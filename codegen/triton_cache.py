@@ -8,8 +8,8 @@
 `load` writes the source to `<directory>/fxc_<hash>.py` (Triton reads a kernel's source back through
 `inspect`, so it must live in a file) and imports it once per process. Triton itself caches the
 binaries per specialization; this cache adds the choice of config: on a GPU each config of the
-template's short table is timed with `triton.testing.do_bench` on the real arguments and the fastest
-kept; under the interpreter (no timing possible) the template's interpreter config is used.
+template's short table is timed (`time_on_gpu`: CUDA-graph replay) on the real arguments and the
+fastest kept; under the interpreter (no timing possible) the template's interpreter config is used.
 `interpret` says whether Triton runs kernels in its interpreter (TRITON_INTERPRET=1 when triton
 was imported; `interpreter_active()`), which only changes how configs are chosen.
 Reads and writes `<directory>/fxc_*.py`.
@@ -102,12 +102,10 @@ class KernelCache:
         return config
 
     def _tune(self, compiled: CompiledKernel, key: tuple, configs: list[dict], run: Callable[[dict], None]) -> dict:
-        from triton.testing import do_bench
-
-        timings = {}
+        timings, last_error = {}, None
         for config in configs:
             try:
-                timings[config_label(config)] = do_bench(lambda c=config: run(c), warmup=5, rep=20)
+                timings[config_label(config)] = time_on_gpu(lambda c=config: run(c))
             except Exception as error:  # a config that does not fit this GPU (shared memory): skip it
                 timings[config_label(config)] = float("inf")
                 last_error = error
@@ -116,6 +114,19 @@ class KernelCache:
         if timings[config_label(best)] == float("inf"):
             raise last_error
         return best
+
+
+def time_on_gpu(fn: Callable[[], None]) -> float:
+    """Median milliseconds of fn replayed from a CUDA graph (host launch overhead excluded, which
+    would otherwise swamp decode-sized kernels); plain do_bench when fn cannot be captured."""
+    import torch
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    try:
+        return do_bench_cudagraph(fn, rep=20, return_mode="median")
+    except Exception:
+        torch.cuda.synchronize()
+        return do_bench(fn, warmup=5, rep=20, return_mode="median")
 
 
 def interpreter_active() -> bool:

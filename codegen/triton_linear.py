@@ -10,6 +10,7 @@ Which template serves a call (decided here, never in the template files):
                           bits=4  M <= decode_max_m -> triton_gemv (LOAD_INT4), else triton_w4a16
     fxc.int8_linear       triton_w8a8 (row quantization kernel + int8 GEMM)
     fxc.sparse_nm_linear  triton_sparse
+    aten.linear           triton_block_sparse (the partition sends only weights with many zero blocks)
 
 The op's own bias becomes the first epilogue step. Arguments no template supports (a dtype, a
 layout; see `unsupported_reason`) run through `fallback` (the group's torch graph, or the op's
@@ -26,15 +27,17 @@ from dataclasses import replace
 
 import torch
 import triton
-
-from fxc.codegen import triton_gemv, triton_sparse, triton_w4a16, triton_w8a8, triton_w8a16
+from fxc.codegen import triton_block_sparse, triton_gemv, triton_sparse, triton_w4a16, triton_w8a8, triton_w8a16
 from fxc.codegen.triton_cache import CompiledKernel, KernelCache
 from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference
 
 fxc_ops = torch.ops.fxc
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 TL_DTYPES = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32"}
-LOWERED_OPS = (fxc_ops.quantized_linear.default, fxc_ops.int8_linear.default, fxc_ops.sparse_nm_linear.default)
+LOWERED_OPS = (
+    fxc_ops.quantized_linear.default, fxc_ops.int8_linear.default, fxc_ops.sparse_nm_linear.default,
+    torch.ops.aten.linear.default,
+)
 OP_ARITY = {op: len(op._schema.arguments) for op in LOWERED_OPS}
 BIAS_INDEX = {op: [a.name for a in op._schema.arguments].index("bias") for op in LOWERED_OPS}
 
@@ -71,10 +74,14 @@ def unsupported_reason(op, args: tuple) -> str | None:
             return f"qweight {qweight.dtype} {tuple(qweight.shape)} / weight scale {tuple(weight_scale.shape)}"
         if input_scale is not None and input_scale.numel() != 1:
             return f"input scale of shape {tuple(input_scale.shape)} (the template takes one per-tensor scale)"
+    elif op == torch.ops.aten.linear.default:
+        weight = args[1]
+        if weight.dim() != 2 or weight.dtype != x.dtype:
+            return f"weight {weight.dtype} {tuple(weight.shape)} for an input of {x.dtype}"
     else:
         values, indices, scale, _, n_keep, m_group = args[1:7]
         if values.dtype not in (*FLOAT_DTYPES, torch.int8) or indices.dtype != torch.uint8:
-            return f"values {values.dtype} / indices {indices.dtype} (templates take float or int8 values, uint8 indices)"
+            return f"values {values.dtype} / indices {indices.dtype} (templates take float or int8 / uint8)"
         if not 0 < n_keep < m_group or values.shape[1] % n_keep:
             return f"{n_keep}:{m_group} sparsity with {values.shape[1]} kept values per row"
         if scale is not None and scale.numel() != values.shape[0]:
@@ -88,7 +95,7 @@ class FusedLinear:
     def __init__(self, op, epilogue: Epilogue, cache: KernelCache, name: str = "fused_linear",
                  out_dtype: torch.dtype | None = None, fallback: Callable[..., torch.Tensor] | None = None,
                  decode_max_m: int = triton_gemv.MAX_M, configs: dict[str, dict] | None = None,
-                 poison_outputs: bool = False):
+                 poison_outputs: bool = False, block: int = 64):
         if op not in LOWERED_OPS:
             raise ValueError(f"FusedLinear lowers {[str(o) for o in LOWERED_OPS]}, not {op}")
         self.op, self.epilogue, self.cache = op, epilogue, cache
@@ -102,6 +109,9 @@ class FusedLinear:
         self.launches: Counter[str] = Counter()  # template name -> kernel launches
         self.fallbacks: Counter[str] = Counter()  # reason -> torch runs
         self.last: tuple[str, CompiledKernel, dict] | None = None
+        self._compiled: dict[tuple, CompiledKernel] = {}  # (template, epilogue, dtype, hooks) -> kernels
+        self.block = block  # aten.linear: the block size of the weight's block map
+        self._block_maps: dict[tuple, tuple] = {}
 
     def __repr__(self) -> str:
         return f"FusedLinear({self.__name__}: {self.op} + {self.epilogue.describe()})"
@@ -161,20 +171,35 @@ class FusedLinear:
         """(template module, extra hooks, launch arguments after x, launch keywords) for this call."""
         if self.op == fxc_ops.quantized_linear.default:
             qweight, scale, zero_point, _, bits = op_args[1:6]
-            tensors = (qweight, scale.float().contiguous(), None if zero_point is None else zero_point.float().contiguous())
+            zeros = None if zero_point is None else zero_point.float().contiguous()
+            tensors = (qweight, scale.float().contiguous(), zeros)
             if x.shape[0] <= self.decode_max_m:
-                return triton_gemv, {"load_weight": triton_gemv.LOAD_INT8 if bits == 8 else triton_gemv.LOAD_INT4}, tensors, {}
+                loader = triton_gemv.LOAD_INT8 if bits == 8 else triton_gemv.LOAD_INT4
+                return triton_gemv, {"load_weight": loader}, tensors, {}
             return (triton_w8a16 if bits == 8 else triton_w4a16), {}, tensors, {}
         if self.op == fxc_ops.int8_linear.default:
             qweight, weight_scale, _, input_scale = op_args[1:5]
             static = None if input_scale is None else input_scale.float().reshape(1)
             scales = weight_scale.float().reshape(-1).contiguous()
             return triton_w8a8, {}, (qweight, scales, static), {"interpret": self.cache.interpret}
+        if self.op == torch.ops.aten.linear.default:
+            weight = op_args[1]
+            key = (weight.data_ptr(), weight._version, self.block)
+            if key not in self._block_maps:
+                self._block_maps = {key: triton_block_sparse.block_map(weight, self.block)[:2]}
+            return triton_block_sparse, {}, (weight, *self._block_maps[key], self.block), {}
         values, indices, scale, _, n_keep, m_group = op_args[1:7]
         per_channel = None if scale is None else scale.float().reshape(-1).contiguous()
         return triton_sparse, {}, (values, indices, per_channel, n_keep, m_group), {}
 
     def render_and_load(self, template, epilogue: Epilogue, x_dtype: torch.dtype, extra_hooks: dict) -> CompiledKernel:
+        """The kernels of `template` filled in for this epilogue and dtype (rendered once per FusedLinear)."""
+        key = (template.name, epilogue, x_dtype, tuple(sorted(extra_hooks.items())))
+        if key not in self._compiled:
+            self._compiled[key] = self._render_and_load(template, epilogue, x_dtype, extra_hooks)
+        return self._compiled[key]
+
+    def _render_and_load(self, template, epilogue: Epilogue, x_dtype: torch.dtype, extra_hooks: dict) -> CompiledKernel:
         compute = "tl.float32" if self.cache.interpret else TL_DTYPES[x_dtype]
         hooks = {
             "epilogue_params": epilogue.params(),

@@ -1,9 +1,12 @@
 """Partition a compressed graph into fused kernels and torch: each lowered fxc op plus the elementwise
 chain after it becomes one group; every other node stays a torch node.
 
-    part = partition(gm)
+    part = partition(gm, block_sparse=BlockSparse(block=64, min_zero=0.3))
     part.groups      [FusionGroup(op node, epilogue nodes, Epilogue, operand nodes)]
     part.fallbacks   [Fallback(node, reason)]: fxc op nodes no template serves (they run in torch)
+
+Dense aten.linear nodes join too when their constant weight has at least `min_zero` of its
+[block, block] tiles all zero (block-sparse pruning): the block-sparse template skips those tiles.
 
 A chain grows from the op node while the value has exactly one user and that user is fusable:
 
@@ -25,10 +28,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx
-
-from fxc import ir, ops
+from fxc.codegen.triton_block_sparse import block_map
 from fxc.codegen.triton_epilogue import Epilogue, Step
 from fxc.codegen.triton_linear import FLOAT_DTYPES, LOWERED_OPS, unsupported_reason
+
+from fxc import ir, ops
 
 aten = torch.ops.aten
 BINARY_TARGETS = {
@@ -40,12 +44,21 @@ UNARY_TARGETS = {
 }
 
 
+@dataclass(frozen=True)
+class BlockSparse:
+    """Which dense linears go to the block-sparse template: weights with >= min_zero zero tiles."""
+
+    block: int = 64
+    min_zero: float = 0.3
+
+
 @dataclass
 class FusionGroup:
     op_node: torch.fx.Node
     epilogue_nodes: list[torch.fx.Node] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     operands: list[torch.fx.Node] = field(default_factory=list)  # external epilogue tensors, in step order
+    note: str = ""  # e.g. "block-sparse, 50% zero tiles"
 
     @property
     def nodes(self) -> list[torch.fx.Node]:
@@ -61,6 +74,7 @@ class FusionGroup:
 
     def describe(self) -> str:
         op = str(self.op_node.target).replace("torch.ops.", "").replace(".default", "")
+        op += f" ({self.note})" if self.note else ""
         return f"{op} + {self.epilogue.describe()}" if self.steps else op
 
 
@@ -84,17 +98,21 @@ class Partition:
         return "\n".join(lines)
 
 
-def partition(gm: torch.fx.GraphModule, fuse_epilogue: bool = True) -> Partition:
+def partition(
+    gm: torch.fx.GraphModule, fuse_epilogue: bool = True, block_sparse: BlockSparse | None = None
+) -> Partition:
     groups, fallbacks = [], []
     claimed: set[torch.fx.Node] = set()
     for node in gm.graph.nodes:
-        if node.op != "call_function" or not ops.is_fxc_op(node.target):
+        note = _block_sparse_note(gm, node, block_sparse) if block_sparse else None
+        if node.op != "call_function" or not (ops.is_fxc_op(node.target) or note):
             continue
         reason = _static_reason(gm, node)
         if reason:
-            fallbacks.append(Fallback(node, reason))
+            if not note:  # a dense linear that cannot take the template simply stays dense
+                fallbacks.append(Fallback(node, reason))
             continue
-        group = FusionGroup(node)
+        group = FusionGroup(node, note=note or "")
         if fuse_epilogue:
             _grow(gm, group, claimed)
         claimed.update(group.nodes)
@@ -109,6 +127,19 @@ def op_arguments(node: torch.fx.Node) -> tuple:
     for i, name in enumerate(names[len(node.args):], start=len(node.args)):
         args[i] = node.kwargs.get(name)
     return tuple(args)
+
+
+def _block_sparse_note(gm: torch.fx.GraphModule, node: torch.fx.Node, policy: BlockSparse) -> str | None:
+    if node.op != "call_function" or node.target != aten.linear.default:
+        return None
+    weight = node.args[1]
+    if not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr"):
+        return None
+    tensor = ir.get_tensor(gm, weight.target)
+    if tensor.dim() != 2 or tensor.dtype not in FLOAT_DTYPES:
+        return None
+    zero = block_map(tensor.detach(), policy.block)[2]
+    return f"block-sparse, {zero:.0%} zero tiles" if zero >= policy.min_zero else None
 
 
 def _static_reason(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:

@@ -11,6 +11,7 @@ a `KEY`, and add it to `ANNOTATIONS`.
     node.meta["fxc.sparsity"] Sparsity: the pattern and fraction of zero weights
     node.meta["fxc.quant"]    Quantized: the scheme a quantized op node carries out
     node.meta["fxc.low_rank"] LowRank: one half of a split layer
+    node.meta["fxc.kept_dense"] KeptDense: a layer a pass left dense on purpose, and why
     node.meta["fxc.frontier"] Frontier: on the output node, the size/quality frontier the auto pass explored
 """
 
@@ -92,6 +93,15 @@ class LowRank:
 
 
 @dataclass(frozen=True)
+class KeptDense:
+    """A layer a rewrite pass was asked to compress but left dense, and why (the report shows it)."""
+
+    KEY = "fxc.kept_dense"
+    pass_name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Frontier:
     """What a budgeted planner (the auto pass) explored, kept on the graph's output node: the exact
     optimum (cost, predicted damage) at several budgets, the budget asked for and the point chosen.
@@ -125,7 +135,7 @@ class Frontier:
 
 
 ANNOTATIONS: dict[str, type] = {
-    cls.KEY: cls for cls in (LayerInfo, LayerPlan, Sparsity, Quantized, LowRank, Frontier)
+    cls.KEY: cls for cls in (LayerInfo, LayerPlan, Sparsity, Quantized, LowRank, Frontier, KeptDense)
 }
 
 

@@ -134,6 +134,9 @@ def _plan_text(node: torch.fx.Node) -> str:
     low_rank = meta.get(node, meta.LowRank)
     if low_rank:
         parts.append(f"rank {low_rank.rank} ({low_rank.role})")
+    kept = meta.get(node, meta.KeptDense)
+    if kept and not parts:
+        parts.append(f"dense ({kept.pass_name}: {kept.reason})")
     plan = meta.get(node, meta.LayerPlan)
     if plan and not parts:
         parts.append(f"planned {plan.describe()}")

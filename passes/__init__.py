@@ -4,6 +4,7 @@ the `fxc.passes` / `fxc.analyses` entry-point groups (pyproject.toml) and import
 from fxc.passes.auto import Auto
 from fxc.passes.dce import DeadCodeElimination
 from fxc.passes.fold_bn import FoldBN
+from fxc.passes.low_rank import LowRank
 from fxc.passes.lower_sparse import LowerSparse
 from fxc.passes.mixed_precision import MixedPrecision
 from fxc.passes.prune import Prune
@@ -15,6 +16,7 @@ __all__ = [
     "Auto",
     "DeadCodeElimination",
     "FoldBN",
+    "LowRank",
     "LowerSparse",
     "MixedPrecision",
     "Prune",

@@ -21,10 +21,10 @@ bytes, or HiGHS integer programming when that grid is too large; a latency budge
 steps with every cost rounded up, so the plan never exceeds it). The exact optimum is also solved at
 `frontier` budgets between the cheapest plan and the dense model: the quality/size frontier.
 
-Reads: calibration (required), `sensitivity` (and through it `hessian`). Writes: meta.LayerPlan
-(source "auto") on every planned layer, meta.Frontier on the output node; with apply=true it then runs
-low-rank, prune and quantize on exactly the planned layers (passes/auto_execute.py) and checks that
-fxc.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing (everything with
+Reads: calibration (required), `sensitivity` (and through it `hessian`), `output-gains` (passes/auto_gain.py).
+Writes: meta.LayerPlan (source "auto") on every planned layer, meta.Frontier on the output node; with
+apply=true it then runs low-rank, prune and quantize on exactly the planned layers (passes/auto_execute.py)
+and checks that fxc.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing (everything with
 apply=false). A budget below the smallest reachable size raises OptionError naming that size before
 anything changes; so does a planned layer whose weight is shared (tied) with another tensor.
 Options: bytes | ratio | latency (exactly one), scope, candidates, measure, gain-batches, probes,
@@ -41,7 +41,7 @@ import torch
 import torch.fx
 from fxc.passes import auto_plan
 from fxc.passes.auto_execute import carry_out, check_bytes
-from fxc.passes.auto_gain import output_gains
+from fxc.passes.auto_gain import OutputGains
 from fxc.passes.auto_plan import KEEP, LayerChoices
 from fxc.passes.candidates import CandidateError, parse_candidate
 from fxc.passes.knapsack import InfeasibleBudget
@@ -224,8 +224,9 @@ class Auto(Pass):
         )
         gains = {}
         if self.measure == "jacobian":
-            batches = list(am.calibration)[: self.gain_batches]
-            gains = output_gains(gm, batches, [c.layer for c in choices], self.probes, self.seed)
+            gains = am.get(
+                OutputGains(layers=fqns, skip=(), batches=self.gain_batches, probes=self.probes, seed=self.seed)
+            )
         for c in choices:
             name = c.layer.node.name
             gain = gains.get(name, 1.0)

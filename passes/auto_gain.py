@@ -14,18 +14,25 @@ E||J_l δ||² = ||J_l||²_F · e / (2N). ||J_l||²_F = E_v ||J_lᵀ v||² for Ga
 output receives exactly that gradient. So the gains of all layers cost `probes` backward passes per
 batch, and damage = gain · e is in the same units as the model measure (relative output error).
 
-Reads the graph (weights are not changed; their requires_grad flags are restored). Writes nothing.
+Also the analysis `output-gains` (options layers, skip, batches, probes, seed), so the AnalysisManager
+caches the gains like any other analysis. Reads the graph and calibration (weights are not changed;
+their requires_grad flags are restored). Writes nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 from torch.fx._pytree import tree_flatten_spec
 
 from fxc import ir
 from fxc.errors import FxcError
+from fxc.options import option
+from fxc.passbase import Analysis
 
 
 class _Tapped(torch.fx.Interpreter):
@@ -94,3 +101,22 @@ def output_gains(
 
 def _finite(value: float) -> bool:
     return value == value and value not in (float("inf"), float("-inf"))
+
+
+@dataclass(frozen=True)
+class OutputGains(Analysis):
+    """Per linear layer, the share of its output error that reaches the model output (Jacobian probes)."""
+
+    name = "output-gains"
+    layers: tuple[str, ...] = option((), "module-path patterns of layers (empty: every linear layer)")
+    skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave out")
+    batches: int = option(2, "calibration batches to probe", low=1)
+    probes: int = option(4, "Gaussian probes per batch", low=1)
+    seed: int = option(0, "seed of the probes")
+
+    def compute(self, gm: torch.fx.GraphModule, am) -> dict[str, float]:
+        calibration = am.require_calibration("output-gains")
+        layers = select_layers(gm, self.layers, self.skip, kinds=("linear",))
+        if not layers:
+            raise FxcError(f"output-gains: no linear layer matches layers={list(self.layers)} skip={list(self.skip)}")
+        return output_gains(gm, list(calibration)[: self.batches], layers, self.probes, self.seed)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_STATES = 10_000
+MAX_STATES = 1_500
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def solve_multiple_choice(
         keep = keep[np.lexsort((new_error[keep], new_cost[keep]))]  # by cost, then error
         best_before = np.minimum.accumulate(np.concatenate([[np.inf], new_error[keep][:-1]]))
         keep = keep[new_error[keep] < best_before]  # strictly better than every cheaper (or equal-cost) state
-        if keep.size > max_states:  # degenerate instance: keep the most promising states
+        if keep.size > max_states:  # degenerate instance: one state per cost bucket, the least error
             exact = False
-            keep = np.sort(keep[np.argsort(bound[keep], kind="stable")[:max_states]])
+            keep = _thin(keep, new_cost, new_error, max_states)
         state_cost, state_error = new_cost[keep], new_error[keep]
         history.append((parent[keep], option[keep]))
     if state_cost.size == 0 or float(state_error.min()) > incumbent_error:
@@ -100,6 +100,14 @@ def solve_multiple_choice(
         positions.append(int(option[index]))
         index = int(parent[index])
     return _solution(groups, positions[::-1], dual_bound, exact)
+
+
+def _thin(keep: np.ndarray, cost: np.ndarray, error: np.ndarray, count: int) -> np.ndarray:
+    """`keep` (a Pareto front by increasing cost) cut into `count` equal cost buckets, the least error
+    of each bucket kept (on a Pareto front that is the bucket's most expensive state)."""
+    bucket = np.floor((cost[keep] - cost[keep[0]]) * (count / (cost[keep[-1]] - cost[keep[0]] + 1))).astype(np.int64)
+    last_in_bucket = np.r_[bucket[1:] != bucket[:-1], True]
+    return keep[last_in_bucket]
 
 
 def _solution(groups, positions: list[int], bound: float, exact: bool) -> Solution:

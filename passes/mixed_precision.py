@@ -50,7 +50,9 @@ class MixedPrecision(Pass):
         None, "budget: stored bits per weight of the planned layers, scales included", low=0, low_open=True
     )
     bytes: int | None = option(None, "budget: stored bytes of the planned layers' weights", low=1)
-    candidates: tuple[str, ...] = option(("w4", "w4g128", "w4g64", "w8", "keep"), "precisions to choose from per layer")
+    candidates: tuple[str, ...] = option(
+        ("w4", "w4g128", "w4g64", "w4g32", "w8", "keep"), "precisions to choose from per layer"
+    )
     measure: str = option(
         "layer",
         "how sensitivity is measured (the sensitivity analysis's option)",

@@ -29,8 +29,12 @@ def test_attention_block_matches_torch():
 
 
 def test_bert_with_padding_mask_matches_torch():
-    pytest.importorskip("transformers")
-    model, example = tiny_models.tiny_bert()
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=32)
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(0, 64, (2, 10))
+    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     example["attention_mask"][1, 6:] = 0
     ids = torch.randint(0, 64, (3, 7))
     mask = torch.ones_like(ids)
@@ -40,7 +44,7 @@ def test_bert_with_padding_mask_matches_torch():
 
 def test_llama_for_causal_lm_matches_torch():
     pytest.importorskip("transformers")
-    model, example = tiny_models.tiny_llama()
+    model, example = tiny_models.tiny_llama(layers=1)
     check_model(model, example, other_inputs=[(torch.randint(0, 64, (1, 5)),)])
 
 

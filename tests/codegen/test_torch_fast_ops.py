@@ -88,8 +88,9 @@ def test_quantized_llama_runs_the_same_on_fast_torch_and_numpy():
     from tests import tiny_models
 
     model, example = tiny_models.tiny_llama(layers=1)
+    traced = fxc.trace(model, example)  # once; fxc.compile copies it for each pipeline
     for passes in ("quantize{bits=4,group-size=32}", "quantize{act-bits=8}"):
-        reference = fxc.compile(model, passes=passes, example_inputs=example, backend="torch",
+        reference = fxc.compile(traced, passes=passes, example_inputs=example, backend="torch",
                                 backend_options={"fast": False})
         fast = fxc.compile(reference.graph, example_inputs=example, backend="torch")
         numpy_module = fxc.compile(reference.graph, example_inputs=example, backend="numpy")

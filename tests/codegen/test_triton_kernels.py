@@ -1,4 +1,5 @@
-"""Every Triton template against the op set's torch reference (fxc/ops.py), in Triton's interpreter.
+"""Every Triton template against the numpy reference (codegen/numpy_qformat.py, numpy_sparse.py;
+the op set's torch reference in fxc/ops.py where those are absent), in Triton's interpreter.
 
 Ragged shapes come from hypothesis; outputs are poisoned with NaN before each launch, so an element
 a kernel fails to write fails the comparison. Each case runs with the interpreter's default config
@@ -9,14 +10,15 @@ import pytest
 triton = pytest.importorskip("triton")
 
 import torch  # noqa: E402
+from fxc.codegen import triton_w8a8  # noqa: E402
+from fxc.codegen.triton_block_sparse import block_map  # noqa: E402
+from fxc.codegen.triton_cache import KernelCache  # noqa: E402
+from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference  # noqa: E402
+from fxc.codegen.triton_linear import FusedLinear  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from fxc import ops, qformat  # noqa: E402
-from fxc.codegen import triton_w8a8  # noqa: E402
-from fxc.codegen.triton_cache import KernelCache  # noqa: E402
-from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference  # noqa: E402
-from fxc.codegen.triton_linear import FusedLinear  # noqa: E402
 
 fxc_ops = torch.ops.fxc
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # sigmoid of large -x: exact 0
@@ -25,6 +27,7 @@ SMALL_GEMM = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, num_warps=1, nu
 SMALL = {
     "w8a16_gemm": SMALL_GEMM, "w4a16_gemm": SMALL_GEMM, "w8a8": SMALL_GEMM, "sparse_nm_gemm": SMALL_GEMM,
     "gemv": dict(BLOCK_N=16, BLOCK_K=16, SPLIT_K=3, num_warps=1, num_stages=1),
+    "block_sparse_gemm": dict(BLOCK_M=16, BLOCK_N=16, GROUP_M=2, num_warps=1, num_stages=1),
 }
 EPILOGUES = {
     "none": Epilogue(()),
@@ -49,14 +52,44 @@ def _operands(name: str, m: int, n: int) -> list[torch.Tensor]:
     return [torch.randn(m, n)]
 
 
-def _check(cache, op, args, epilogue_name, tolerance=1e-4):
+def reference(op, args) -> torch.Tensor:
+    """op(*args) in numpy (float32, exact int32 GEMMs), the reference backend's own kernels."""
+    try:
+        from fxc.codegen import numpy_qformat as nq
+        from fxc.codegen import numpy_sparse
+    except ImportError:
+        return op(*args)
+    numpy = lambda t: None if t is None else t.detach().float().numpy() if t.is_floating_point() else t.numpy()
+    x = numpy(args[0])
+    if op == fxc_ops.quantized_linear.default:
+        qweight, scale, zero, bias, bits = args[1:6]
+        y = x @ nq.dequantize_rows(numpy(qweight), numpy(scale), numpy(zero), bits).T
+    elif op == fxc_ops.int8_linear.default:
+        qweight, weight_scale, bias, input_scale = args[1:5]
+        if input_scale is None:
+            qx, sx = nq.quantize_activations_per_token(x)
+        else:
+            sx = numpy(input_scale).reshape(1, 1)
+            qx = nq.quantize_activations(x, sx)
+        y = nq.int8_matmul_exact(qx, numpy(qweight)).astype("float32") * sx * numpy(weight_scale).reshape(1, -1)
+    elif op == fxc_ops.sparse_nm_linear.default:
+        values, indices, scale, bias, n_keep, m_group = args[1:7]
+        kept = numpy(values).astype("float32") * (1 if scale is None else numpy(scale).reshape(-1, 1))
+        y = x @ numpy_sparse.densify_nm(kept, numpy(indices), n_keep, m_group).T
+    else:
+        _, weight, bias = args
+        y = x @ numpy(weight).T
+    return torch.from_numpy(y + (0 if bias is None else numpy(bias)))
+
+
+def _check(cache, op, args, epilogue_name, tolerance=1e-4, **options):
     """Run with the default config and with SMALL (several masked blocks along M, N and K)."""
     epilogue = EPILOGUES[epilogue_name]
     m, n = args[0].shape[0], args[1].shape[0]
     operands = _operands(epilogue_name, m, n)
-    want = apply_reference(epilogue, op(*args), operands)
+    want = apply_reference(epilogue, reference(op, args), operands)
     for configs in (None, SMALL):
-        fused = FusedLinear(op, epilogue, cache, poison_outputs=True, configs=configs)
+        fused = FusedLinear(op, epilogue, cache, poison_outputs=True, configs=configs, **options)
         got = fused(*args, *operands)
         torch.testing.assert_close(got, want.to(got.dtype), rtol=tolerance, atol=tolerance)
         assert fused.launches.total() == 1 and not fused.fallbacks, fused.fallbacks
@@ -137,6 +170,26 @@ def test_sparse_nm_matches_reference(cache, m, out, groups, pattern, int8_values
         values, scale = quantized.qweight, quantized.scale
     args = (torch.randn(m, groups * m_group), values, indices, scale, torch.randn(out), n_keep, m_group)
     _check(cache, fxc_ops.sparse_nm_linear.default, args, epilogue)
+
+
+@SETTINGS
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 70), block=st.sampled_from([16, 32]),
+       zero=st.floats(0.0, 1.0), with_bias=st.booleans(), epilogue=st.sampled_from(sorted(EPILOGUES)))
+def test_block_sparse_matches_dense_linear(cache, m, n, k, block, zero, with_bias, epilogue):
+    weight = torch.randn(n, k)
+    tiles = torch.rand(-(-n // block), -(-k // block)) < zero  # all-zero tiles, ragged at the edges
+    weight[tiles.repeat_interleave(block, 0).repeat_interleave(block, 1)[:n, :k]] = 0
+    args = (torch.randn(m, k), weight, torch.randn(n) if with_bias else None)
+    _check(cache, torch.ops.aten.linear.default, args, epilogue, block=block)
+
+
+def test_block_map_lists_only_nonzero_tiles():
+    weight = torch.zeros(40, 50)
+    weight[0, 17] = weight[39, 49] = weight[20, 0] = 1.0
+    counts, columns, zero = block_map(weight, 16)  # bands of rows 0-15, 16-31, 32-39; K tiles 0..3
+    assert counts.tolist() == [1, 1, 1]
+    assert [columns[band, : counts[band]].tolist() for band in range(3)] == [[1], [0], [3]]
+    assert zero == pytest.approx(1 - 3 / 12)
 
 
 @pytest.mark.parametrize("bits", [4, 8])

@@ -7,10 +7,10 @@ pytest.importorskip("triton")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from fxc.codegen.triton_partition import partition  # noqa: E402
 
 import fxc  # noqa: E402
 from fxc import qformat  # noqa: E402
-from fxc.codegen.triton_partition import partition  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 fxc_ops = torch.ops.fxc
@@ -85,3 +85,34 @@ def test_unsupported_input_dtype_is_a_reported_fallback(tmp_path):
     lowered = fxc.compile(graph, example_inputs=example, backend="triton", backend_options={"cache_dir": str(tmp_path)})
     torch.testing.assert_close(lowered(*example), model(*example))
     assert "1 fxc ops in torch" in lowered.runner.summary()
+
+
+class TwoLinears(torch.nn.Module):
+    """80 -> 50 (half of its 16 x 16 weight tiles zero) -> gelu -> 50 -> 20 (dense)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sparse, self.dense = torch.nn.Linear(80, 50), torch.nn.Linear(50, 20)
+        rows, cols = torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij")
+        zero_tiles = ((rows + cols) % 2 == 1).repeat_interleave(16, 0).repeat_interleave(16, 1)[:50, :80]
+        with torch.no_grad():
+            self.sparse.weight[zero_tiles] = 0
+
+    def forward(self, x):
+        return self.dense(F.gelu(self.sparse(x)))
+
+
+def test_dense_linear_with_zero_tiles_takes_the_block_sparse_template(tmp_path):
+    model = TwoLinears().eval()
+    example = (torch.randn(3, 7, 80),)
+    options = {"block_sparse_block": 16, "poison_outputs": True, "cache_dir": str(tmp_path)}
+    lowered = fxc.compile(model, example_inputs=example, backend="triton", backend_options=options)
+    assert [g.describe() for g in lowered.runner.partition.groups] == [
+        "aten.linear (block-sparse, 50% zero tiles) + gelu"
+    ]
+    torch.testing.assert_close(lowered(*example), model(*example), rtol=1e-5, atol=1e-5)
+    call = next(iter(lowered.runner.calls.values()))
+    assert dict(call.launches) == {"block_sparse_gemm": 1}
+    off = fxc.compile(model, example_inputs=example, backend="triton",
+                      backend_options={**options, "block_sparse_min_zero": 1.1})
+    assert not off.runner.partition.groups
