@@ -71,8 +71,8 @@ def latency_rows(name: str, tokens: int, repeats: int) -> list[tuple]:
     label = f"{'MiniLM' if name == 'minilm' else 'SmolLM2'} 1x{tokens}"
     return [
         (label, "fp32 dense", "torch eager", ms["eager"], ms["numpy"], ms["numpy"] / ms["eager"], 1.0),
-        (label, "int8 weight-only", "fxc torch backend", ms["w8 torch"], ms["w8 numpy"], ms["w8 numpy"] / ms["w8 torch"],
-         ms["w8 numpy"] / ms["numpy"]),
+        (label, "int8 weight-only", "fxc torch backend", ms["w8 torch"], ms["w8 numpy"],
+         ms["w8 numpy"] / ms["w8 torch"], ms["w8 numpy"] / ms["numpy"]),
     ]
 
 
@@ -81,10 +81,12 @@ def _main(output) -> torch.Tensor:
 
 
 def latency_table(rows: list[tuple]) -> str:
-    header = f"{'model':<14} {'graph':<17} {'torch side':<18} {'torch ms':>9} {'numpy ms':>9} {'numpy/torch':>11} {'vs numpy fp32':>13}"
+    header = (f"{'model':<14} {'graph':<17} {'torch side':<18} {'torch ms':>9} {'numpy ms':>9} {'numpy/torch':>11} "
+              f"{'vs numpy fp32':>13}")
     lines = [header, "-" * len(header)]
     for label, graph, side, torch_ms, numpy_ms, ratio, own in rows:
-        lines.append(f"{label:<14} {graph:<17} {side:<18} {torch_ms:>9.1f} {numpy_ms:>9.1f} {ratio:>10.2f}x {own:>12.2f}x")
+        lines.append(f"{label:<14} {graph:<17} {side:<18} {torch_ms:>9.1f} {numpy_ms:>9.1f} {ratio:>10.2f}x "
+                     f"{own:>12.2f}x")
     return "\n".join(lines)
 
 
@@ -102,20 +104,20 @@ def crossover_rows(repeats: int) -> list[tuple]:
                 weight = torch.randn(outputs, columns, generator=generator)
                 weight *= torch.rand(outputs, columns, generator=generator) < density
                 x = torch.randn(rows, columns, generator=generator)
-                csr, xt = weight.to_sparse_csr(), x.t().contiguous()
-                w_np, x_np = weight.numpy(), x.numpy()
-                csr_np, xt_np = scipy.sparse.csr_array(w_np), x_np.T.copy()
-                ms = interleaved_ms(
-                    {
-                        "numpy dense": lambda: x_np @ w_np.T,
-                        "scipy csr": lambda: (csr_np @ xt_np).T,
-                        "torch dense": lambda: x @ weight.t(),
-                        "torch csr": lambda: (csr @ xt).t(),
-                    },
-                    repeats,
-                )
+                ms = interleaved_ms(_sparse_candidates(weight, x, scipy.sparse.csr_array(weight.numpy())), repeats)
                 rows_out.append((f"{outputs}x{columns}", rows, density, ms))
     return rows_out
+
+
+def _sparse_candidates(weight: torch.Tensor, x: torch.Tensor, csr_np) -> dict:
+    csr, xt = weight.to_sparse_csr(), x.t().contiguous()
+    w_np, x_np, xt_np = weight.numpy(), x.numpy(), x.numpy().T.copy()
+    return {
+        "numpy dense": lambda: x_np @ w_np.T,
+        "scipy csr": lambda: (csr_np @ xt_np).T,
+        "torch dense": lambda: x @ weight.t(),
+        "torch csr": lambda: (csr @ xt).t(),
+    }
 
 
 def crossover_table(rows: list[tuple]) -> str:

@@ -27,6 +27,7 @@ if "--interpret" in sys.argv:  # Triton reads this when it is imported, so befor
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import platform  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -186,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _record(sections, command: str) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (Triton interpreter)"
+    cpu = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{cpu}, no GPU (Triton interpreter)"
     body = "".join(f"\n{name}:\n```\n{text}\n```\n" for name, text in sections)
+    if len(sections) == 1:
+        body += "\nTimings not run: no GPU (correctness part only, in Triton's interpreter on the CPU).\n"
     section = (f"\n## Triton backend GPU suite\n\n- date: {datetime.date.today().isoformat()}\n- commit: {commit}\n"
                f"- machine: {gpu}, torch {torch.__version__}\n- command: `{command}`\n{body}")
     with (Path(__file__).parent / "RESULTS.md").open("a") as f:

@@ -25,10 +25,10 @@ import torch
 import torch.fx
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
-
-from fxc.backend import Backend
 from fxc.codegen import numpy_lowering, numpy_sparse
 from fxc.codegen.numpy_lowering import LoweringProblem, NumpyProgram
+
+from fxc.backend import Backend
 from fxc.errors import BackendError, describe_node
 from fxc.options import option, validate_options
 
@@ -90,6 +90,10 @@ class NumpyModule:
     @property
     def notes(self) -> list[str]:
         return self.program.notes
+
+    def report_notes(self) -> list[str]:
+        """Kernel choices, for CompiledModule.report()."""
+        return [f"numpy backend: {note}" for note in self.program.notes]
 
     def run_numpy(self, *flat_inputs: Any) -> list[Any]:
         """The numpy function: flat numpy inputs in placeholder order -> flat outputs."""

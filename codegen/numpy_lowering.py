@@ -31,10 +31,9 @@ import numpy as np
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
-
-from fxc import ir
 from fxc.codegen import (
     numpy_ops_conv,
+    numpy_ops_create,
     numpy_ops_elementwise,
     numpy_ops_fxc,
     numpy_ops_nn,
@@ -51,9 +50,11 @@ from fxc.codegen.numpy_common import (
     numpy_dtype,
 )
 
+from fxc import ir
+
 _TABLES = (
     numpy_ops_elementwise.TABLE, numpy_ops_reduce.TABLE, numpy_ops_shape.TABLE, numpy_ops_nn.TABLE,
-    numpy_ops_conv.TABLE, numpy_ops_norm.TABLE, numpy_ops_fxc.TABLE, numpy_ops_symbolic.TABLE,
+    numpy_ops_conv.TABLE, numpy_ops_norm.TABLE, numpy_ops_create.TABLE, numpy_ops_fxc.TABLE, numpy_ops_symbolic.TABLE,
 )
 
 

@@ -13,9 +13,8 @@ import math
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
-
 from fxc.codegen.numpy_common import OpTable, Unsupported, kernel, lowering
+from numpy.lib.stride_tricks import sliding_window_view
 
 aten = torch.ops.aten
 TABLE: OpTable = {}
@@ -92,7 +91,8 @@ def _conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 @kernel(TABLE, aten.conv1d.default, aten.conv1d.padding)
 def _conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding = padding if isinstance(padding, str) else [0, _pair(padding)[0]]
-    y = conv2d(x[..., None, :], weight[..., None, :], bias, [1, _pair(stride)[0]], padding, [1, _pair(dilation)[0]], groups)
+    stride, dilation = [1, _pair(stride)[0]], [1, _pair(dilation)[0]]
+    y = conv2d(x[..., None, :], weight[..., None, :], bias, stride, padding, dilation, groups)
     return y[..., 0, :]
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 import scipy.special
 import torch
-
 from fxc.codegen.numpy_common import OpTable, kernel, lowering, out_dtype, result_dtype
 
 aten = torch.ops.aten

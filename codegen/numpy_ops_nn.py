@@ -14,9 +14,7 @@ import math
 
 import numpy as np
 import torch
-
 from fxc.codegen.numpy_common import OpTable, Unsupported, kernel, lowering, out_dtype
-from fxc.codegen.numpy_ops_reduce import softmax
 
 aten = torch.ops.aten
 TABLE: OpTable = {}
@@ -74,22 +72,30 @@ def _embedding(ctx, node):
 
 
 def attention(q, k, v, mask=None, is_causal=False, scale=None, enable_gqa=False) -> np.ndarray:
-    """softmax(q k^T * scale + mask) v over the last two dims; bool masks keep where True."""
+    """softmax(q k^T * scale + mask) v over the last two dims; bool masks keep where True. A query
+    that may attend to nothing gets zeros, as torch's CPU kernel gives (not NaN)."""
     if enable_gqa and k.shape[-3] != q.shape[-3]:
         repeat = q.shape[-3] // k.shape[-3]
         k, v = np.repeat(k, repeat, axis=-3), np.repeat(v, repeat, axis=-3)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = np.matmul(q * q.dtype.type(scale), np.swapaxes(k, -1, -2))
-    length, source = q.shape[-2], k.shape[-2]
+    scores = np.matmul(q * q.dtype.type(scale), np.swapaxes(k, -1, -2))  # fresh: masked in place
     if is_causal:
-        causal = np.tril(np.ones((length, source), dtype=bool))
-        scores = np.where(causal, scores, -np.inf).astype(scores.dtype, copy=False)
+        np.copyto(scores, -np.inf, where=~np.tril(np.ones(scores.shape[-2:], dtype=bool)))
     if mask is not None:
         if mask.dtype == np.bool_:
-            scores = np.where(mask, scores, -np.inf).astype(scores.dtype, copy=False)
+            np.copyto(scores, -np.inf, where=~mask)
         else:
-            scores = scores + mask.astype(scores.dtype, copy=False)
-    return np.matmul(softmax(scores, -1), v)
+            scores += mask.astype(scores.dtype, copy=False)
+    peak = np.max(scores, axis=-1, keepdims=True)
+    dead = peak == -np.inf
+    if dead.any():
+        peak = np.where(dead, 0, peak)
+    scores -= peak
+    np.exp(scores, out=scores)
+    scores /= np.sum(scores, axis=-1, keepdims=True)
+    if dead.any():
+        scores = np.where(dead, 0, scores).astype(scores.dtype, copy=False)
+    return np.matmul(scores, v)
 
 
 @lowering(TABLE, aten.scaled_dot_product_attention.default)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from fxc.codegen.numpy_common import NotConstant, OpTable, Unsupported, lowering, out_dtype
 
 aten = torch.ops.aten

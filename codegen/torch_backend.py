@@ -7,7 +7,8 @@
 With `fast` (the default) compile builds a copy of the graph (sharing the module's tensors) in which
 each fxc op node is swapped for a fast implementation of the same semantics (codegen/torch_fast.py):
 
-    fxc.int8_linear        torch._int_mm (VNNI/AMX int8 GEMM); bit-exact with the reference
+    fxc.int8_linear        torch._int_mm (VNNI/AMX int8 GEMM); bit-exact with the reference; linears
+                           reading the same input (q/k/v, gate/up) quantize it once, shared
     fxc.quantized_linear   dequantized whole when the float weight is small, else tile by tile
     fxc.sparse_nm_linear   torch CSR (MKL sparse) when density <= crossover, else densified once
     fxc.quantized_conv2d   the reference op (conv weights are small)
@@ -23,11 +24,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.fx
+from fxc.codegen import numpy_sparse, torch_fast
+from fxc.codegen.numpy_ops_fxc import example_rows
 
 from fxc import ir
 from fxc.backend import Backend
-from fxc.codegen import numpy_sparse, torch_fast
-from fxc.codegen.numpy_ops_fxc import example_rows
 from fxc.ops import densify_nm
 from fxc.options import option, validate_options
 
@@ -56,9 +57,11 @@ class TorchBackend(Backend):
         for node in list(fast.graph.nodes):
             if node.op == "call_function" and node.target in _SWAPS:
                 notes.append(f"{node.name}: {_SWAPS[node.target](self, fast, node)}")
+        _share_activation_quantization(fast)
         ir.remove_unused_tensors(fast)  # drops only this copy's references to the packed N:M tensors
         fast.graph.lint()
         fast.notes = notes
+        fast.report_notes = [f"torch backend: {note}" for note in notes].copy  # read by CompiledModule.report
         return fast
 
     def crossover(self) -> numpy_sparse.Crossover:
@@ -120,6 +123,22 @@ def _sparse_nm_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
         weight_node = gm.graph.get_attr(name)
     _swap(node, torch_fast.csr_linear if choice.use_sparse else torch_fast.dense_linear, (x, weight_node, bias))
     return f"sparse_nm_linear {n}:{m} -> {choice.describe('torch CSR')}"
+
+
+def _share_activation_quantization(gm: torch.fx.GraphModule) -> None:
+    """Dynamic int8 linears reading the same tensor quantize it once: one quantize_per_token node
+    feeds them all (the per-token quantization is a function of the input alone)."""
+    readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch_fast.int8_linear_int_mm and node.args[4] is None:
+            readers.setdefault(node.args[0], []).append(node)
+    for x, linears in readers.items():
+        if len(linears) < 2:
+            continue
+        with gm.graph.inserting_before(linears[0]):
+            quantized = gm.graph.call_function(torch_fast.quantize_per_token, (x,))
+        for linear in linears:
+            linear.args = (*linear.args[:5], quantized)
 
 
 _SWAPS = {

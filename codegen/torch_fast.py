@@ -45,16 +45,25 @@ def int8_matmul(qx: torch.Tensor, qweight: torch.Tensor) -> torch.Tensor:
     return torch._int_mm(qx, qweight.t())
 
 
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic int8 rows of x [..., K] as the reference quantizes them: (q [M, K], scale [M, 1])."""
+    return qformat.quantize_activations_per_token(x.reshape(-1, x.shape[-1]))
+
+
 def int8_linear_int_mm(
     x: torch.Tensor,
     qweight: torch.Tensor,
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None,
     input_scale: torch.Tensor | None,
+    quantized: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """fxc.int8_linear through torch._int_mm (same quantization and scaling order as the reference)."""
+    """fxc.int8_linear through torch._int_mm (same quantization and scaling order as the reference).
+    `quantized`: x already quantized per token by `quantize_per_token` (shared by linears reading x)."""
     rows = x.reshape(-1, x.shape[-1])
-    if input_scale is None:
+    if quantized is not None:
+        qx, sx = quantized
+    elif input_scale is None:
         qx, sx = qformat.quantize_activations_per_token(rows)
     else:
         sx = input_scale.to(torch.float32).reshape(1, 1)

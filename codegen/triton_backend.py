@@ -4,7 +4,7 @@ every other node runs through torch.
     cm = fxc.compile(model.cuda(), passes="quantize{bits=4,group-size=128}", example_inputs=(ids,),
                      backend="triton", backend_options={"autotune": True})
     cm.runner.summary()          # which nodes were fused into which kernels, which fell back
-    cm.runner.source("linear_4") # the generated kernel text of one fused call
+    cm.runner.source("mul_19")   # the kernel text of one fused call (names: cm.runner.calls)
 
 Method tree of `TritonBackend.compile(gm, example_inputs)`:
 

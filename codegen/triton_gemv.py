@@ -123,12 +123,14 @@ TEMPLATE = KernelTemplate(
     name="gemv",
     text=TEXT,
     kernels=("gemv", "gemv_splitk_reduce"),
-    configs=(
+    configs=(  # BLOCK_K <= 128 keeps one scale per row and tile for group size 128
         _config(16, 256, 1, 4),
         _config(32, 256, 1, 4),
-        _config(16, 512, 2, 4),
+        _config(16, 128, 1, 4),
+        _config(16, 128, 2, 4),
         _config(32, 128, 4, 4),
         _config(64, 128, 4, 8),
+        _config(16, 512, 2, 4),
         _config(16, 256, 8, 4),
     ),
     interpreter_config=_config(64, 64, 1, 1, 1),

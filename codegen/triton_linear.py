@@ -117,7 +117,7 @@ class FusedLinear:
         return f"FusedLinear({self.__name__}: {self.op} + {self.epilogue.describe()})"
 
     def source(self) -> str:
-        """The kernel text of the last launch (render one with `render` to see it before running)."""
+        """The kernel text of the last launch (`render_and_load(...).source` shows one before any run)."""
         return self.last[1].source if self.last else ""
 
     def __call__(self, *args):

@@ -48,7 +48,7 @@ from fxc.passes.knapsack import InfeasibleBudget
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sensitivity import Sensitivity
 
-from fxc import cost, ir, meta
+from fxc import cost, ir, meta, registry
 from fxc.budget import SCOPES
 from fxc.errors import OptionError
 from fxc.options import option
@@ -122,7 +122,14 @@ class Auto(Pass):
         if not layers:
             raise OptionError(f"auto: no linear layer matches layers={list(self.layers)} skip={list(self.skip)}")
         _refuse_shared(gm, layers)
-        choices = auto_plan.layer_choices(gm, layers, self._candidates(), self.peak_flops, self.bandwidth)
+        candidates = self._candidates()
+        low_rank = [c.text for c in candidates if c.rank_ratio is not None]
+        if low_rank and self.apply and "low-rank" not in registry.names("fxc.passes"):
+            raise OptionError(
+                f"auto: candidates {', '.join(low_rank)} need the low-rank pass, which is not installed; "
+                "drop them from option 'candidates'"
+            )
+        choices = auto_plan.layer_choices(gm, layers, candidates, self.peak_flops, self.bandwidth)
         fixed = cost.model_bytes(gm) - sum(c.dense_bytes for c in choices)
         capacity = self._capacity(choices, fixed)
         self._check_reachable(choices, capacity, fixed)  # before the (costly) measurements

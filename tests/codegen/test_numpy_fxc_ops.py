@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from fxc.codegen import numpy_qformat
 
 import fxc
 from fxc import qformat
-from fxc.codegen import numpy_qformat
 from fxc.ops import int8_matmul_reference
 from tests.codegen.numpy_check import assert_close_outputs, relative_error
 
@@ -78,7 +78,9 @@ def run_both(model, x, **numpy_options):
     return numpy_module(x), reference(x), numpy_module
 
 
-@pytest.mark.parametrize("bits,group_size,symmetric", [(8, None, True), (8, 16, False), (4, None, True), (4, 16, False)])
+@pytest.mark.parametrize(
+    "bits,group_size,symmetric", [(8, None, True), (8, 16, False), (4, None, True), (4, 16, False)]
+)
 def test_quantized_linear_matches_reference(bits, group_size, symmetric):
     model = QuantLinear(torch.randn(24, 48), bits, group_size, symmetric)
     got, want, _ = run_both(model, torch.randn(2, 3, 48))

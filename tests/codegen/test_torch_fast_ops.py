@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fxc.codegen import torch_fast
 
 import fxc
-from fxc.codegen import torch_fast
 from tests.codegen.numpy_check import assert_close_outputs
 from tests.codegen.test_numpy_fxc_ops import Int8Linear, QuantLinear, SparseLinear
 

@@ -1,0 +1,162 @@
+"""fxc.save / fxc.load: same outputs after a round trip (graphs holding fxc ops, Hugging Face output
+structures, tied weights), no pickle anywhere, and damaged or foreign files rejected clearly."""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+from tiny_models import call, first_tensor, mlp, tiny_bert
+
+import fxc
+from fxc import ops
+from fxc.serialize import MANIFEST, WEIGHTS, _body_sha256
+
+
+@pytest.mark.parametrize(
+    "passes", ["quantize{bits=4}", "quantize{bits=8,act-bits=8}", "prune{pattern=2:4,lower=true}"]
+)
+def test_round_trip_keeps_fxc_ops_outputs_and_report(tmp_path, passes):
+    model, (x,) = mlp()
+    compiled = fxc.compile(model, passes, example_inputs=(x,), calibration=[(x,)])
+    fxc.save(compiled, tmp_path)
+    loaded = fxc.load(tmp_path)
+    targets = lambda cm: [str(n.target) for n in cm.graph.graph.nodes]  # noqa: E731
+    assert targets(loaded) == targets(compiled)
+    assert any(ops.is_fxc_op(n.target) for n in loaded.graph.graph.nodes)
+    for batch in (x, torch.randn(9, 16)):  # the traced size and another one
+        assert torch.equal(loaded(batch), compiled(batch))
+    assert str(loaded.report(show=False)) == str(compiled.report(show=False))
+    assert loaded.drift == compiled.drift and loaded.drift  # calibration ran, drift survives
+    assert str(loaded.pipeline) == passes
+
+
+def test_round_trip_of_hand_built_quantized_graph(tmp_path):
+    """A graph written directly with fxc.qformat and torch.ops.fxc (no pass involved)."""
+    model, (x,) = mlp()
+    gm = fxc.trace(model, (x,))
+    layer = fxc.ir.weight_layers(gm)[0]
+    q = fxc.qformat.quantize_rtn(fxc.ir.get_tensor(gm, layer.weight), bits=4, group_size=8)
+    names = [fxc.ir.add_tensor(gm, f"q.{n}", t) for n, t in (("qweight", q.qweight), ("scale", q.scale))]
+    with gm.graph.inserting_before(layer.node):
+        qweight, scale = (gm.graph.get_attr(n) for n in names)
+        bias = layer.node.args[2]
+        node = gm.graph.call_function(torch.ops.fxc.quantized_linear.default, (layer.node.args[0], qweight, scale,
+                                                                               None, bias, 4))
+    layer.node.replace_all_uses_with(node)
+    gm.graph.erase_node(layer.node)
+    fxc.ir.remove_unused_tensors(gm)
+    fxc.ir.refresh_meta(gm)
+    compiled = fxc.compile(gm, None, example_inputs=(x,))
+    fxc.save(compiled, tmp_path)
+    assert torch.equal(fxc.load(tmp_path)(x), compiled(x))
+
+
+def test_round_trip_hugging_face_keyword_inputs_and_output_structure(tmp_path):
+    model, example = tiny_bert()
+    compiled = fxc.compile(model, "quantize{bits=8}", example_inputs=example)
+    fxc.save(compiled, tmp_path)
+    loaded = fxc.load(tmp_path)
+    out, expected = call(loaded, example), call(compiled, example)
+    assert type(out) is type(expected)
+    assert torch.equal(out.last_hidden_state, expected.last_hidden_state)
+    assert torch.equal(out.pooler_output, expected.pooler_output)
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_tied_weights_stored_once_and_still_tied(tmp_path):
+    x = torch.randn(3, 8)
+    compiled = fxc.compile(Tied().eval(), None, example_inputs=(x,))
+    fxc.save(compiled, tmp_path)
+    assert len(load_file(str(tmp_path / WEIGHTS))) == 3  # one weight, two biases
+    loaded = fxc.load(tmp_path)
+    assert torch.equal(loaded(x), compiled(x))
+    assert loaded.graph.a.weight is loaded.graph.b.weight
+
+
+def test_nothing_is_pickled(tmp_path):
+    model, (x,) = mlp()
+    fxc.save(fxc.compile(model, "quantize{bits=8}", example_inputs=(x,)), tmp_path)
+    json.loads((tmp_path / MANIFEST).read_text())  # plain JSON
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, WEIGHTS]
+    assert b"\x80\x04" not in (tmp_path / WEIGHTS).read_bytes()[:64]  # safetensors header, not a pickle
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, (x,) = mlp()
+    fxc.save(fxc.compile(model, "quantize{bits=8}", example_inputs=(x,)), tmp_path)
+    return tmp_path
+
+
+def rewrite_manifest(folder, edit, keep_checksum_valid: bool):
+    manifest = json.loads((folder / MANIFEST).read_text())
+    edit(manifest)
+    if keep_checksum_valid:
+        manifest["manifest_sha256"] = _body_sha256({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_truncated_weights_rejected(saved):
+    data = (saved / WEIGHTS).read_bytes()
+    (saved / WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(fxc.FormatError, match="truncated or was modified"):
+        fxc.load(saved)
+
+
+def test_tampered_weights_rejected(saved):
+    data = bytearray((saved / WEIGHTS).read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte inside a tensor
+    (saved / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(fxc.FormatError, match="SHA-256 mismatch"):
+        fxc.load(saved)
+
+
+def test_truncated_manifest_rejected(saved):
+    text = (saved / MANIFEST).read_text()
+    (saved / MANIFEST).write_text(text[: len(text) // 2])
+    with pytest.raises(fxc.FormatError, match="not valid JSON"):
+        fxc.load(saved)
+
+
+def test_tampered_manifest_rejected(saved):
+    rewrite_manifest(saved, lambda m: m.update(pipeline="quantize{bits=4}"), keep_checksum_valid=False)
+    with pytest.raises(fxc.FormatError, match="modified after saving"):
+        fxc.load(saved)
+
+
+def test_incompatible_version_rejected(saved):
+    rewrite_manifest(saved, lambda m: m.update(format_version=99, fxc_version="9.0"), keep_checksum_valid=True)
+    with pytest.raises(fxc.FormatError, match=r"fxc 9.0 in format version 99; this fxc reads version 1"):
+        fxc.load(saved)
+
+
+def test_manifest_cannot_name_arbitrary_code(saved):
+    def to_os_system(manifest):
+        node = next(n for n in manifest["graph"]["nodes"] if n["op"] == "call_function")
+        node["target"] = "os.system"
+
+    rewrite_manifest(saved, to_os_system, keep_checksum_valid=True)
+    with pytest.raises(fxc.FormatError, match="may only name torch ops"):
+        fxc.load(saved)
+
+
+def test_save_needs_a_compiled_module(tmp_path):
+    model, _ = mlp()
+    with pytest.raises(TypeError, match="CompiledModule"):
+        fxc.save(model, tmp_path)
+
+
+def test_loaded_model_runs_other_batch_sizes(saved):
+    loaded = fxc.load(saved)
+    assert first_tensor(loaded(torch.randn(11, 16))).shape == (11, 8)
