@@ -37,6 +37,12 @@ CONFIGS = {
     "whitened r0.8": "low-rank{method=whitened,ratio=0.8}",
     "whitened budget 0.8": "low-rank{method=whitened,budget=0.8}",
 }
+ABLATIONS = {  # run with --configs NAME ...
+    "whitened r0.8 one-shot": "low-rank{method=whitened,ratio=0.8,sequential=false}",
+    "whitened budget 0.8 abs": "low-rank{method=whitened,budget=0.8,allocate=absolute}",
+    "whitened budget 0.9 abs": "low-rank{method=whitened,budget=0.9,allocate=absolute}",
+    "svd budget 0.8": "low-rank{method=svd,budget=0.8}",
+}
 
 
 def kept_fraction(gm: torch.fx.GraphModule, dense_params: int) -> float:
@@ -58,7 +64,7 @@ def run_configs(graph, names, calibration, measure) -> list[tuple[str, dict]]:
     dense_params = linear_params(graph)
     rows = []
     for name in names:
-        passes = CONFIGS[name]
+        passes = {**CONFIGS, **ABLATIONS}[name]
         timing = fxc.Timing()
         start = time.perf_counter()
         compiled = fxc.compile(graph, passes, calibration=calibration, instruments=[timing])
@@ -117,7 +123,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--sentences", type=int, default=256, help="MiniLM calibration (and evaluation) sentences")
     parser.add_argument("--only", choices=("smollm", "minilm"), default=None)
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=[*CONFIGS, *ABLATIONS])
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_grad_enabled(False)

@@ -1,7 +1,8 @@
 """llm-compressor's SparseGPT and Wanda on SmolLM2-135M, on the token ids fxc's benchmark used.
 
 Runs in its OWN venv (never fxc's), e.g.
-    python -m venv /tmp/peer-llmc && /tmp/peer-llmc/bin/pip install torch==2.13.0 llmcompressor transformers gguf accelerate
+    python -m venv /tmp/peer-llmc
+    /tmp/peer-llmc/bin/pip install torch==2.13.0 llmcompressor transformers gguf accelerate
     /tmp/peer-llmc/bin/python benchmarks/prune_peers.py --gguf PATH.gguf --data tokens.pt --config "sparsegpt 50%"
 
 benchmarks/prune_quality.py --peer /tmp/peer-llmc/bin/python writes tokens.pt ({"calib": [[1, T] ids],
@@ -16,6 +17,7 @@ import argparse
 import json
 import math
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +48,9 @@ def main() -> None:
     parser.add_argument("--gguf", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--config", required=True, choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -57,6 +61,9 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     model.config.use_cache = False
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config_dir = tempfile.mkdtemp()  # oneshot re-reads the config from name_or_path; a GGUF folder has none
+    model.config.save_pretrained(config_dir)
+    model.config.name_or_path = config_dir
     data = torch.load(args.data)
     calib, evaluation = data["calib"], data["eval"]
     seq = calib[0].shape[1]
@@ -67,8 +74,15 @@ def main() -> None:
     modifier_class = SparseGPTModifier if method == "sparsegpt" else WandaPruningModifier
     modifier = modifier_class(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
     start = time.perf_counter()
-    oneshot(model=model, processor=tokenizer, dataset=dataset, recipe=[modifier], num_calibration_samples=len(calib),
-            max_seq_length=seq, shuffle_calibration_samples=False)
+    oneshot(
+        model=model,
+        processor=tokenizer,
+        dataset=dataset,
+        recipe=[modifier],
+        num_calibration_samples=len(calib),
+        max_seq_length=seq,
+        shuffle_calibration_samples=False,
+    )
     seconds = time.perf_counter() - start
     ppl = perplexity(model, evaluation)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -69,7 +69,9 @@ def latency_worker(args) -> dict:
     model, tokenizer = harness.load_smollm2()
     calib, evaluation = harness.wiki_splits(tokenizer, args.seq, 4, 1)
     dense = fxc.compile(model, None, example_inputs=(calib[0],))
-    pruned = fxc.compile(model, SMOLLM["channel 25% (wanda)"], example_inputs=(calib[0],), calibration=[(c,) for c in calib])
+    pruned = fxc.compile(
+        model, SMOLLM["channel 25% (wanda)"], example_inputs=(calib[0],), calibration=[(c,) for c in calib]
+    )
     ids = evaluation[0]
     mlp = model.model.layers[0].mlp
     hidden = torch.randn(1, args.seq, mlp.gate_proj.in_features)
@@ -79,8 +81,12 @@ def latency_worker(args) -> dict:
         for fn in (dense, pruned):
             fn(ids)
         for _ in range(args.reps):
-            for key, fn, x in (("model dense", dense, ids), ("model channel 25%", pruned, ids),
-                               ("mlp dense", mlp, hidden), ("mlp channel 25%", small, hidden)):
+            for key, fn, x in (
+                ("model dense", dense, ids),
+                ("model channel 25%", pruned, ids),
+                ("mlp dense", mlp, hidden),
+                ("mlp channel 25%", small, hidden),
+            ):
                 start = time.perf_counter()
                 fn(x)
                 timings[key].append(time.perf_counter() - start)
@@ -111,8 +117,10 @@ def minilm_worker(name: str, args) -> dict:
     passes = MINILM[name]
     seconds = 0.0
     if passes is not None:
-        batches = [dict(tokenizer(calib_text[i : i + 16], padding=True, truncation=True, max_length=128,
-                                  return_tensors="pt")) for i in range(0, len(calib_text), 16)]
+        batches = [
+            dict(tokenizer(calib_text[i : i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+            for i in range(0, len(calib_text), 16)
+        ]
         with harness.timed() as t:
             model = fxc.compile(model, passes, example_inputs=batches[0], calibration=batches)
         seconds = t.seconds
@@ -129,13 +137,25 @@ def run_worker(kind: str, name: str, args) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"worker {kind}/{name} failed:\n{done.stderr[-3000:]}")
 
 
 def _shared_flags(args) -> list[str]:
-    return ["--calib", str(args.calib), "--eval", str(args.eval), "--seq", str(args.seq),
-            "--sentences", str(args.sentences), "--reps", str(args.reps)]
+    return [
+        "--calib",
+        str(args.calib),
+        "--eval",
+        str(args.eval),
+        "--seq",
+        str(args.seq),
+        "--sentences",
+        str(args.sentences),
+        "--reps",
+        str(args.reps),
+        "--threads",
+        str(args.threads),
+    ]
 
 
 def activation_cache_mb(args) -> float:
@@ -154,7 +174,9 @@ def smollm_table(args) -> str:
     rows += peer_rows(args, dense)
     lines = [f"{'configuration':34} {'perplexity':>10} {'x dense':>8} {'prune s':>8} {'peak RSS MiB':>12}"]
     lines += [f"{n:34} {p:10.2f} {x:8.2f} {s:8.1f} {m:12.0f}" for n, p, x, s, m in rows]
-    lines.append(f"(a whole-model activation cache of the calibration set would take {activation_cache_mb(args):,.0f} MiB)")
+    lines.append(
+        f"(a whole-model activation cache of the calibration set would take {activation_cache_mb(args):,.0f} MiB)"
+    )
     return "\n".join(lines)
 
 
@@ -171,20 +193,45 @@ def peer_rows(args, dense: float) -> list[tuple]:
         torch.save({"calib": calib, "eval": evaluation}, data)
         script = Path(__file__).with_name("prune_peers.py")
         for config in ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4"):
-            done = subprocess.run([args.peer, str(script), "--gguf", str(smollm2_gguf()), "--data", str(data),
-                                   "--config", config], capture_output=True, text=True)
-            result = next((json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+            done = subprocess.run(
+                [
+                    args.peer,
+                    str(script),
+                    "--gguf",
+                    str(smollm2_gguf()),
+                    "--data",
+                    str(data),
+                    "--config",
+                    config,
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            result = next(
+                (json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")), None
+            )
             if result is None:
                 print(f"peer {config} failed:\n{done.stderr[-3000:]}", flush=True)
                 continue
-            rows.append((f"llm-compressor {config}", result["ppl"], result["ppl"] / dense, result["seconds"],
-                         result["peak_rss_mb"]))
+            rows.append(
+                (
+                    f"llm-compressor {config}",
+                    result["ppl"],
+                    result["ppl"] / dense,
+                    result["seconds"],
+                    result["peak_rss_mb"],
+                )
+            )
             print(rows[-1], flush=True)
     return rows
 
 
 def minilm_table(args) -> str:
-    lines = [f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"]
+    lines = [
+        f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"
+    ]
     for name in MINILM:
         r = run_worker("minilm", name, args)
         lines.append(f"{name:22} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}")
@@ -197,7 +244,9 @@ def latency_table(args) -> str:
     lines = [f"{'forward, 1 x ' + str(args.seq) + ' tokens':28} {'dense ms':>9} {'channel 25% ms':>15} {'speed-up':>9}"]
     for what in ("model", "mlp"):
         d, p = r[f"{what} dense"], r[f"{what} channel 25%"]
-        lines.append(f"{'SmolLM2 ' + ('whole model' if what == 'model' else 'layer-0 MLP'):28} {d:9.1f} {p:15.1f} {d / p:8.2f}x")
+        lines.append(
+            f"{'SmolLM2 ' + ('whole model' if what == 'model' else 'layer-0 MLP'):28} {d:9.1f} {p:15.1f} {d / p:8.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -208,22 +257,34 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
     parser.add_argument("--sentences", type=int, default=128, help="MiniLM calibration and evaluation sentences each")
     parser.add_argument("--reps", type=int, default=10, help="latency repetitions")
-    parser.add_argument("--peer", default="", help="python of a venv with llmcompressor (e.g. /tmp/peer-llmc/bin/python)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (and peer)")
+    parser.add_argument(
+        "--peer", default="", help="python of a venv with llmcompressor (e.g. /tmp/peer-llmc/bin/python)"
+    )
     parser.add_argument("--parts", default="smollm,minilm,latency", help="which tables")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker = {"smollm": lambda: smollm_worker(args.name, args), "minilm": lambda: minilm_worker(args.name, args),
-                  "latency": lambda: latency_worker(args)}[args.worker]
+        torch.set_num_threads(args.threads)
+        worker = {
+            "smollm": lambda: smollm_worker(args.name, args),
+            "minilm": lambda: minilm_worker(args.name, args),
+            "latency": lambda: latency_worker(args),
+        }[args.worker]
         print("RESULT " + json.dumps(worker()), flush=True)
         return
     sizes = f"calibration {args.calib} x {args.seq} tokens, evaluation {args.eval} x {args.seq} tokens"
-    builders = {"smollm": ("SmolLM2-135M pruning perplexity (" + sizes + ")", smollm_table),
-                "minilm": (f"MiniLM-L6 pruning: embeddings ({args.sentences} calibration / {args.sentences} held-out "
-                           "sentences) and WordSim-353", minilm_table),
-                "latency": ("SmolLM2-135M structured pruning latency (25% of MLP channels removed)", latency_table)}
+    builders = {
+        "smollm": ("SmolLM2-135M pruning perplexity (" + sizes + ")", smollm_table),
+        "minilm": (
+            f"MiniLM-L6 pruning: embeddings ({args.sentences} calibration / {args.sentences} held-out "
+            "sentences) and WordSim-353",
+            minilm_table,
+        ),
+        "latency": ("SmolLM2-135M structured pruning latency (25% of MLP channels removed)", latency_table),
+    }
     for part in args.parts.split(","):
         title, build = builders[part]
         table = build(args)

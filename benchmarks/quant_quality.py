@@ -37,12 +37,12 @@ from fxc.cost import model_bytes  # noqa: E402
 
 SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "W8 per-channel RTN": (None, "quantize{bits=8}"),
-    "W4 g64 RTN": (None, "quantize{bits=4,group-size=64}"),
     "W4 g64 GPTQ": (None, "quantize{method=gptq,bits=4,group-size=64}"),
-    "W8A8 dynamic": (None, "quantize{act-bits=8}"),
-    "W8A8 dynamic + SmoothQuant": (None, "smooth-quant{alpha=0.5},quantize{act-bits=8}"),
     "mixed 4.5 bits GPTQ": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize{method=gptq}"),
     "mixed 6 bits GPTQ": ("mixed-precision{avg-bits=6.0,print-allocation=false}", "quantize{method=gptq}"),
+    "W4 g64 RTN": (None, "quantize{bits=4,group-size=64}"),
+    "W8A8 dynamic": (None, "quantize{act-bits=8}"),
+    "W8A8 dynamic + SmoothQuant": (None, "smooth-quant{alpha=0.5},quantize{act-bits=8}"),
 }
 PEERS = {  # peer config: which venv option runs it
     "llm-compressor GPTQ W4A16 g64": "llmc",
@@ -76,36 +76,42 @@ def run_smollm(args) -> tuple[str, str]:
     dense_mb = model_bytes(base) / 2**20
     rows = [("fp32 (dense)", dense_ppl, "32", dense_mb, 0.0, "")]
     print(rows[-1], flush=True)
-    plans = {}  # sensitivity is computed once, for both budgets
-    plan_graph = plan_am = None
+    plans: dict[str, str] = {}
     for name, (plan, quant) in SMOLLM.items():
-        gm = copy.deepcopy(base)
-        am = fxc.AnalysisManager(gm, Calibration.of(calib))
-        with harness.timed() as t:
-            check = ""
-            if plan is not None:
-                if plan_graph is None:
-                    plan_graph = copy.deepcopy(base)
-                    plan_am = fxc.AnalysisManager(plan_graph, Calibration.of(calib))
-                (result,) = fxc.Pipeline.parse(plan).run(plan_graph, plan_am)
-                plans[name] = result.summary
-                gm = copy.deepcopy(plan_graph)
-                am = fxc.AnalysisManager(gm, Calibration.of(calib))
-                expected, dense = planned_bytes(gm)
-                before = model_bytes(gm)
-            fxc.Pipeline.parse(quant).run(gm, am)
-        if plan is not None:
-            measured = model_bytes(gm)
-            check = "= plan" if measured == before - dense + expected else f"plan {before - dense + expected:,}"
-        stored, weights = quantized_layer_bits(gm)
-        ppl = harness.perplexity(gm, evaluation)
-        rows.append((name, ppl, f"{8 * stored / weights:.3f}", model_bytes(gm) / 2**20, t.seconds, check))
+        try:
+            rows.append(_smollm_config(name, plan, quant, base, calib, evaluation, plans))
+        except Exception as error:  # one failing configuration must not lose the others
+            rows.append((name, float("nan"), "-", None, 0.0, f"failed: {type(error).__name__}: {error}"[:150]))
         print(rows[-1], flush=True)
-        del gm, am
     peer_rows = run_peers(args, calib, evaluation)
     table = _table(rows + peer_rows, dense_ppl)
     notes = "\n".join(f"- {name}: {summary}" for name, summary in plans.items())
     return table, notes
+
+
+_PLAN_GRAPH: dict[str, object] = {}  # one planning graph, so sensitivity is computed once for both budgets
+
+
+def _smollm_config(name, plan, quant, base, calib, evaluation, plans) -> tuple:
+    check = ""
+    with harness.timed() as t:
+        if plan is not None:
+            if not _PLAN_GRAPH:
+                graph = copy.deepcopy(base)
+                _PLAN_GRAPH.update(graph=graph, am=fxc.AnalysisManager(graph, Calibration.of(calib)))
+            (result,) = fxc.Pipeline.parse(plan).run(_PLAN_GRAPH["graph"], _PLAN_GRAPH["am"])
+            plans[name] = result.summary
+            gm = copy.deepcopy(_PLAN_GRAPH["graph"])
+            expected, dense = planned_bytes(gm)
+            promised = model_bytes(gm) - dense + expected
+        else:
+            gm = copy.deepcopy(base)
+        fxc.Pipeline.parse(quant).run(gm, fxc.AnalysisManager(gm, Calibration.of(calib)))
+    if plan is not None:
+        check = "= plan" if model_bytes(gm) == promised else f"plan {promised:,} != {model_bytes(gm):,}"
+    stored, weights = quantized_layer_bits(gm)
+    ppl = harness.perplexity(gm, evaluation)
+    return (name, ppl, f"{8 * stored / weights:.3f}", model_bytes(gm) / 2**20, t.seconds, check)
 
 
 def run_peers(args, calib, evaluation) -> list[tuple]:

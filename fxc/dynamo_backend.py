@@ -178,20 +178,19 @@ def _graph_calibration(
     """The model-level batches as this graph's inputs, read by the sources dynamo recorded."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     signature = inspect.signature(types.FunctionType(code, {}, closure=_cells(code)))
-    first = next(iter(signature.parameters), None)
-    sources = [_source(placeholders[i]) for i in lifted.user_inputs]
-    is_method = first == "self" or any(s.startswith(f"L['{first}']") for s in map(_source, placeholders) if s)
+    self_source = _self_source(signature, [_source(p) for p in placeholders])
     batches = []
     for index, (args, kwargs) in enumerate(calibration):
         try:
-            bound = signature.bind_partial(*((None,) if is_method else ()), *args, **kwargs).arguments
+            bound = signature.bind_partial(*((None,) if self_source else ()), *args, **kwargs).arguments
         except TypeError as error:
             raise CalibrationError(
                 f"calibration batch {index} does not fit {code.co_name}{signature}: {error}"
             ) from None
         values = []
-        for position, source in zip(lifted.user_inputs, sources):
-            value = _read(source, bound, first if is_method else None)
+        for position in lifted.user_inputs:
+            source = _source(placeholders[position])
+            value = _read(source, bound, self_source)
             if value is _MISSING:
                 raise CalibrationError(
                     f"calibration batch {index} has no value for the graph input {source} of {code.co_name}; "
@@ -202,15 +201,28 @@ def _graph_calibration(
     return Calibration(batches)
 
 
+def _self_source(signature: inspect.Signature, sources: list[str]) -> str | None:
+    """Where the module itself sits among the traced function's arguments (`L['self']`, or
+    `L['args'][0]` for a wrapper taking *args), or None for a plain function."""
+    first = next(iter(signature.parameters.values()), None)
+    if first is None:
+        return None
+    candidate = f"L['{first.name}'][0]" if first.kind is first.VAR_POSITIONAL else f"L['{first.name}']"
+    weights = [s for s in sources if "._parameters[" in s or "._buffers[" in s]
+    return candidate if first.name == "self" or any(s.startswith(candidate + ".") for s in weights) else None
+
+
 _MISSING, _FIXED = object(), object()
 
 
-def _read(source: str, bound: dict[str, Any], self_name: str | None) -> Any:
+def _read(source: str, bound: dict[str, Any], self_source: str | None) -> Any:
     """The value at `source` (L['kwargs']['input_ids']) among a batch's bound arguments; _FIXED for
     inputs that are not the model's arguments (tensor attributes of the module, globals)."""
+    if self_source and (source == self_source or source.startswith((self_source + ".", self_source + "["))):
+        return _FIXED  # a tensor attribute of the module
     match = _SOURCE.fullmatch(source)
-    if match is None or match.group(1) == self_name:
-        return _FIXED
+    if match is None:
+        return _FIXED  # a global or another value that is not an argument
     if match.group(1) not in bound:
         return _MISSING
     value = bound[match.group(1)]

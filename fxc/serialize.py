@@ -82,10 +82,15 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
         )
     stored = load_file(str(weights))
     root = torch.nn.Module()
+    made: dict[tuple[str, str], torch.Tensor] = {}  # one object per stored tensor and kind: ties survive
     for target, spec in manifest["tensors"].items():
-        if spec["key"] not in stored:
-            raise FormatError(f"{weights} has no tensor {spec['key']!r}, which the manifest names")
-        _register(root, target, stored[spec["key"]], spec["kind"])
+        key, kind = spec["key"], spec["kind"]
+        if key not in stored:
+            raise FormatError(f"{weights} has no tensor {key!r}, which the manifest names")
+        if (key, kind) not in made:
+            value = stored[key]
+            made[key, kind] = torch.nn.Parameter(value, requires_grad=False) if kind == "parameter" else value
+        _register(root, target, made[key, kind], kind)
     gm = graph_from_json(manifest["graph"], root)
     name = backend or manifest["backend"]
     runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, None)
@@ -163,7 +168,7 @@ def _register(root: torch.nn.Module, target: str, tensor: torch.Tensor, kind: st
             owner.add_module(part, torch.nn.Module())
         owner = getattr(owner, part)
     if kind == "parameter":
-        owner.register_parameter(attr, torch.nn.Parameter(tensor, requires_grad=False))
+        owner.register_parameter(attr, tensor)
     elif kind == "buffer":
         owner.register_buffer(attr, tensor)
     else:

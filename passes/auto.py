@@ -211,33 +211,36 @@ class Auto(Pass):
     # -- damage --------------------------------------------------------------------------------------------
 
     def _score(self, gm: torch.fx.GraphModule, am, choices: list[LayerChoices]) -> None:
-        texts = tuple(dict.fromkeys(o.text for c in choices for o in c.options if o is not KEEP))
-        if not texts:
-            for c in choices:
-                c.scores = [0.0]
-            return
-        fqns = tuple(c.layer.fqn for c in choices)
-        measure = "layer" if self.measure == "jacobian" else self.measure
-        sensitivity = am.get(
-            Sensitivity(
-                candidates=texts,
-                measure=measure,
-                layers=fqns,
-                skip=(),
-                batches=self.gain_batches,
-                samples=self.probes,
-                seed=self.seed,
-            )
-        )
+        """Damage of every option; one sensitivity analysis per set of layers offered the same options
+        (it measures every candidate it is given on every layer it is given)."""
+        groups: dict[tuple[str, ...], list[LayerChoices]] = {}
+        for c in choices:
+            groups.setdefault(tuple(o.text for o in c.options if o is not KEEP), []).append(c)
         gains = {}
         if self.measure == "jacobian":
+            fqns = tuple(c.layer.fqn for c in choices)
             gains = am.get(
                 OutputGains(layers=fqns, skip=(), batches=self.gain_batches, probes=self.probes, seed=self.seed)
             )
-        for c in choices:
-            name = c.layer.node.name
-            gain = gains.get(name, 1.0)
-            c.scores = [0.0 if o is KEEP else gain * sensitivity.score(name, o.text) for o in c.options]
+        measure = "layer" if self.measure == "jacobian" else self.measure
+        for texts, members in groups.items():
+            sensitivity = None
+            if texts:
+                sensitivity = am.get(
+                    Sensitivity(
+                        candidates=texts,
+                        measure=measure,
+                        layers=tuple(c.layer.fqn for c in members),
+                        skip=(),
+                        batches=self.gain_batches,
+                        samples=self.probes,
+                        seed=self.seed,
+                    )
+                )
+            for c in members:
+                name = c.layer.node.name
+                gain = gains.get(name, 1.0)
+                c.scores = [0.0 if o is KEEP else gain * sensitivity.score(name, o.text) for o in c.options]
 
     # -- what is kept and printed ------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ def carry_out(gm: torch.fx.GraphModule, am, plan: dict[str, Candidate], methods:
     summaries = []
     split = [fqn for fqn, c in plan.items() if c.rank_ratio is not None]
     if split:
-        summaries += _run(gm, am, _make("low-rank", method=methods["low_rank"], layers=tuple(split), skip=()))
+        low_rank = _make("low-rank", method=methods["low_rank"], margin=0.0, layers=tuple(split), skip=())
+        summaries += _run(gm, am, low_rank)
         _plan_factors(gm, plan)
     sparse = [fqn for fqn, c in plan.items() if c.nm or c.sparsity]
     if sparse:

@@ -13,7 +13,7 @@ unchanged), in the formats the passes that carry the plan out write:
                     so it costs what its quantization part costs and never saves bytes by itself
     N:M             sparse_nm_linear: N/M of the values plus one uint8 index each
     N:M+w8          the same with int8 values and one float32 scale per output row
-    rR[+wB]         the two factors [r, K] and [N, r] (r = candidates' rank rule), each dense or quantized
+    rR[+wB]         the two factors [r, K] and [N, r] (r as the low-rank pass rounds it), each dense or quantized
 This differs from Candidate.storage_bytes only for unstructured sparsity (which it counts as if a
 bitmask format existed) and for weights that are not float32. Latency is a roofline estimate per layer on
 the traced input: max(FLOPs / peak_flops, (weight bytes + activation bytes) / bandwidth), FLOPs as the
@@ -29,6 +29,7 @@ import numpy as np
 import torch.fx
 from fxc.passes import knapsack
 from fxc.passes.candidates import Candidate
+from fxc.passes.low_rank_math import rank_for_ratio
 from fxc.passes.quant_scheme import GROUP_SIZES, Scheme
 
 from fxc import cost, ir
@@ -60,7 +61,9 @@ def unfit(candidate: Candidate, n: int, k: int) -> str | None:
     if reason:
         return reason
     if candidate.rank_ratio is not None:
-        r = candidate.rank((n, k))
+        r = split_rank(candidate, n, k)
+        if r < 1:
+            return f"{candidate.text}: keeps less than rank 1 of a {n}x{k} weight"
         if candidate.bits == 4 and (r % 2 or k % 2):
             return f"{candidate.text}: int4 factors need even inputs, got rank {r} and {k} columns"
         return None
@@ -69,10 +72,15 @@ def unfit(candidate: Candidate, n: int, k: int) -> str | None:
     return None
 
 
+def split_rank(candidate: Candidate, n: int, k: int) -> int:
+    """The rank the low-rank pass splits a [n, k] weight at for the candidate's ratio."""
+    return rank_for_ratio(n, k, candidate.rank_ratio)
+
+
 def stored_bytes(candidate: Candidate, n: int, k: int, element_size: int) -> int:
     """Bytes the compressed model holds for the weight [n, k] compressed as `candidate`."""
     if candidate.rank_ratio is not None:
-        r = candidate.rank((n, k))
+        r = split_rank(candidate, n, k)
         return _dense_bytes(candidate, r, k, element_size) + _dense_bytes(candidate, n, r, element_size)
     if candidate.nm:
         kept = n * k * candidate.nm[0] // candidate.nm[1]
@@ -92,7 +100,7 @@ def roofline_seconds(
 ) -> float:
     """max(compute time, memory time) of the layer on `tokens` input rows (float32 activations)."""
     if candidate.rank_ratio is not None:
-        r = candidate.rank((n, k))
+        r = split_rank(candidate, n, k)
         flops, activations = 2 * tokens * r * (n + k), tokens * (k + 2 * r + n) * 4
     else:
         kept = candidate.nm[0] / candidate.nm[1] if candidate.nm else 1.0

@@ -63,41 +63,52 @@ def gptq_quantize(
         scale = torch.empty(n, k // gs)
         zero = None if symmetric else torch.empty(n, k // gs)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
-    w, h = w[:, perm], h[perm][:, perm]
+    h = h[perm][:, perm]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).to(torch.float32)
-    q = torch.empty(n, k, dtype=torch.int8)
+    # Work on Wᵀ in visiting order: row c is input column perm[c], contiguous, so each step's rank-1
+    # update is one BLAS call on a contiguous block.
+    wt = w[:, perm].T.contiguous()
+    scale_t = scale.T.contiguous()
+    zero_t = None if zero is None else zero.T.contiguous()
+    groups = (perm // gs).tolist()
+    pivots = hinv.diagonal().tolist()
+    q = torch.empty(k, n, dtype=torch.int8)
     for b0 in range(0, k, block_size):
         b1 = min(b0 + block_size, k)
-        err = torch.zeros(n, b1 - b0)
+        err = torch.empty(b1 - b0, n)
         for i in range(b1 - b0):
             col = b0 + i
-            group = int(perm[col]) // gs
+            group = groups[col]
             if not static_groups and col % gs == 0:  # identity order: the group is columns col..col+gs
-                current = _current_columns(w, err[:, :i], hinv, b0, b1, col, col + gs)
-                s, z = qformat.group_scales(current.unsqueeze(1), bits, symmetric)
-                scale[:, group] = s[:, 0]
-                if zero is not None:
-                    zero[:, group] = z[:, 0]
-            s = scale[:, group]
-            z = zero[:, group] if zero is not None else 0.0
-            column = w[:, col]
-            qc = (torch.round(column / s) + z).clamp(lo, hi)
-            e = (column - (qc - z) * s) / hinv[col, col]
-            w[:, col:b1] -= e.unsqueeze(1) * hinv[col, col:b1].unsqueeze(0)
-            err[:, i] = e
-            q[:, col] = qc.to(torch.int8)
-        w[:, b1:] -= err @ hinv[b0:b1, b1:]
-    unpermuted = torch.empty_like(q)
-    unpermuted[:, perm] = q
+                current = _current_rows(wt, err[:i], hinv, b0, b1, col, col + gs)
+                s, z = qformat.group_scales(current.T.unsqueeze(1), bits, symmetric)
+                scale_t[group] = s[:, 0]
+                if zero_t is not None:
+                    zero_t[group] = z[:, 0]
+            s = scale_t[group]
+            z = zero_t[group] if zero_t is not None else 0.0
+            row = wt[col]
+            qc = (torch.round(row / s) + z).clamp_(lo, hi)
+            e = (row - (qc - z) * s) / pivots[col]
+            if col + 1 < b1:
+                wt[col + 1 : b1].addr_(hinv[col, col + 1 : b1], e, alpha=-1)
+            err[i] = e
+            q[col] = qc
+        if b1 < k:
+            wt[b1:].addmm_(hinv[b0:b1, b1:].T, err, alpha=-1)
+    unpermuted = torch.empty(n, k, dtype=torch.int8)
+    unpermuted[:, perm] = q.T
+    scale = scale_t.T.contiguous()
+    zero = None if zero_t is None else zero_t.T.contiguous()
     return qformat.QuantizedWeight(qformat.pack(unpermuted, bits), scale, zero, bits)
 
 
-def _current_columns(w, err, hinv, b0, b1, start, end) -> torch.Tensor:
-    """Columns start..end as the updates so far left them: those past the block still owe the
+def _current_rows(wt, err, hinv, b0, b1, start, end) -> torch.Tensor:
+    """Rows start..end of Wᵀ as the updates so far left them: rows past the block still owe the
     block's pending (lazy) update."""
-    current = w[:, start:end].clone()
-    if end > b1 and err.shape[1]:
-        current[:, b1 - start :] -= err @ hinv[b0 : b0 + err.shape[1], b1:end]
+    current = wt[start:end].clone()
+    if end > b1 and err.shape[0]:
+        current[b1 - start :] -= hinv[b0 : b0 + err.shape[0], b1:end].T @ err
     return current
 
 

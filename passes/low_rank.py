@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx
+from fxc.passes import low_rank_math as lrm
+from fxc.passes.hessian import dampen, segment_hessians
+from fxc.passes.low_rank_split import split_layer
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 from fxc import ir, meta
 from fxc.errors import FxcError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
-from fxc.passes import low_rank_math as lrm
-from fxc.passes.hessian import dampen, segment_hessians
-from fxc.passes.low_rank_split import split_layer
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.sequential import CalibrationRunner, segments
 
 AMOUNTS = ("ratio", "energy", "budget", "rank")

@@ -21,12 +21,15 @@ aten = torch.ops.aten
 _COPIED_META = ("stack_trace", "nn_module_stack", "source_fn_stack", "from_node", "seq_nr")
 
 
-def split_layer(gm: torch.fx.GraphModule, layer: ir.WeightLayer, down: torch.Tensor, up: torch.Tensor, rank: int) -> None:
+def split_layer(
+    gm: torch.fx.GraphModule, layer: ir.WeightLayer, down: torch.Tensor, up: torch.Tensor, rank: int
+) -> None:
     node = layer.node
     weight = ir.get_tensor(gm, layer.weight)
     m, n = weight.shape
     if tuple(down.shape) != (rank, n) or tuple(up.shape) != (m, rank):
-        raise ValueError(f"factors {tuple(up.shape)} x {tuple(down.shape)} do not split a {m}x{n} weight at rank {rank}")
+        shapes = f"{tuple(up.shape)} x {tuple(down.shape)}"
+        raise ValueError(f"factors {shapes} do not split a {m}x{n} weight at rank {rank}")
     device = weight.device
     base = layer.weight.removesuffix(".weight").removesuffix("weight") or "low_rank"
     down_name = ir.add_tensor(gm, f"{base}.low_rank_down", down.to(device))

@@ -97,3 +97,5 @@ def test_quantized_llama_runs_the_same_on_fast_torch_and_numpy():
         want = reference(*example).logits
         assert torch.equal(fast(*example).logits, want)  # same ops (whole-weight dequantization, _int_mm)
         assert_close_outputs(numpy_module(*example).logits, want)
+    shared = [n for n in fast.runner.graph.nodes if n.target is torch_fast.quantize_per_token]
+    assert len(shared) == 2  # q/k/v read one quantized input, gate/up another

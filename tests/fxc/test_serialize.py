@@ -76,7 +76,16 @@ class Tied(nn.Module):
 
 def test_tied_weights_stored_once_and_still_tied(tmp_path):
     x = torch.randn(3, 8)
-    compiled = fxc.compile(Tied().eval(), None, example_inputs=(x,))
+    gm = fxc.trace(Tied().eval(), (x,))  # export keeps one name for the tied weight: give it a second one
+    first = fxc.ir.weight_layers(gm)[0].node
+    gm.a.register_parameter("weight", gm.b.weight)
+    with gm.graph.inserting_before(first):
+        alias = gm.graph.get_attr("a.weight")
+    alias.meta["val"] = first.args[1].meta.get("val")
+    first.args = (first.args[0], alias, *first.args[2:])
+    gm.recompile()
+    compiled = fxc.compile(gm, None, example_inputs=(x,))
+    assert {n.target for n in compiled.graph.graph.nodes if n.op == "get_attr"} >= {"a.weight", "b.weight"}
     fxc.save(compiled, tmp_path)
     assert len(load_file(str(tmp_path / WEIGHTS))) == 3  # one weight, two biases
     loaded = fxc.load(tmp_path)

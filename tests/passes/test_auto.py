@@ -191,3 +191,23 @@ def test_tied_weights_and_bad_options_are_refused():
     assert str(fxc.Pipeline.parse("auto{ratio=6.0,candidates=[w8,2:4+w8]}")) == "auto{ratio=6.0,candidates=[w8,2:4+w8]}"
     assert fxc.Budget(ratio=6).pass_options() == {"scope": "layers", "ratio": 6.0}
     assert registry.lookup("fxc.passes", "auto") is Auto
+
+
+def test_low_rank_plans_are_split_then_quantized():
+    model, calibration = _model(outliers=False)
+    with torch.no_grad():  # layers.1 is exactly rank 8: a low-rank split loses nothing there
+        model.layers[1].weight.copy_(torch.randn(256, 8) @ torch.randn(8, 256) / 16)
+    compiled = fxc.compile(
+        model, passes=[Auto(ratio=7, candidates=("w8", "w4", "r0.25+w8"), **_quiet())], calibration=calibration
+    )
+    graph = compiled.graph
+    halves = [n for n in graph.graph.nodes if meta.get(n, meta.LowRank)]
+    assert {meta.get(n, meta.LowRank).role for n in halves} == {"down", "up"}
+    assert all(n.target == torch.ops.fxc.quantized_linear.default for n in halves)
+    assert {meta.get(n, meta.LayerInfo).fqn for n in halves} == {"layers.1"}
+    untouched = sum(layer.bias.numel() * 4 for layer in model.layers)
+    assert model_bytes(graph) == _frontier(compiled).chosen[0] + untouched
+    uniform = fxc.compile(model, passes="quantize{bits=4}", calibration=calibration)
+    assert model_bytes(graph) <= model_bytes(uniform.graph)
+    x = torch.randn(256, 32)
+    assert _error(compiled, model, x) < 0.5 * _error(uniform, model, x)
