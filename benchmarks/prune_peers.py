@@ -6,9 +6,10 @@ Runs in its OWN venv (never fxc's), e.g.
     /tmp/peer-llmc/bin/python benchmarks/prune_peers.py --gguf PATH.gguf --data tokens.pt --config "sparsegpt 50%"
 
 benchmarks/prune_quality.py --peer /tmp/peer-llmc/bin/python writes tokens.pt ({"calib": [[1, T] ids],
-"eval": [[1, T] ids]}) and calls this once per configuration. Prints `RESULT {"ppl", "seconds",
-"peak_rss_mb"}`: perplexity computed exactly as fxc.quality.perplexity does, prune wall time (oneshot),
-peak RSS. Imports nothing from fxc. Reads the GGUF and the token file; writes nothing.
+"eval": [[1, T] ids]}) and calls this once with every configuration. Prints one RESULT line per
+--config (the original weights are restored between configs) with the config, the perplexity
+(computed exactly as fxc.quality.perplexity does), the prune wall time (oneshot) and the peak RSS so
+far. Imports nothing from fxc. Reads the GGUF and the token file; writes nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gguf", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--config", required=True, choices=list(CONFIGS))
+    parser.add_argument("--config", action="append", required=True, choices=list(CONFIGS), help="repeatable")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,32 +62,41 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     model.config.use_cache = False
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config_dir = tempfile.mkdtemp()  # oneshot re-reads the config from name_or_path; a GGUF folder has none
+    # oneshot re-reads the config from name_or_path (a GGUF folder has none) and refuses the "gguf"
+    # quantization_config; the weights are already dequantized to fp32, as fxc loads them
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    config_dir = tempfile.mkdtemp()
     model.config.save_pretrained(config_dir)
     model.config.name_or_path = config_dir
+    original = {k: v.clone() for k, v in model.state_dict().items()}
     data = torch.load(args.data)
     calib, evaluation = data["calib"], data["eval"]
     seq = calib[0].shape[1]
     dataset = Dataset.from_dict(
         {"input_ids": [c[0].tolist() for c in calib], "attention_mask": [[1] * seq for _ in calib]}
     )
-    method, sparsity, structure = CONFIGS[args.config]
-    modifier_class = SparseGPTModifier if method == "sparsegpt" else WandaPruningModifier
-    modifier = modifier_class(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
-    start = time.perf_counter()
-    oneshot(
-        model=model,
-        processor=tokenizer,
-        dataset=dataset,
-        recipe=[modifier],
-        num_calibration_samples=len(calib),
-        max_seq_length=seq,
-        shuffle_calibration_samples=False,
-    )
-    seconds = time.perf_counter() - start
-    ppl = perplexity(model, evaluation)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps({"ppl": ppl, "seconds": seconds, "peak_rss_mb": peak}), flush=True)
+    for config in args.config:
+        model.load_state_dict(original)
+        method, sparsity, structure = CONFIGS[config]
+        modifier_class = SparseGPTModifier if method == "sparsegpt" else WandaPruningModifier
+        modifier = modifier_class(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
+        start = time.perf_counter()
+        oneshot(
+            model=model,
+            processor=tokenizer,
+            dataset=dataset,
+            recipe=[modifier],
+            num_calibration_samples=len(calib),
+            max_seq_length=seq,
+            shuffle_calibration_samples=False,
+        )
+        seconds = time.perf_counter() - start
+        ppl = perplexity(model, evaluation)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            "RESULT " + json.dumps({"config": config, "ppl": ppl, "seconds": seconds, "peak_rss_mb": peak}), flush=True
+        )
 
 
 if __name__ == "__main__":

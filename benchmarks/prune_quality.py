@@ -4,9 +4,11 @@ and llm-compressor's SparseGPT / Wanda on the same data (benchmarks/prune_peers.
     python benchmarks/prune_quality.py --calib 128 --eval 40 --seq 512 [--peer /tmp/peer-llmc/bin/python]
     python benchmarks/prune_quality.py --calib 16 --eval 8 --no-record        # a quick look
 
-Every configuration runs in its own subprocess (`--worker NAME`) so its peak RSS is its own; each
-worker loads the model, takes the same wiki_splits (calibration from the first 60% of the dump,
-evaluation from the last 40%), prunes with fxc.compile and measures. The parent prints one table per
+Each model runs in its own subprocess (`--worker KIND`): it loads the model, takes wiki_splits
+(calibration from the first 60% of the dump, evaluation from the last 40%), traces once, then prunes
+each configuration with fxc.compile (a fresh copy of the traced graph each) and measures. Peak RSS is
+the process's peak so far; sparse-gpt 50% runs first, so its number is sparse-gpt's own peak (model,
+graph copy and layer-by-layer calibration). The peer runs on the very same token ids. The parent prints one table per
 model and appends them to benchmarks/RESULTS.md. Reads the real-model packages; writes RESULTS.md and a
 temporary token file for the peer script.
 """
@@ -48,20 +50,26 @@ MINILM = {
 }
 
 
-# -- workers (one configuration each, in a fresh process) ------------------------------------------------------
+# -- workers (a fresh process each; configurations run in order on one traced graph) --------------------------
 
 
-def smollm_worker(name: str, args) -> dict:
+def smollm_worker(names: list[str], args) -> list[dict]:
+    """Perplexity of each configuration; peak RSS is the process's peak so far (sparse-gpt runs first)."""
     model, tokenizer = harness.load_smollm2()
     calib, evaluation = harness.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
-    passes = SMOLLM[name]
-    seconds = 0.0
-    if passes is not None:
-        with harness.timed() as t:
-            model = fxc.compile(model, passes, example_inputs=(calib[0],), calibration=[(c,) for c in calib])
-        seconds = t.seconds
-    ppl = harness.perplexity(model, evaluation)
-    return {"ppl": ppl, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()}
+    graph = fxc.trace(model, (calib[0],))
+    results = []
+    for name in names:
+        passes, seconds, pruned = SMOLLM[name], 0.0, model
+        if passes is not None:
+            with harness.timed() as t:
+                pruned = fxc.compile(graph, passes, example_inputs=(calib[0],), calibration=[(c,) for c in calib])
+            seconds = t.seconds
+        ppl = harness.perplexity(pruned, evaluation)
+        results.append({"name": name, "ppl": ppl, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()})
+        print("PARTIAL " + json.dumps(results[-1]), flush=True)
+        del pruned
+    return results
 
 
 def latency_worker(args) -> dict:
@@ -109,36 +117,42 @@ def _shrunk_mlp(gm, mlp):
     return small
 
 
-def minilm_worker(name: str, args) -> dict:
+def minilm_worker(names: list[str], args) -> list[dict]:
     model, tokenizer = harness.load_minilm()
     sentences = harness.wiki_sentences(harness.wiki_text(), count=2 * args.sentences)
     calib_text, eval_text = sentences[: args.sentences], sentences[args.sentences :]
     reference = harness.embed(model, tokenizer, eval_text)
-    passes = MINILM[name]
-    seconds = 0.0
-    if passes is not None:
-        batches = [
-            dict(tokenizer(calib_text[i : i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
-            for i in range(0, len(calib_text), 16)
-        ]
-        with harness.timed() as t:
-            model = fxc.compile(model, passes, example_inputs=batches[0], calibration=batches)
-        seconds = t.seconds
-    cosine = harness.mean_cosine(harness.embed(model, tokenizer, eval_text), reference)
-    rho = harness.wordsim_spearman(model, tokenizer, harness.wordsim353())
-    return {"cosine": cosine, "wordsim": rho, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()}
+    batches = [
+        dict(tokenizer(calib_text[i : i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+        for i in range(0, len(calib_text), 16)
+    ]
+    graph = fxc.trace(model, batches[0])
+    results = []
+    for name in names:
+        passes, seconds, pruned = MINILM[name], 0.0, model
+        if passes is not None:
+            with harness.timed() as t:
+                pruned = fxc.compile(graph, passes, example_inputs=batches[0], calibration=batches)
+            seconds = t.seconds
+        cosine = harness.mean_cosine(harness.embed(pruned, tokenizer, eval_text), reference)
+        rho = harness.wordsim_spearman(pruned, tokenizer, harness.wordsim353())
+        results.append(
+            {"name": name, "cosine": cosine, "wordsim": rho, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()}
+        )
+        print("PARTIAL " + json.dumps(results[-1]), flush=True)
+    return results
 
 
 # -- the parent: run every worker, print and record the tables --------------------------------------------------
 
 
-def run_worker(kind: str, name: str, args) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, "--name", name, *_shared_flags(args)]
+def run_worker(kind: str, names: list[str], args):
+    command = [sys.executable, __file__, "--worker", kind, "--name", ",".join(names), *_shared_flags(args)]
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"worker {kind}/{name} failed:\n{done.stderr[-3000:]}")
+    raise RuntimeError(f"worker {kind} {names} failed:\n{done.stderr[-3000:]}")
 
 
 def _shared_flags(args) -> list[str]:
@@ -165,18 +179,15 @@ def activation_cache_mb(args) -> float:
 
 
 def smollm_table(args) -> str:
-    rows, dense = [], None
-    for name in SMOLLM:
-        r = run_worker("smollm", name, args)
-        dense = dense or r["ppl"]
-        rows.append((f"fxc {name}", r["ppl"], r["ppl"] / dense, r["seconds"], r["peak_rss_mb"]))
-        print(rows[-1], flush=True)
+    order = ["sparse-gpt 50%"] + [n for n in SMOLLM if n != "sparse-gpt 50%"]  # its peak RSS is first
+    results = {r["name"]: r for r in run_worker("smollm", order, args)}
+    dense = results["dense"]["ppl"]
+    rows = [(f"fxc {n}", r["ppl"], r["ppl"] / dense, r["seconds"], r["peak_rss_mb"]) for n, r in results.items()]
     rows += peer_rows(args, dense)
     lines = [f"{'configuration':34} {'perplexity':>10} {'x dense':>8} {'prune s':>8} {'peak RSS MiB':>12}"]
     lines += [f"{n:34} {p:10.2f} {x:8.2f} {s:8.1f} {m:12.0f}" for n, p, x, s, m in rows]
-    lines.append(
-        f"(a whole-model activation cache of the calibration set would take {activation_cache_mb(args):,.0f} MiB)"
-    )
+    cache = activation_cache_mb(args)
+    lines.append(f"(caching every layer input of the calibration set at once would take {cache:,.0f} MiB)")
     return "\n".join(lines)
 
 
@@ -192,55 +203,32 @@ def peer_rows(args, dense: float) -> list[tuple]:
         data = Path(folder) / "tokens.pt"
         torch.save({"calib": calib, "eval": evaluation}, data)
         script = Path(__file__).with_name("prune_peers.py")
-        for config in ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4"):
-            done = subprocess.run(
-                [
-                    args.peer,
-                    str(script),
-                    "--gguf",
-                    str(smollm2_gguf()),
-                    "--data",
-                    str(data),
-                    "--config",
-                    config,
-                    "--threads",
-                    str(args.threads),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            result = next(
-                (json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")), None
-            )
-            if result is None:
-                print(f"peer {config} failed:\n{done.stderr[-3000:]}", flush=True)
-                continue
-            rows.append(
-                (
-                    f"llm-compressor {config}",
-                    result["ppl"],
-                    result["ppl"] / dense,
-                    result["seconds"],
-                    result["peak_rss_mb"],
+        configs = [x for c in ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4") for x in ("--config", c)]
+        command = [args.peer, str(script), "--gguf", str(smollm2_gguf()), "--data", str(data), *configs]
+        done = subprocess.run([*command, "--threads", str(args.threads)], capture_output=True, text=True)
+        for line in done.stdout.splitlines():
+            if line.startswith("RESULT "):
+                r = json.loads(line[len("RESULT ") :])
+                rows.append(
+                    (f"llm-compressor {r['config']}", r["ppl"], r["ppl"] / dense, r["seconds"], r["peak_rss_mb"])
                 )
-            )
-            print(rows[-1], flush=True)
+        if len(rows) < 4:
+            print(f"peer failed:\n{done.stderr[-3000:]}", flush=True)
     return rows
 
 
 def minilm_table(args) -> str:
-    lines = [
-        f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"
-    ]
-    for name in MINILM:
-        r = run_worker("minilm", name, args)
-        lines.append(f"{name:22} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}")
-        print(lines[-1], flush=True)
+    head = f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"
+    lines = [head]
+    for r in run_worker("minilm", list(MINILM), args):
+        lines.append(
+            f"{r['name']:22} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}"
+        )
     return "\n".join(lines)
 
 
 def latency_table(args) -> str:
-    r = run_worker("latency", "", args)
+    r = run_worker("latency", [], args)
     lines = [f"{'forward, 1 x ' + str(args.seq) + ' tokens':28} {'dense ms':>9} {'channel 25% ms':>15} {'speed-up':>9}"]
     for what in ("model", "mlp"):
         d, p = r[f"{what} dense"], r[f"{what} channel 25%"]

@@ -82,8 +82,10 @@ def text_batches(tokenizer: Any, text_or_file: str, seq_len: int, count: int, pr
     if tokenizer is None:
         raise CalibrationError("calibration text needs the model's tokenizer; this model has none: give a "
                                "calibration file (--calib-file) instead")
-    path = Path(text_or_file)
-    text = path.read_text() if len(text_or_file) < 4096 and path.is_file() else text_or_file
+    try:
+        text = Path(text_or_file).read_text() if Path(text_or_file).is_file() else text_or_file
+    except OSError:  # not a usable path (too long, ...): it is the text itself
+        text = text_or_file
     encoded = tokenizer(text, return_tensors="pt", truncation=False)
     ids = encoded["input_ids"][0]
     if ids.numel() < 2:
