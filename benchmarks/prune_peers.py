@@ -44,6 +44,11 @@ def perplexity(model, batches) -> float:
     return math.exp(total / count)
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gguf", required=True)
@@ -81,7 +86,7 @@ def main() -> None:
         method, sparsity, structure = CONFIGS[config]
         modifier_class = SparseGPTModifier if method == "sparsegpt" else WandaPruningModifier
         modifier = modifier_class(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=["lm_head"])
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         oneshot(
             model=model,
             processor=tokenizer,
@@ -91,12 +96,11 @@ def main() -> None:
             max_seq_length=seq,
             shuffle_calibration_samples=False,
         )
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         ppl = perplexity(model, evaluation)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            "RESULT " + json.dumps({"config": config, "ppl": ppl, "seconds": seconds, "peak_rss_mb": peak}), flush=True
-        )
+        result = {"config": config, "ppl": ppl, "seconds": seconds, "cpu": cpu, "peak_rss_mb": peak}
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

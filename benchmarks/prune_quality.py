@@ -37,7 +37,6 @@ SMOLLM = {
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
-    "wanda 50% owl": "prune{method=wanda,sparsity=0.5,allocation=owl}",
     "channel 25% (wanda)": "prune{method=wanda,pattern=channel,sparsity=0.25}",
 }
 MINILM = {
@@ -60,16 +59,24 @@ def smollm_worker(names: list[str], args) -> list[dict]:
     graph = fxc.trace(model, (calib[0],))
     results = []
     for name in names:
-        passes, seconds, pruned = SMOLLM[name], 0.0, model
+        passes, seconds, cpu, pruned = SMOLLM[name], 0.0, 0.0, model
         if passes is not None:
+            cpu_start = _cpu_seconds()
             with harness.timed() as t:
                 pruned = fxc.compile(graph, passes, example_inputs=(calib[0],), calibration=[(c,) for c in calib])
-            seconds = t.seconds
+            seconds, cpu = t.seconds, _cpu_seconds() - cpu_start
         ppl = harness.perplexity(pruned, evaluation)
-        results.append({"name": name, "ppl": ppl, "seconds": seconds, "peak_rss_mb": harness.peak_rss_mb()})
+        results.append({"name": name, "ppl": ppl, "seconds": seconds, "cpu": cpu, "peak_rss_mb": harness.peak_rss_mb()})
         print("PARTIAL " + json.dumps(results[-1]), flush=True)
         del pruned
     return results
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def latency_worker(args) -> dict:
@@ -182,10 +189,15 @@ def smollm_table(args) -> str:
     order = ["sparse-gpt 50%"] + [n for n in SMOLLM if n != "sparse-gpt 50%"]  # its peak RSS is first
     results = {r["name"]: r for r in run_worker("smollm", order, args)}
     dense = results["dense"]["ppl"]
-    rows = [(f"fxc {n}", r["ppl"], r["ppl"] / dense, r["seconds"], r["peak_rss_mb"]) for n, r in results.items()]
+    rows = [
+        (f"fxc {n}", r["ppl"], r["ppl"] / dense, r["seconds"], r["cpu"], r["peak_rss_mb"]) for n, r in results.items()
+    ]
     rows += peer_rows(args, dense)
-    lines = [f"{'configuration':34} {'perplexity':>10} {'x dense':>8} {'prune s':>8} {'peak RSS MiB':>12}"]
-    lines += [f"{n:34} {p:10.2f} {x:8.2f} {s:8.1f} {m:12.0f}" for n, p, x, s, m in rows]
+    lines = [
+        f"{'configuration':34} {'perplexity':>10} {'x dense':>8} {'prune s':>8} {'prune CPU s':>11} "
+        f"{'peak RSS MiB':>12}"
+    ]
+    lines += [f"{n:34} {p:10.2f} {x:8.2f} {s:8.1f} {c:11.1f} {m:12.0f}" for n, p, x, s, c, m in rows]
     cache = activation_cache_mb(args)
     lines.append(f"(caching every layer input of the calibration set at once would take {cache:,.0f} MiB)")
     return "\n".join(lines)
@@ -210,7 +222,14 @@ def peer_rows(args, dense: float) -> list[tuple]:
             if line.startswith("RESULT "):
                 r = json.loads(line[len("RESULT ") :])
                 rows.append(
-                    (f"llm-compressor {r['config']}", r["ppl"], r["ppl"] / dense, r["seconds"], r["peak_rss_mb"])
+                    (
+                        f"llm-compressor {r['config']}",
+                        r["ppl"],
+                        r["ppl"] / dense,
+                        r["seconds"],
+                        r["cpu"],
+                        r["peak_rss_mb"],
+                    )
                 )
         if len(rows) < 4:
             print(f"peer failed:\n{done.stderr[-3000:]}", flush=True)
@@ -256,9 +275,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         torch.set_num_threads(args.threads)
+        names = [n for n in args.name.split(",") if n]
         worker = {
-            "smollm": lambda: smollm_worker(args.name, args),
-            "minilm": lambda: minilm_worker(args.name, args),
+            "smollm": lambda: smollm_worker(names, args),
+            "minilm": lambda: minilm_worker(names, args),
             "latency": lambda: latency_worker(args),
         }[args.worker]
         print("RESULT " + json.dumps(worker()), flush=True)

@@ -12,6 +12,10 @@ so nothing fails later at call time. At the boundary, inputs are flattened by th
 input spec (`gm._in_spec`: positional and keyword inputs, as the traced model took them),
 converted to numpy without copies, and outputs are converted back and rebuilt with the graph's
 output spec (a Hugging Face ModelOutput stays a ModelOutput). Reads the graph; writes nothing.
+
+Files: numpy_lowering.py (graph -> generated function), numpy_common.py (dtype map, op-table
+decorators), op tables numpy_ops_{elementwise,reduce,shape,create,nn,conv,norm,symbolic,fxc}.py,
+numpy_qformat.py (quantized formats, exact int8 GEMM), numpy_sparse.py (CSR vs dense choice).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def _compress(args: argparse.Namespace) -> int:
         batches = text_batches(source.tokenizer, args.calib_text, args.seq_len, args.n_calib, progress)
     elif args.calib_file is not None:
         batches = file_batches(args.calib_file)
-    example = _example(source, batches, args.input_shape)
+    example = _example(source, batches, args.input_shape, from_text=args.calib_text is not None)
     with PassProgress() as progress:
         compiled = fxc.compile(
             source.model, pipeline, example_inputs=example, calibration=batches, backend=args.backend,
@@ -96,7 +96,10 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _example(source, batches, input_shape: str | None):
+def _example(source, batches, input_shape: str | None, from_text: bool = False):
+    if batches and from_text:  # [1, seq] token windows: trace with two rows, or export fixes the batch size at 1
+        args, kwargs = batches[0]
+        return args, {name: torch.cat([value, value]) for name, value in kwargs.items()}
     if batches:
         return batches[0]
     if source.example is not None:
@@ -108,7 +111,8 @@ def _example(source, batches, input_shape: str | None):
             raise FxcError(f"--input-shape {input_shape!r} is not comma-separated integers, e.g. 4,16") from None
         return (torch.randn(shape),)
     if source.tokenizer is not None:
-        return ((), dict(source.tokenizer("fxc compresses this sentence.", return_tensors="pt")))
+        sentences = ["fxc compresses this sentence.", "and this one."]  # two rows keep the batch size dynamic
+        return ((), dict(source.tokenizer(sentences, padding=True, return_tensors="pt")))
     raise FxcError("fxc compress needs inputs to trace the model: give --calib-text, --calib-file or --input-shape "
                    "(or a factory that returns (model, example_inputs))")
 

@@ -109,7 +109,8 @@ class FxcGraph:
     """One dynamo graph: compiled by fxc at its first call, then run with the graph's user inputs."""
 
     def __init__(self, lifted: LiftedGraph, settings: DynamoOptions, calibration: Calibration | None, where: str):
-        self.lifted = lifted
+        self.lifted: LiftedGraph | None = lifted  # dropped once compiled
+        self.user_inputs = lifted.user_inputs
         self.settings = settings
         self.calibration = calibration
         self.where = where
@@ -118,22 +119,25 @@ class FxcGraph:
     def __call__(self, *args: Any) -> Any:
         if self.compiled is None:
             self.compiled = self._compile()
-        return self.compiled(*[args[i] for i in self.lifted.user_inputs])
+            self.lifted = self.calibration = None
+        return self.compiled(*[args[i] for i in self.user_inputs])
 
     def _compile(self) -> CompiledModule:
         example = tuple(self.lifted.user_values)
-        canonical = trace(self.lifted.gm, example)
         try:
-            compiled = fxc_compile(
-                canonical,
-                self.settings.passes,
-                example_inputs=example,
-                calibration=self.calibration,
-                backend=self.settings.backend,
-                backend_options=self.settings.backend_options,
-            )
+            with torch.no_grad():
+                compiled = fxc_compile(
+                    trace(self.lifted.gm, example),
+                    self.settings.passes,
+                    example_inputs=example,
+                    calibration=self.calibration,
+                    backend=self.settings.backend,
+                    backend_options=self.settings.backend_options,
+                )
         except CalibrationError as error:
-            error.add_context(self._calibration_hint())
+            hint = self._calibration_hint()
+            if hint:
+                error.add_context(hint)
             raise
         if self.settings.on_compile is not None:
             self.settings.on_compile(compiled)
@@ -142,6 +146,8 @@ class FxcGraph:
     def _calibration_hint(self) -> str:
         if self.settings.calibration is None:
             return "with torch.compile, pass the batches as options={'calibration': [batch, ...]}"
+        if self.calibration is not None:
+            return ""  # the batches reached this graph; the error is about them
         return (
             f"this graph ({self.where}) starts after a graph break, so its inputs are intermediate values that "
             "the model-level calibration batches do not hold; remove the graph break (torch.compile(..., "

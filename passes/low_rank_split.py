@@ -6,8 +6,8 @@
 `up` [m, r] are registered as buffers next to the original weight (`<module>.low_rank_down`,
 `<module>.low_rank_up`), the new nodes are named `<node>_down` / `<node>_up` and carry the original
 node's provenance (stack trace, module stack, LayerInfo, LayerPlan) plus meta.LowRank(rank, (m, n),
-role). Reads and writes only the graph it is given; the caller frees the old weight
-(ir.remove_unused_tensors) and refreshes shapes (ir.refresh_meta) once after all splits.
+role). Reads and writes only the graph it is given; the caller frees the old weight,
+recompiles (ir.remove_unused_tensors does both) and refreshes shapes (ir.refresh_meta) once after all splits.
 """
 
 from __future__ import annotations
@@ -53,4 +53,3 @@ def split_layer(
         meta.put(half, meta.LowRank(rank=rank, original_shape=(int(m), int(n)), role=role))
     node.replace_all_uses_with(second)
     graph.erase_node(node)
-    gm.recompile()

@@ -78,6 +78,7 @@ def test_compress_hugging_face_folder_with_text_calibration(hf_folder, tmp_path)
     loaded = fxc.load(out)
     report = loaded.report(show=False)
     assert sum("w8 gptq" in r.plan for r in report.rows) == 13  # 12 encoder linears + pooler
-    ids = torch.randint(4, 64, (2, 32))
-    output = loaded(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
-    assert output.last_hidden_state.shape == (2, 32, 32)
+    from transformers import AutoTokenizer
+
+    encoded = AutoTokenizer.from_pretrained(hf_folder)(["w1 w2 w3", "w4 w5 w6"], return_tensors="pt")
+    assert loaded(**encoded).last_hidden_state.shape == (2, 3, 32)  # called as the tokenizer's output, any length
