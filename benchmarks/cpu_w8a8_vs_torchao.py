@@ -7,7 +7,8 @@ Int8WeightOnlyConfig; eager and torch.compile), in one run, one table.
 torchao runs in its own venv (see benchmarks/torchao_peer.py for the set-up line) as a subprocess,
 after the fxc side has finished, on the same token ids and thread count. Each process times its own
 fp32 eager model, so the table gives every variant's speed-up against the fp32 eager of its own
-process as well as raw milliseconds. Error: ||logits - fp32 logits|| / ||fp32 logits||.
+process as well as raw milliseconds. Error: ||logits - fp32 logits|| / ||fp32 logits||. Every linear
+is quantized, the LM head included (`skip=[]`), as torchao's quantize_ does.
 Reads the SmolLM2 package; appends a section to benchmarks/RESULTS.md.
 """
 
@@ -30,8 +31,8 @@ def fxc_side(tokens: int, repeats: int) -> list[dict]:
     model, _ = load_smollm2()
     ids = torch.randint(100, 40000, (1, tokens), generator=torch.Generator().manual_seed(0))
     traced = fxc.trace(model, (ids,))
-    w8a8 = fxc.compile(traced, passes="quantize{act-bits=8}", example_inputs=(ids,), backend="torch")
-    w8 = fxc.compile(traced, passes="quantize{bits=8}", example_inputs=(ids,), backend="torch")
+    w8a8 = fxc.compile(traced, passes="quantize{act-bits=8,skip=[]}", example_inputs=(ids,), backend="torch")
+    w8 = fxc.compile(traced, passes="quantize{bits=8,skip=[]}", example_inputs=(ids,), backend="torch")
     reference = model(ids).logits
     errors = {name: _error(m(ids).logits, reference) for name, m in (("fxc W8A8", w8a8), ("fxc W8", w8))}
     ms = interleaved_ms({"fp32 eager": lambda: model(ids), "fxc W8A8": lambda: w8a8(ids), "fxc W8": lambda: w8(ids)},

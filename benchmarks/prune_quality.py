@@ -186,13 +186,17 @@ def activation_cache_mb(args) -> float:
 
 
 def smollm_table(args) -> str:
+    """fxc's worker and the peer (when given) run at the same time, on the same token ids."""
     order = ["sparse-gpt 50%"] + [n for n in SMOLLM if n != "sparse-gpt 50%"]  # its peak RSS is first
-    results = {r["name"]: r for r in run_worker("smollm", order, args)}
-    dense = results["dense"]["ppl"]
-    rows = [
-        (f"fxc {n}", r["ppl"], r["ppl"] / dense, r["seconds"], r["cpu"], r["peak_rss_mb"]) for n, r in results.items()
-    ]
-    rows += peer_rows(args, dense)
+    with tempfile.TemporaryDirectory() as folder:
+        peer = start_peer(args, Path(folder) / "tokens.pt") if args.peer else None
+        results = {r["name"]: r for r in run_worker("smollm", order, args)}
+        dense = results["dense"]["ppl"]
+        rows = [
+            (f"fxc {n}", r["ppl"], r["ppl"] / dense, r["seconds"], r["cpu"], r["peak_rss_mb"])
+            for n, r in results.items()
+        ]
+        rows += peer_rows(peer, dense) if peer else []
     lines = [
         f"{'configuration':34} {'perplexity':>10} {'x dense':>8} {'prune s':>8} {'prune CPU s':>11} "
         f"{'peak RSS MiB':>12}"
@@ -203,36 +207,44 @@ def smollm_table(args) -> str:
     return "\n".join(lines)
 
 
-def peer_rows(args, dense: float) -> list[tuple]:
-    if not args.peer:
-        return []
+PEER_CONFIGS = ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4")
+
+
+def start_peer(args, data: Path) -> subprocess.Popen:
+    from transformers import AutoTokenizer
+
     from fxc.realdata import smollm2_gguf
 
-    _, tokenizer = harness.load_smollm2()
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     calib, evaluation = harness.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
+    torch.save({"calib": calib, "eval": evaluation}, data)
+    configs = [x for c in PEER_CONFIGS for x in ("--config", c)]
+    script = Path(__file__).with_name("prune_peers.py")
+    command = [
+        args.peer,
+        str(script),
+        "--gguf",
+        str(gguf),
+        "--data",
+        str(data),
+        *configs,
+        "--threads",
+        str(args.threads),
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def peer_rows(peer: subprocess.Popen, dense: float) -> list[tuple]:
+    out, err = peer.communicate()
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "tokens.pt"
-        torch.save({"calib": calib, "eval": evaluation}, data)
-        script = Path(__file__).with_name("prune_peers.py")
-        configs = [x for c in ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4") for x in ("--config", c)]
-        command = [args.peer, str(script), "--gguf", str(smollm2_gguf()), "--data", str(data), *configs]
-        done = subprocess.run([*command, "--threads", str(args.threads)], capture_output=True, text=True)
-        for line in done.stdout.splitlines():
-            if line.startswith("RESULT "):
-                r = json.loads(line[len("RESULT ") :])
-                rows.append(
-                    (
-                        f"llm-compressor {r['config']}",
-                        r["ppl"],
-                        r["ppl"] / dense,
-                        r["seconds"],
-                        r["cpu"],
-                        r["peak_rss_mb"],
-                    )
-                )
-        if len(rows) < 4:
-            print(f"peer failed:\n{done.stderr[-3000:]}", flush=True)
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            r = json.loads(line[len("RESULT ") :])
+            name = f"llm-compressor {r['config']}"
+            rows.append((name, r["ppl"], r["ppl"] / dense, r["seconds"], r["cpu"], r["peak_rss_mb"]))
+    if len(rows) < len(PEER_CONFIGS):
+        print(f"peer failed:\n{err[-3000:]}", flush=True)
     return rows
 
 

@@ -43,9 +43,10 @@ def _filled(fill_index: int | None, value: float | None, like: bool):
 
     def factory(ctx, node):
         out = out_dtype(node)
+        shape_index = 1 if node.target._opname.startswith("new_") else 0  # new_zeros(self, size, ...)
 
         def run(*args, **options):
-            shape = args[0].shape if like else args[1 if node.target._opname.startswith("new_") else 0]
+            shape = args[0].shape if like else args[shape_index]
             fill = args[fill_index] if fill_index is not None else value
             return np.full(shape, fill, dtype=out)
 

@@ -35,10 +35,12 @@ class Crossover:
         return self.small_rows if rows is not None and rows <= SMALL_ROWS else self.many_rows
 
 
-# Measured (benchmarks/cpu_backends.py --sparse): scipy CSR @ dense vs numpy BLAS, and
-# torch CSR (MKL sparse) vs torch dense, for [576 x 1536] / [1536 x 576] weights.
-NUMPY_CROSSOVER = Crossover(small_rows=0.5, many_rows=0.0625)
-TORCH_CROSSOVER = Crossover(small_rows=0.25, many_rows=0.125)
+# Measured (benchmarks/cpu_backends.py --sparse, 1 thread, two runs on a loaded machine; RESULTS.md
+# "Sparse vs dense linear crossover"): the sparse kernel won for every shape at density <= 1/16 in
+# every run and row count (1, 8, 128); at 1/8 only in some runs, at 1/4 and 1/2 (2:4, 4:8, 1:4) almost
+# never. The smallest crossover seen is kept: N:M 1:16 and sparser run as CSR, everything denser dense.
+NUMPY_CROSSOVER = Crossover(small_rows=0.0625, many_rows=0.0625)
+TORCH_CROSSOVER = Crossover(small_rows=0.0625, many_rows=0.0625)
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ def int8_linear_int_mm(
     else:
         sx = input_scale.to(torch.float32).reshape(1, 1)
         qx = qformat.quantize_activations(rows, sx)
-    y = int8_matmul(qx, qweight).to(torch.float32)
-    y.mul_(sx).mul_(weight_scale.to(torch.float32).reshape(1, -1))
+    y = int8_matmul(qx, qweight) * sx  # int32 -> float32 and the first scale in one pass, as (acc.float() * sx)
+    y.mul_(weight_scale.to(torch.float32).reshape(1, -1))
     if bias is not None:
         y.add_(bias.to(torch.float32))
     return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
