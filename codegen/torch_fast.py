@@ -7,8 +7,8 @@ Each function computes what the op's reference implementation (fxc/ops.py) compu
                            shapes _int_mm does not take (CUDA: M <= 16 is padded, K or N not a
                            multiple of 8 falls back to the exact float64 GEMM)
     dequantized_linear     weight-only int8/int4: the float weight built one tile of output rows at
-                           a time when the whole would be large, so a packed weight is never
-                           materialized whole (one tile of TILE_BYTES at a time)
+                           a time (TILE_BYTES, about an L2 cache), never materialized whole;
+                           symmetric per-channel int8 scales the output instead of the weight
     csr_linear             N:M sparse weight as a torch CSR matrix (MKL sparse) past the crossover
     dense_linear           the densified N:M weight through ordinary BLAS below it
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from fxc import qformat
 from fxc.ops import int8_matmul_reference, unpacked_columns
 
-TILE_BYTES = 8 << 20  # float32 weight tile for weight-only dequantization
+TILE_BYTES = 2 << 20  # float32 weight tile for weight-only dequantization (about an L2 cache)
 
 
 def int_mm_supported(rows: int, columns: int, outputs: int, device: torch.device) -> bool:
@@ -83,20 +83,30 @@ def dequantized_linear(
     bias: torch.Tensor | None,
     bits: int,
 ) -> torch.Tensor:
-    """fxc.quantized_linear with the weight dequantized tile by tile (whole when it is small)."""
-    outputs = qweight.shape[0]
-    columns = unpacked_columns(qweight, bits)
+    """fxc.quantized_linear with the float weight built one tile of output rows at a time (whole
+    when it fits one tile). Symmetric per-channel int8 multiplies the integers and applies the scale
+    to the output instead: (x @ q^T) * s, one pass over the weight fewer (rounding differs from the
+    reference's x @ (q * s)^T only in the last bits)."""
+    outputs, columns = qweight.shape[0], unpacked_columns(qweight, bits)
+    post_scale = bits == 8 and zero_point is None and scale.shape[-1] == 1
+    rows = x.reshape(-1, columns)
+
+    def weight_tile(n0: int, n1: int) -> torch.Tensor:
+        if post_scale:
+            return qweight[n0:n1].to(x.dtype)
+        zero = zero_point[n0:n1] if zero_point is not None else None
+        return qformat.dequantize(qweight[n0:n1], scale[n0:n1], zero, bits).to(x.dtype)
+
     tile = max(TILE_BYTES // (4 * columns), 1)
     if tile >= outputs:
-        weight = qformat.dequantize(qweight, scale, zero_point, bits).to(x.dtype)
-        return F.linear(x, weight, bias)
-    rows = x.reshape(-1, columns)
-    y = rows.new_empty(rows.shape[0], outputs)
-    for n0 in range(0, outputs, tile):
-        n1 = min(n0 + tile, outputs)
-        zero = zero_point[n0:n1] if zero_point is not None else None
-        weight = qformat.dequantize(qweight[n0:n1], scale[n0:n1], zero, bits).to(x.dtype)
-        y[:, n0:n1] = rows @ weight.t()
+        y = rows @ weight_tile(0, outputs).t()
+    else:
+        y = rows.new_empty(rows.shape[0], outputs)
+        for n0 in range(0, outputs, tile):
+            n1 = min(n0 + tile, outputs)
+            torch.mm(rows, weight_tile(n0, n1).t(), out=y[:, n0:n1])
+    if post_scale:
+        y.mul_(scale.to(y.dtype).reshape(1, -1))
     if bias is not None:
         y.add_(bias.to(y.dtype))
     return y.reshape(*x.shape[:-1], outputs)
