@@ -63,6 +63,7 @@ def op_table() -> OpTable:
     table: OpTable = {}
     for part in _TABLES:
         table.update(part)
+    numpy_ops_elementwise.add_in_place_variants(table)  # add_, copy_, masked_fill_, index_put_, ...
     return table
 
 
@@ -159,7 +160,11 @@ class _Lowerer:
             args, kwargs = pytree.tree_map(_convert_constant, (args, kwargs))
             try:
                 with np.errstate(all="ignore"):
-                    self.constants[node] = fn(*args, **kwargs)
+                    value = fn(*args, **kwargs)
+                for array in pytree.tree_leaves(value):
+                    if isinstance(array, np.ndarray):
+                        array.flags.writeable = False  # shared by every call: in-place ops must not write it
+                self.constants[node] = value
             except Exception as error:  # it would fail the same way at run time: report it now
                 self.problems.append(LoweringProblem(node, f"folding a constant failed: {error}"))
             return
@@ -170,6 +175,7 @@ class _Lowerer:
         self.lines.append(f"{_var(node)} = k_{node.name}({', '.join(rendered)})")
         self.runtime.add(node)
         dead = [n for n in node.all_input_nodes if n in self.runtime and self.last_user.get(n) is node]
+        dead += [node] if not node.users else []
         if dead:  # free what no later line reads (views keep their base alive, as in torch)
             self.lines.append(f"del {', '.join(_var(n) for n in dict.fromkeys(dead))}")
 

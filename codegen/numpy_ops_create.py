@@ -65,6 +65,12 @@ for _targets, _fill_index, _value, _like in [
     lowering(TABLE, *_targets)(_filled(_fill_index, _value, _like))
 
 
+@lowering(TABLE, aten.fill.Scalar, aten.fill.Tensor, aten.zero.default)
+def _fill(ctx, node):
+    out = out_dtype(node)
+    return lambda x, value=0: np.full(x.shape, value, dtype=out)
+
+
 @lowering(TABLE, aten.scalar_tensor.default)
 def _scalar_tensor(ctx, node):
     out = out_dtype(node)

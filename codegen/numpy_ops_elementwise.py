@@ -239,5 +239,3 @@ def add_in_place_variants(table: OpTable) -> None:
         if variant is not None and variant not in table:
             table[variant] = _in_place(factory)
 
-
-add_in_place_variants(TABLE)

@@ -24,20 +24,6 @@ fxc_ops = torch.ops.fxc
 TABLE: OpTable = {}
 
 
-def example_rows(x: torch.fx.Node) -> int | None:
-    """Rows (tokens) of the traced example input of a linear: the product of its leading dims."""
-    val = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
-    if not isinstance(val, torch.Tensor):
-        return None
-    rows = 1
-    for dim in val.shape[:-1]:
-        hint = dim if isinstance(dim, int) else getattr(dim.node, "hint", None)
-        if hint is None:
-            return None
-        rows *= int(hint)
-    return rows
-
-
 def _shape(ctx, arg: torch.fx.Node) -> tuple:
     """Shape of a weight argument: the constant's, else the node's meta['val']."""
     if ctx.is_constant(arg):
@@ -131,7 +117,7 @@ def _sparse_nm_linear(ctx, node):
     if not 0 < n < m:
         raise Unsupported(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
     crossover = getattr(ctx.options, "crossover", numpy_sparse.NUMPY_CROSSOVER)
-    choice = numpy_sparse.choose(n / m, example_rows(node.args[0]), crossover)
+    choice = numpy_sparse.choose(n / m, numpy_sparse.example_rows(node.args[0]), crossover)
     ctx.note(f"{node.name}: sparse_nm_linear {n}:{m} -> {choice.describe('scipy CSR')}")
     try:
         values, indices, scale = (ctx.constant(a) for a in node.args[1:4])

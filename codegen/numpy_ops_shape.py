@@ -188,6 +188,43 @@ def _gather(x, dim, index, sparse_grad=False):
     return np.take_along_axis(x, index, axis=dim)
 
 
+@lowering(TABLE, aten.index_put.default)
+def _index_put(ctx, node):
+    out = out_dtype(node)
+
+    def run(x, indices, values, accumulate=False):
+        result = np.array(x, dtype=out, copy=True)
+        where = tuple(slice(None) if i is None else i for i in indices)
+        if accumulate:
+            np.add.at(result, where, values)
+        else:
+            result[where] = values
+        return result
+
+    return run
+
+
+@lowering(TABLE, aten.scatter.src, aten.scatter.value, aten.scatter_add.default)
+def _scatter(ctx, node):
+    add = node.target is aten.scatter_add.default
+
+    def run(x, dim, index, src):
+        result = np.array(x, copy=True)
+        dim = normalize_dim(dim, x.ndim)
+        if not isinstance(src, np.ndarray):
+            src = np.full(index.shape, src, dtype=x.dtype)
+        src = src[tuple(slice(0, s) for s in index.shape)]
+        grid = list(np.indices(index.shape, sparse=True))
+        grid[dim] = index
+        if add:
+            np.add.at(result, tuple(grid), src)
+        else:
+            result[tuple(grid)] = src
+        return result
+
+    return run
+
+
 @kernel(TABLE, aten.diff.default)
 def _diff(x, n=1, dim=-1, prepend=None, append=None):
     ends = {k: v for k, v in (("prepend", prepend), ("append", append)) if v is not None}

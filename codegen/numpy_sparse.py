@@ -10,7 +10,8 @@ shapes; they are the backends' default options and can be overridden (`sparse_cr
     rows <= SMALL_ROWS : CSR when density <= crossover.small_rows
     otherwise          : CSR when density <= crossover.many_rows
 
-`nm_to_csr` builds scipy's CSR arrays straight from the packed N:M form (every row holds the same
+`example_rows(x)` reads the row count of the traced example from a node's meta (the choice is made
+at compile time). `nm_to_csr` builds scipy's CSR arrays straight from the packed N:M form (every row holds the same
 number of kept values, so indptr is an arithmetic sequence). Reads and writes nothing else.
 """
 
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
+import torch
+import torch.fx
 
 SMALL_ROWS = 8
 
@@ -54,6 +57,20 @@ class SparseChoice:
         where = f"{self.rows} rows" if self.rows is not None else "unknown rows"
         return (f"{kernel if self.use_sparse else 'dense BLAS'} (density {self.density:.3f}, "
                 f"{'<=' if self.use_sparse else '>'} crossover {self.limit:.3f} at {where})")
+
+
+def example_rows(x: torch.fx.Node) -> int | None:
+    """Rows (tokens) of the traced example input of a linear: the product of its leading dims."""
+    val = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+    if not isinstance(val, torch.Tensor):
+        return None
+    rows = 1
+    for dim in val.shape[:-1]:
+        hint = dim if isinstance(dim, int) else getattr(dim.node, "hint", None)
+        if hint is None:
+            return None
+        rows *= int(hint)
+    return rows
 
 
 def choose(density: float, rows: int | None, crossover: Crossover) -> SparseChoice:

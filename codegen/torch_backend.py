@@ -9,7 +9,8 @@ each fxc op node is swapped for a fast implementation of the same semantics (cod
 
     fxc.int8_linear        torch._int_mm (VNNI/AMX int8 GEMM); bit-exact with the reference; linears
                            reading the same input (q/k/v, gate/up) quantize it once, shared
-    fxc.quantized_linear   dequantized whole when the float weight is small, else tile by tile
+    fxc.quantized_linear   float weight built tile by tile (whole when small); symmetric per-channel
+                           int8 converts the integers and scales the GEMM's output
     fxc.sparse_nm_linear   torch CSR (MKL sparse) when density <= crossover, else densified once
     fxc.quantized_conv2d   the reference op (conv weights are small)
 
@@ -25,7 +26,6 @@ from typing import Any, ClassVar
 import torch
 import torch.fx
 from fxc.codegen import numpy_sparse, torch_fast
-from fxc.codegen.numpy_ops_fxc import example_rows
 
 from fxc import ir
 from fxc.backend import Backend
@@ -99,7 +99,10 @@ def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     _swap(node, torch_fast.dequantized_linear, tuple(node.args))
     whole = 4 * rows * columns <= torch_fast.TILE_BYTES
     how = "whole weight per call" if whole else f"tiles of {torch_fast.TILE_BYTES >> 20} MiB"
-    return f"quantized_linear w{bits} -> dequantize ({how}) + float GEMM"
+    scale = node.args[2]
+    per_channel = bits == 8 and node.args[3] is None and _shape(gm, scale)[-1] == 1
+    what = "int8 -> float, scale on the output" if per_channel else "dequantize"
+    return f"quantized_linear w{bits} -> {what} ({how}) + float GEMM"
 
 
 def _shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ...]:
@@ -112,7 +115,7 @@ def _sparse_nm_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     x, values, indices, scale, bias, n, m = node.args
     if not all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in (values, indices)):
         return "sparse_nm_linear -> reference op (weights computed at run time)"
-    choice = numpy_sparse.choose(n / m, example_rows(x), backend.crossover())
+    choice = numpy_sparse.choose(n / m, numpy_sparse.example_rows(x), backend.crossover())
     weight = ir.get_tensor(gm, values.target).to(torch.float32)
     if isinstance(scale, torch.fx.Node):
         weight = weight * ir.get_tensor(gm, scale.target).to(torch.float32).reshape(-1, 1)

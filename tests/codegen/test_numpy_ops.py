@@ -100,3 +100,23 @@ def test_norms_embeddings_and_activations_match_torch():
         model.ln.weight.uniform_(0.5, 1.5)
         model.rms.weight.uniform_(0.5, 1.5)
     check_model(model.eval(), (torch.randint(0, 10, (3, 2)),))
+
+
+class Writes(nn.Module):
+    def forward(self, x, idx):
+        y = x.clone()
+        y[idx] = 0.5
+        z = x.clone()
+        z.index_put_((idx,), torch.ones(2, 4), accumulate=True)
+        scattered = torch.zeros(3, 4).scatter(1, idx[None].expand(3, 2) % 4, x[:, :2])
+        added = torch.zeros(3, 4).scatter_add(0, (idx % 3)[:, None].expand(2, 4), x[:2])
+        w = x.clone()
+        w.fill_(2.0)
+        c = x.clone()
+        c.copy_(x * 3)
+        c.clamp_(-1, 1).masked_fill_(c > 0.5, 9.0)
+        return y, z, scattered, added, w, c
+
+
+def test_index_put_scatter_fill_and_copy_match_torch():
+    check_model(Writes(), (torch.randn(3, 4), torch.tensor([0, 2])))
