@@ -135,7 +135,8 @@ def bench(key: str, args) -> tuple[list[dict], dict]:
             print(f"uniform {spec}: some layer cannot hold it; left out", flush=True)
             continue
         need = sum(stored_bytes(candidate, *c.shape, c.element_size) for c in choices)
-        run(f"uniform {spec}", Auto(bytes=need, candidates=(spec,), measure="layer", frontier=0, **common))
+        forced = {**common, "candidates": (spec,), "measure": "layer", "frontier": 0}
+        run(f"uniform {spec}", Auto(bytes=need, **forced))
     return rows, {"title": title, "primary": primary, "dense_weights": dense_weights, "layers": len(layers)}
 
 

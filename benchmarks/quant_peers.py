@@ -43,7 +43,7 @@ def perplexity(model, batches) -> float:
     return math.exp(total / count)
 
 
-def llm_compressor(model, calib, config: str) -> tuple[float, str]:
+def llm_compressor(model, tokenizer, calib, config: str) -> tuple[float, str]:
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -62,6 +62,7 @@ def llm_compressor(model, calib, config: str) -> tuple[float, str]:
     start = time.perf_counter()
     oneshot(
         model=model,
+        processor=tokenizer,
         dataset=dataset,
         recipe=[modifier],
         num_calibration_samples=len(calib),
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument("--config", required=True, choices=CONFIGS)
     args = parser.parse_args()
 
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(args.gguf)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
@@ -96,7 +97,8 @@ def main() -> None:
     data = torch.load(args.data)
     calib, evaluation = data["calib"], data["eval"]
     if args.config.startswith("llm-compressor"):
-        seconds, note = llm_compressor(model, calib, args.config)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        seconds, note = llm_compressor(model, tokenizer, calib, args.config)
         bits = "4.5"
     else:
         seconds, note = torchao(model, args.config)
