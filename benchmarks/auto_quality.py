@@ -223,8 +223,11 @@ def main() -> None:
     parser.add_argument("--ratios", default="4,6,8")
     parser.add_argument("--gain-batches", type=int, default=2)
     parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.ratios = tuple(float(r) for r in args.ratios.split(","))
     torch.manual_seed(0)
     for key in args.models.split(","):

@@ -124,11 +124,14 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=256, help="MiniLM calibration (and evaluation) sentences")
     parser.add_argument("--only", choices=("smollm", "minilm"), default=None)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=[*CONFIGS, *ABLATIONS])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a shared machine: 1)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    torch.set_num_threads(args.threads)
     sizes = (f"SmolLM2: {args.calib} calibration x {args.seq} tokens, {args.eval} held-out x {args.seq} tokens; "
-             f"MiniLM: {args.sentences} calibration sentences, {args.sentences} held-out sentences, WordSim-353")
+             f"MiniLM: {args.sentences} calibration sentences, {args.sentences} held-out sentences, WordSim-353; "
+             f"{args.threads} torch thread(s)")
     for which, fn, title in (("smollm", smollm, "SmolLM2-135M perplexity"),
                              ("minilm", minilm, "MiniLM embeddings")):
         if args.only not in (None, which):

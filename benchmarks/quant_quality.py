@@ -78,6 +78,8 @@ def run_smollm(args) -> tuple[str, str]:
     print(rows[-1], flush=True)
     plans: dict[str, str] = {}
     for name, (plan, quant) in SMOLLM.items():
+        if args.only and name not in args.only.split(","):
+            continue
         try:
             rows.append(_smollm_config(name, plan, quant, base, calib, evaluation, plans))
         except Exception as error:  # one failing configuration must not lose the others
@@ -163,6 +165,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--peer-llmc", default=None, help="python of a venv with llmcompressor")
     parser.add_argument("--peer-torchao", default=None, help="python of a venv with torchao")
+    parser.add_argument("--only", default="", help="comma-separated SmolLM2 configuration names to run")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)

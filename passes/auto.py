@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 from fxc.passes import auto_plan
+from fxc.passes.auto_estimate import MethodError
 from fxc.passes.auto_execute import carry_out, check_bytes
 from fxc.passes.auto_gain import OutputGains
 from fxc.passes.auto_plan import KEEP, LayerChoices
@@ -58,6 +59,7 @@ DEFAULT_CANDIDATES = (
     "w8", "w4g32", "w4g64", "w4g128", "w4", "2:4", "2:4+w8", "r0.5+w8", "r0.25+w8", "r0.5+w4", "r0.25+w4",
 )  # fmt: skip
 MEASURES = ("jacobian", "layer", "model", "hutchinson")
+ESTIMATES = ("executed", "rtn")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class Auto(Pass):
     scope: str = option("layers", "bytes/ratio count the planned weights, or every tensor of the model", choices=SCOPES)
     candidates: tuple[str, ...] = option(DEFAULT_CANDIDATES, "compressions offered per layer ('keep' always is)")
     measure: str = option("jacobian", "how damage is made comparable across layers", choices=MEASURES)
+    estimate: str = option(
+        "executed", "layer errors of options as the passes make them, or rtn (sensitivity's)", choices=ESTIMATES
+    )
     gain_batches: int = option(2, "calibration batches for the jacobian / model / hutchinson measures", low=1)
     probes: int = option(4, "jacobian / hutchinson: random probes per batch", low=1)
     solver: str = option("auto", "exact knapsack solver: dp, ilp, or auto", choices=("auto", "dp", "ilp"))
@@ -157,7 +162,7 @@ class Auto(Pass):
             print(auto_plan.plan_table(choices, picks, summary))
             print("\n".join(frontier.describe()))
         if not self.apply:
-            _output_node(gm).meta[meta.Frontier.KEY] = frontier
+            meta.put(_output_node(gm), frontier)
             return PassResult(True, preserved=frozenset({ALL}), summary=summary)
         expected = fixed + sum(c.bytes[i] for c, i in zip(choices, picks))
         plan = {c.layer.fqn: c.options[i] for c, i in zip(choices, picks) if c.options[i] is not KEEP}
@@ -183,7 +188,7 @@ class Auto(Pass):
         if self.latency is None:
             return c.bytes
         tick = capacity / self.grid
-        return [math.ceil(s / tick - 1e-9) for s in c.seconds]
+        return [math.ceil(s / tick) for s in c.seconds]  # rounded up: the plan never exceeds the budget
 
     def _check_reachable(self, choices: list[LayerChoices], capacity: float, fixed: int) -> None:
         if self.latency is not None:
@@ -223,6 +228,12 @@ class Auto(Pass):
                 OutputGains(layers=fqns, skip=(), batches=self.gain_batches, probes=self.probes, seed=self.seed)
             )
         measure = "layer" if self.measure == "jacobian" else self.measure
+        if self.estimate == "executed" and measure == "layer":
+            errors = am.get(self._method_error(choices))
+            for c in choices:
+                gain = gains.get(c.layer.node.name, 1.0)
+                c.scores = [0.0 if o is KEEP else gain * errors[c.layer.node.name][o.text] for o in c.options]
+            return
         for texts, members in groups.items():
             sensitivity = None
             if texts:
@@ -241,6 +252,16 @@ class Auto(Pass):
                 name = c.layer.node.name
                 gain = gains.get(name, 1.0)
                 c.scores = [0.0 if o is KEEP else gain * sensitivity.score(name, o.text) for o in c.options]
+
+    def _method_error(self, choices: list[LayerChoices]) -> MethodError:
+        return MethodError(
+            candidates=tuple(dict.fromkeys(o.text for c in choices for o in c.options if o is not KEEP)),
+            quantize_method=self.quantize_method,
+            prune_method=self.prune_method,
+            low_rank_method=self.low_rank_method,
+            layers=tuple(c.layer.fqn for c in choices),
+            skip=(),
+        )
 
     # -- what is kept and printed ------------------------------------------------------------------------
 

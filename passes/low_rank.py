@@ -99,7 +99,8 @@ class LowRank(Pass):
             factors = {}
             for t in targets:
                 if t.reason == "":
-                    t.decomposition = t.decomposition or self._decompose(gm, t, hessians.get(t.name))
+                    if t.decomposition is None:
+                        t.decomposition = self._decompose(gm, t, hessians.get(t.name))
                     self._decide(t)
                     if t.rank is not None:
                         factors[t.name] = t.decomposition.factors(t.rank, _weight(gm, t).dtype)
@@ -124,10 +125,10 @@ class LowRank(Pass):
             m, n = ir.get_tensor(gm, layer.weight).shape
             plan = meta.get(layer.node, meta.LayerPlan)
             t = _Layer(layer, m, n, plan.rank_ratio if plan else None)
+            if t.planned_ratio is None and all(getattr(self, a) is None for a in AMOUNTS):
+                continue  # nothing asked for this layer
             if layer.weight in shared:
                 t.reason = "its weight is shared with another node"
-            elif t.planned_ratio is None and all(getattr(self, a) is None for a in AMOUNTS):
-                continue  # nothing asked for this layer
             targets.append(t)
         if not targets and all(getattr(self, a) is None for a in AMOUNTS):
             raise OptionError("low-rank needs one of ratio, energy, budget or rank (or a planner's "

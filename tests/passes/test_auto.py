@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 from fxc.passes.auto import Auto
+from fxc.passes.auto_estimate import MethodError
 from fxc.passes.auto_gain import output_gains
 from fxc.passes.auto_plan import KEEP, layer_choices, stored_bytes
 from fxc.passes.candidates import parse_candidate
@@ -106,7 +107,7 @@ def test_choice_is_the_exact_optimum():
     gm = fxc.trace(model, (calibration[0],))
     am = AnalysisManager(gm, Calibration.of(calibration))
     budget = 60_000
-    auto = Auto(bytes=budget, candidates=QUANT, measure="layer", apply=False, frontier=0, **_quiet())
+    auto = Auto(bytes=budget, candidates=QUANT, measure="layer", estimate="rtn", apply=False, frontier=0, **_quiet())
     auto.run(gm, am)
     layers = select_layers(gm, kinds=("linear",))
     choices = layer_choices(gm, layers, auto._candidates(), 1e12, 5e10)
@@ -166,6 +167,20 @@ def test_jacobian_gain_predicts_the_model_output_error():
         name = item.node.name
         predicted = gains[name] * layer.error[name]["w4"]
         assert 0.5 < predicted / measured.error[name]["w4"] < 2.0
+
+
+def test_executed_estimates_use_gptq_and_sparse_gpt():
+    model, calibration = _model()
+    gm = fxc.trace(model, (calibration[0],))
+    am = AnalysisManager(gm, Calibration.of(calibration))
+    specs = ("w4", "2:4+w8")
+    made = am.get(MethodError(candidates=specs))
+    rtn = am.get(MethodError(candidates=specs, quantize_method="rtn", prune_method="wanda"))
+    sensitivity = am.get(Sensitivity(candidates=specs, measure="layer"))
+    for name in sensitivity.layers:
+        assert rtn[name]["w4"] == pytest.approx(sensitivity.error[name]["w4"], rel=1e-6)
+        assert rtn[name]["2:4+w8"] == pytest.approx(sensitivity.error[name]["2:4+w8"], rel=1e-6)
+        assert made[name]["w4"] < rtn[name]["w4"] and made[name]["2:4+w8"] < rtn[name]["2:4+w8"]
 
 
 def test_stored_bytes_agree_with_the_candidate_formats():

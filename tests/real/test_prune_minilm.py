@@ -14,6 +14,7 @@ from fxc.realdata import load_minilm, wiki_text  # noqa: E402
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_sparse_gpt_beats_magnitude_on_minilm():
     model, tokenizer = load_minilm()
     sentences = wiki_sentences(wiki_text(), count=32)
