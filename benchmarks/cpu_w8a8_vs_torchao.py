@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -33,12 +34,22 @@ def fxc_side(tokens: int, repeats: int) -> list[dict]:
     traced = fxc.trace(model, (ids,))
     w8a8 = fxc.compile(traced, passes="quantize{act-bits=8,skip=[]}", example_inputs=(ids,), backend="torch")
     w8 = fxc.compile(traced, passes="quantize{bits=8,skip=[]}", example_inputs=(ids,), backend="torch")
+    w8a8_compiled = fxc.compile(w8a8.graph, example_inputs=(ids,), backend="torch",
+                                backend_options={"torch_compile": True})
     reference = model(ids).logits
-    errors = {name: _error(m(ids).logits, reference) for name, m in (("fxc W8A8", w8a8), ("fxc W8", w8))}
-    ms = interleaved_ms({"fp32 eager": lambda: model(ids), "fxc W8A8": lambda: w8a8(ids), "fxc W8": lambda: w8(ids)},
+    first_call = {"fxc W8A8, compiled": _first_call_s(w8a8_compiled, ids)}
+    variants = {"fxc W8A8": w8a8, "fxc W8": w8, "fxc W8A8, compiled": w8a8_compiled}
+    errors = {name: _error(m(ids).logits, reference) for name, m in variants.items()}
+    ms = interleaved_ms({"fp32 eager": lambda: model(ids)} | {n: (lambda m=m: m(ids)) for n, m in variants.items()},
                         repeats)
     return [{"variant": name, "process": "fxc", "ms": value, "rel_error": errors.get(name, 0.0)}
-            for name, value in ms.items()]
+            | ({"first_call_s": first_call[name]} if name in first_call else {}) for name, value in ms.items()]
+
+
+def _first_call_s(module, ids) -> float:
+    start = time.perf_counter()
+    module(ids)
+    return time.perf_counter() - start
 
 
 def peer_side(python: str, tokens: int, threads: int, repeats: int) -> list[dict]:

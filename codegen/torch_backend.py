@@ -3,6 +3,7 @@
     cm = fxc.compile(model, passes="quantize{act-bits=8}", example_inputs=(x,), backend="torch")
     cm.runner.notes        # what each fxc op became, e.g. "linear: int8_linear -> torch._int_mm"
     fxc.compile(..., backend="torch", backend_options={"fast": False})   # the reference ops as is
+    fxc.compile(..., backend="torch", backend_options={"torch_compile": True})  # and under torch.compile
 
 With `fast` (the default) compile builds a copy of the graph (sharing the module's tensors) in which
 each fxc op node is swapped for a fast implementation of the same semantics (codegen/torch_fast.py):
@@ -41,6 +42,9 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     fast: bool = option(True, "swap fxc ops for fast kernels (torch._int_mm, tiled dequantization, CSR)")
+    torch_compile: bool = option(
+        False, "run the graph under torch.compile (inductor fuses quantization and epilogues; 1st call compiles)"
+    )
     sparse_crossover: float | None = option(
         None, "density at or below which N:M sparse linears use CSR (default: measured crossover)",
         low=0.0, high=1.0,
@@ -49,8 +53,19 @@ class TorchBackend(Backend):
     def __post_init__(self):
         validate_options(self)
 
-    def compile(self, gm: torch.fx.GraphModule, example_inputs: Any = None) -> torch.fx.GraphModule:
-        if not self.fast or not any(n.op == "call_function" and n.target in _SWAPS for n in gm.graph.nodes):
+    def compile(self, gm: torch.fx.GraphModule, example_inputs: Any = None) -> torch.nn.Module:
+        runner = self._swap_fast_kernels(gm) if self.fast else gm
+        if not self.torch_compile:
+            return runner
+        if runner is gm:
+            runner = _copy_sharing_tensors(gm)  # torch.compile wraps it; the IR stays as it is
+            runner.notes = []
+        runner.notes.append("graph under torch.compile (inductor, dynamic shapes)")
+        runner.report_notes = [f"torch backend: {note}" for note in runner.notes].copy
+        return torch.compile(runner, dynamic=True)
+
+    def _swap_fast_kernels(self, gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        if not any(n.op == "call_function" and n.target in _SWAPS for n in gm.graph.nodes):
             return gm
         fast = _copy_sharing_tensors(gm)
         notes = []

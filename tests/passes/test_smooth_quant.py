@@ -55,9 +55,7 @@ def test_llama_groups_smoothed_and_o_proj_named_as_unfoldable():
     reference = model(*example).logits
     (result,) = run(gm, am, "smooth-quant{alpha=0.6}")
     changed = {
-        fqn.rsplit(".", 1)[-1]
-        for fqn, w in weights.items()
-        if not torch.equal(ir.get_tensor(gm, fqn + ".weight"), w)
+        fqn.rsplit(".", 1)[-1] for fqn, w in weights.items() if not torch.equal(ir.get_tensor(gm, fqn + ".weight"), w)
     }
     # q/k/v and gate/up take the factors of their inputs; up also takes down's inverse factors
     assert changed == {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"}
