@@ -41,6 +41,7 @@ SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "mixed 4.5 bits GPTQ": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize{method=gptq}"),
     "mixed 6 bits GPTQ": ("mixed-precision{avg-bits=6.0,print-allocation=false}", "quantize{method=gptq}"),
     "W4 g64 RTN": (None, "quantize{bits=4,group-size=64}"),
+    "mixed 4.5 bits RTN": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize"),
     "W8A8 dynamic": (None, "quantize{act-bits=8}"),
     "W8A8 dynamic + SmoothQuant": (None, "smooth-quant{alpha=0.5},quantize{act-bits=8}"),
 }
