@@ -16,6 +16,7 @@ temporary token file for the peer script.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def smollm_worker(names: list[str], args) -> list[dict]:
         results.append({"name": name, "ppl": ppl, "seconds": seconds, "cpu": cpu, "peak_rss_mb": harness.peak_rss_mb()})
         print("PARTIAL " + json.dumps(results[-1]), flush=True)
         del pruned
+        gc.collect()  # graph modules hold reference cycles: free the last configuration's weights now
     return results
 
 
@@ -153,13 +155,21 @@ def minilm_worker(names: list[str], args) -> list[dict]:
 # -- the parent: run every worker, print and record the tables --------------------------------------------------
 
 
-def run_worker(kind: str, names: list[str], args):
+def run_worker(kind: str, names: list[str], args) -> list[dict] | dict:
+    """Run a worker; a worker that dies part-way (out of memory, ...) still yields the configurations
+    it finished (its PARTIAL lines), with a warning."""
     command = [sys.executable, __file__, "--worker", kind, "--name", ",".join(names), *_shared_flags(args)]
     done = subprocess.run(command, capture_output=True, text=True)
+    partial = []
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"worker {kind} {names} failed:\n{done.stderr[-3000:]}")
+        if line.startswith("PARTIAL "):
+            partial.append(json.loads(line[len("PARTIAL ") :]))
+    if not partial:
+        raise RuntimeError(f"worker {kind} {names} failed:\n{done.stderr[-3000:]}")
+    print(f"worker {kind} died after {len(partial)} configurations (rc {done.returncode})", flush=True)
+    return partial
 
 
 def _shared_flags(args) -> list[str]:

@@ -46,6 +46,36 @@ def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
     return factory
 
 
+# erf(x) ~ x * P(x^2) / Q(x^2) on |x| <= 4 (erf(4) = 1 - 1.5e-8 is 1 in float32). Coefficients fitted
+# for this backend by iteratively reweighted least squares (Lawson) against scipy.special.erf on a
+# 20001-point grid of [0, 4]: max abs error 2.1e-8 in float64, 4e-7 evaluated in float32 (torch's float32
+# erf: 6e-8). scipy's erf has no SIMD loop and is ~8x slower; float64 inputs still use it.
+_ERF_P = (1.1283789765334715, 0.19624101557815907, 0.053466512039730726, 0.0040033302511129475,
+          0.0002880387555875175, 1.974947523052484e-06)
+_ERF_Q = (1.0, 0.5072452318809767, 0.11647321461320059, 0.015443783720200365, 0.0012162918153261623,
+          3.748194446730948e-05)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf for float16/float32 arrays by the rational fit above (in place on temporaries), else scipy's."""
+    if x.dtype not in (np.float32, np.float16):
+        return scipy.special.erf(x)
+    number = x.dtype.type
+    z = np.clip(x, -4, 4)
+    t = z * z
+    num, den = t * number(_ERF_P[-1]), t * number(_ERF_Q[-1])  # Horner, in place
+    num += number(_ERF_P[-2])
+    den += number(_ERF_Q[-2])
+    for p, q in zip(_ERF_P[-3::-1], _ERF_Q[-3::-1]):
+        num *= t
+        num += number(p)
+        den *= t
+        den += number(q)
+    num *= z
+    num /= den
+    return np.clip(num, -1, 1, out=num)
+
+
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
@@ -54,7 +84,7 @@ def _gelu(x, approximate="none"):
     if approximate == "tanh":
         inner = x.dtype.type(math.sqrt(2 / math.pi)) * (x + x.dtype.type(0.044715) * x * x * x)
         return 0.5 * x * (1 + np.tanh(inner))
-    return 0.5 * x * (1 + scipy.special.erf(x * x.dtype.type(1 / math.sqrt(2))))
+    return 0.5 * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
 
 
 def _softplus(x, beta=1, threshold=20):
@@ -81,7 +111,7 @@ UNARY = {
     aten.sqrt.default: np.sqrt, aten.rsqrt.default: lambda x: 1 / np.sqrt(x), aten.sin.default: np.sin,
     aten.cos.default: np.cos, aten.tan.default: np.tan, aten.tanh.default: np.tanh, aten.atan.default: np.arctan,
     aten.asin.default: np.arcsin, aten.acos.default: np.arccos, aten.sinh.default: np.sinh,
-    aten.cosh.default: np.cosh, aten.erf.default: scipy.special.erf, aten.sigmoid.default: _sigmoid,
+    aten.cosh.default: np.cosh, aten.erf.default: erf, aten.sigmoid.default: _sigmoid,
     aten.reciprocal.default: np.reciprocal, aten.square.default: np.square, aten.sign.default: np.sign,
     aten.floor.default: np.floor, aten.ceil.default: np.ceil, aten.trunc.default: np.trunc,
     aten.round.default: _round, aten.round.decimals: _round, aten.relu.default: lambda x: np.maximum(x, 0),

@@ -61,7 +61,8 @@ def layer_norm(x, axes, weight, bias, eps) -> tuple[np.ndarray, np.ndarray, np.n
     centered = x - mean
     var = np.mean(np.square(centered), axis=axes, keepdims=True, dtype=x.dtype)
     rstd = 1 / np.sqrt(var + x.dtype.type(eps))
-    y = centered * rstd
+    y = centered
+    y *= rstd  # in place: centered is ours
     if weight is not None:
         y *= weight
     if bias is not None:

@@ -23,6 +23,8 @@ calibration; writes (temporarily) the dequantized weights of the layers it quant
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.fx
 import torch.nn.functional as F
@@ -55,7 +57,6 @@ def gptq_quantize(
         raise ValueError(f"layer {layer}: Hessian is {tuple(hessian.shape)}, expected ({k}, {k})")
     h = dampen(hessian, damp, layer)
     w[:, torch.diag(hessian) == 0] = 0.0
-    lo, hi = qformat.qrange(bits)
     static_groups = act_order or group_size is None
     if static_groups:
         scale, zero = qformat.group_scales(w.view(n, k // gs, gs), bits, symmetric)
@@ -76,24 +77,10 @@ def gptq_quantize(
     for b0 in range(0, k, block_size):
         b1 = min(b0 + block_size, k)
         err = torch.empty(b1 - b0, n)
-        for i in range(b1 - b0):
-            col = b0 + i
-            group = groups[col]
-            if not static_groups and col % gs == 0:  # identity order: the group is columns col..col+gs
-                current = _current_rows(wt, err[:i], hinv, b0, b1, col, col + gs)
-                s, z = qformat.group_scales(current.T.unsqueeze(1), bits, symmetric)
-                scale_t[group] = s[:, 0]
-                if zero_t is not None:
-                    zero_t[group] = z[:, 0]
-            s = scale_t[group]
-            z = zero_t[group] if zero_t is not None else 0.0
-            row = wt[col]
-            qc = (torch.round(row / s) + z).clamp_(lo, hi)
-            e = (row - (qc - z) * s) / pivots[col]
-            if col + 1 < b1:
-                wt[col + 1 : b1].addr_(hinv[col, col + 1 : b1], e, alpha=-1)
-            err[i] = e
-            q[col] = qc
+        with _one_thread():  # thousands of tiny ops: thread hand-offs cost more than they save
+            _quantize_block(
+                wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, symmetric, static_groups
+            )
         if b1 < k:
             wt[b1:].addmm_(hinv[b0:b1, b1:].T, err, alpha=-1)
     unpermuted = torch.empty(n, k, dtype=torch.int8)
@@ -101,6 +88,39 @@ def gptq_quantize(
     scale = scale_t.T.contiguous()
     zero = None if zero_t is None else zero_t.T.contiguous()
     return qformat.QuantizedWeight(qformat.pack(unpermuted, bits), scale, zero, bits)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _quantize_block(wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, symmetric, static_groups):
+    """Columns b0..b1 one by one: quantize, then push the error onto the block's later columns."""
+    lo, hi = qformat.qrange(bits)
+    for i in range(b1 - b0):
+        col = b0 + i
+        group = groups[col]
+        if not static_groups and col % gs == 0:  # identity order: the group is columns col..col+gs
+            current = _current_rows(wt, err[:i], hinv, b0, b1, col, col + gs)
+            s, z = qformat.group_scales(current.T.unsqueeze(1), bits, symmetric)
+            scale_t[group] = s[:, 0]
+            if zero_t is not None:
+                zero_t[group] = z[:, 0]
+        s = scale_t[group]
+        z = zero_t[group] if zero_t is not None else 0.0
+        row = wt[col]
+        qc = (torch.round(row / s) + z).clamp_(lo, hi)
+        e = (row - (qc - z) * s) / pivots[col]
+        if col + 1 < b1:
+            wt[col + 1 : b1].addr_(hinv[col, col + 1 : b1], e, alpha=-1)
+        err[i] = e
+        q[col] = qc
 
 
 def _current_rows(wt, err, hinv, b0, b1, start, end) -> torch.Tensor:

@@ -120,3 +120,17 @@ class Writes(nn.Module):
 
 def test_index_put_scatter_fill_and_copy_match_torch():
     check_model(Writes(), (torch.randn(3, 4), torch.tensor([0, 2])))
+
+
+def test_float32_erf_is_accurate_everywhere():
+    import numpy as np
+    import scipy.special
+
+    from fxc.codegen.numpy_ops_elementwise import erf
+
+    x = np.concatenate([np.linspace(-6, 6, 100001), [0.0, 1e-30, -1e-30, np.inf, -np.inf]]).astype(np.float32)
+    got = erf(x)
+    assert got.dtype == np.float32
+    assert np.abs(got - scipy.special.erf(x.astype(np.float64))).max() <= 5e-7
+    assert np.isnan(erf(np.array([np.nan], np.float32))).all()
+    assert np.abs(got).max() <= 1.0
