@@ -24,10 +24,6 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from fxc.passes.auto import DEFAULT_CANDIDATES, Auto
-from fxc.passes.auto_plan import layer_choices, stored_bytes, unfit
-from fxc.passes.candidates import parse_candidate
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 from harness import peak_rss_mb, record, this_command, timed
 
 import fxc
@@ -37,6 +33,10 @@ from fxc import ir, meta
 from fxc.analysis import AnalysisManager
 from fxc.calibration import Calibration
 from fxc.cost import model_bytes
+from fxc.passes.auto import DEFAULT_CANDIDATES, Auto
+from fxc.passes.auto_plan import layer_choices, stored_bytes, unfit
+from fxc.passes.candidates import parse_candidate
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.pipeline import Pipeline
 
 matplotlib.use("Agg")

@@ -35,12 +35,13 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
+
 from fxc.codegen import triton_gemv  # noqa: E402
 from fxc.codegen.triton_cache import KernelCache, interpreter_active, time_on_gpu  # noqa: E402
 from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference  # noqa: E402
 from fxc.codegen.triton_linear import FusedLinear  # noqa: E402
 from fxc.codegen.triton_template import config_label  # noqa: E402
-from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
 
 NO_EPILOGUE = Epilogue(())
 SWIGLU_RESIDUAL = Epilogue((Step("silu"), Step("mul", operand=0), Step("add", operand=1)))

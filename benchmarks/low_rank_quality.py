@@ -74,6 +74,7 @@ def run_configs(graph, names, calibration, measure) -> list[tuple[str, dict]]:
                    "dense layers": sum(1 for n in compiled.graph.graph.nodes if meta.get(n, meta.KeptDense))}
         print(name, result, "|", timing.records[-1][3][:160] if timing.records else "", flush=True)
         rows.append((name, result))
+        del compiled  # one compressed copy alive at a time
     return rows
 
 

@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import harness  # noqa: E402
-from fxc.passes.mixed_precision import planned_bytes  # noqa: E402
 
 import fxc  # noqa: E402
 from fxc.calibration import Calibration  # noqa: E402
 from fxc.cost import model_bytes  # noqa: E402
+from fxc.passes.mixed_precision import planned_bytes  # noqa: E402
 
 SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "W8 per-channel RTN": (None, "quantize{bits=8}"),

@@ -18,11 +18,11 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from fxc.passes.mixed_precision import planned_bytes
 
 import fxc
 from fxc.calibration import Calibration
 from fxc.cost import model_bytes
+from fxc.passes.mixed_precision import planned_bytes
 
 MINILM = {
     "W8 per-channel RTN": "quantize{bits=8}",

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fxc.passes import qat
 
 import fxc
 from fxc.cost import model_bytes
+from fxc.passes import qat
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import record, this_command, timed  # noqa: E402

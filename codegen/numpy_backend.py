@@ -29,10 +29,10 @@ import torch
 import torch.fx
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
-from fxc.codegen import numpy_lowering, numpy_sparse
-from fxc.codegen.numpy_lowering import LoweringProblem, NumpyProgram
 
 from fxc.backend import Backend
+from fxc.codegen import numpy_lowering, numpy_sparse
+from fxc.codegen.numpy_lowering import LoweringProblem, NumpyProgram
 from fxc.errors import BackendError, describe_node
 from fxc.options import option, validate_options
 

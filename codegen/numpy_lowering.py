@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
+
+from fxc import ir
 from fxc.codegen import (
     numpy_ops_conv,
     numpy_ops_create,
@@ -49,8 +51,6 @@ from fxc.codegen.numpy_common import (
     Unsupported,
     numpy_dtype,
 )
-
-from fxc import ir
 
 _TABLES = (
     numpy_ops_elementwise.TABLE, numpy_ops_reduce.TABLE, numpy_ops_shape.TABLE, numpy_ops_nn.TABLE,

@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 import torch
-from fxc.codegen.numpy_common import OpTable, Unsupported, kernel, lowering
 from numpy.lib.stride_tricks import sliding_window_view
+
+from fxc.codegen.numpy_common import OpTable, Unsupported, kernel, lowering
 
 aten = torch.ops.aten
 TABLE: OpTable = {}

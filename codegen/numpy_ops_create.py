@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from fxc.codegen.numpy_common import OpTable, kernel, lowering, out_dtype
 
 aten = torch.ops.aten

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.special
 import torch
+
 from fxc.codegen.numpy_common import OpTable, kernel, lowering, out_dtype, result_dtype
 
 aten = torch.ops.aten
@@ -84,7 +85,11 @@ def _gelu(x, approximate="none"):
     if approximate == "tanh":
         inner = x.dtype.type(math.sqrt(2 / math.pi)) * (x + x.dtype.type(0.044715) * x * x * x)
         return 0.5 * x * (1 + np.tanh(inner))
-    return 0.5 * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
+    y = erf(x * x.dtype.type(1 / math.sqrt(2)))  # a fresh array: finished in place
+    y += 1
+    y *= x
+    y *= 0.5
+    return y
 
 
 def _softplus(x, beta=1, threshold=20):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from fxc.codegen import numpy_qformat as qf
 from fxc.codegen import numpy_sparse
 from fxc.codegen.numpy_common import NotConstant, OpTable, Unsupported, lowering, out_dtype

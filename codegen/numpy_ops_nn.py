@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import torch
+
 from fxc.codegen.numpy_common import OpTable, Unsupported, kernel, lowering, out_dtype
 
 aten = torch.ops.aten

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from fxc.codegen.numpy_common import NotConstant, OpTable, Unsupported, lowering, out_dtype
 
 aten = torch.ops.aten

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from fxc.codegen.numpy_common import OpTable, kernel, lowering, normalize_dim, out_dtype
 
 aten = torch.ops.aten

@@ -13,6 +13,7 @@ import operator
 
 import numpy as np
 import torch
+
 from fxc.codegen.numpy_common import OpTable, kernel, lowering
 
 aten = torch.ops.aten

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 
 import torch
 import torch.fx
-from fxc.codegen import numpy_sparse, torch_fast
 
 from fxc import ir
 from fxc.backend import Backend
+from fxc.codegen import numpy_sparse, torch_fast
 from fxc.ops import densify_nm
 from fxc.options import option, validate_options
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import triton
+
 from fxc.codegen.triton_cache import CompiledKernel, split_config
 from fxc.codegen.triton_template import KernelTemplate
 

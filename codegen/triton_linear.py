@@ -27,6 +27,7 @@ from dataclasses import replace
 
 import torch
 import triton
+
 from fxc.codegen import triton_block_sparse, triton_gemv, triton_sparse, triton_w4a16, triton_w8a8, triton_w8a16
 from fxc.codegen.triton_cache import CompiledKernel, KernelCache
 from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx
+
+from fxc import ir, ops
 from fxc.codegen.triton_block_sparse import block_map
 from fxc.codegen.triton_epilogue import Epilogue, Step
 from fxc.codegen.triton_linear import FLOAT_DTYPES, LOWERED_OPS, unsupported_reason
-
-from fxc import ir, ops
 
 aten = torch.ops.aten
 BINARY_TARGETS = {

@@ -12,6 +12,7 @@ Reads and writes nothing.
 from __future__ import annotations
 
 import triton
+
 from fxc.codegen.triton_cache import CompiledKernel, split_config
 from fxc.codegen.triton_template import KernelTemplate
 

@@ -39,6 +39,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
+
+from fxc import cost, ir, meta, registry
+from fxc.budget import SCOPES
+from fxc.errors import OptionError
+from fxc.options import option
+from fxc.passbase import ALL, Pass, PassResult
 from fxc.passes import auto_plan
 from fxc.passes.auto_estimate import MethodError
 from fxc.passes.auto_execute import carry_out, check_bytes
@@ -48,12 +54,6 @@ from fxc.passes.candidates import CandidateError, parse_candidate
 from fxc.passes.knapsack import InfeasibleBudget
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sensitivity import Sensitivity
-
-from fxc import cost, ir, meta, registry
-from fxc.budget import SCOPES
-from fxc.errors import OptionError
-from fxc.options import option
-from fxc.passbase import ALL, Pass, PassResult
 
 DEFAULT_CANDIDATES = (
     "w8", "w4g32", "w4g64", "w4g128", "w4", "2:4", "2:4+w8", "r0.5+w8", "r0.25+w8", "r0.5+w4", "r0.25+w4",

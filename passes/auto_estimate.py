@@ -25,16 +25,16 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
-from fxc.passes.candidates import Candidate, parse_candidates
-from fxc.passes.gptq import gptq_quantize
-from fxc.passes.prune_scores import magnitude_scores, nm_mask, unstructured_mask
-from fxc.passes.select import DEFAULT_SKIP, select_layers
-from fxc.passes.sparse_gpt import sparse_gpt
 
 from fxc import ir, qformat
 from fxc.errors import FxcError
 from fxc.options import option
 from fxc.passbase import Analysis
+from fxc.passes.candidates import Candidate, parse_candidates
+from fxc.passes.gptq import gptq_quantize
+from fxc.passes.prune_scores import magnitude_scores, nm_mask, unstructured_mask
+from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.sparse_gpt import sparse_gpt
 
 
 @dataclass(frozen=True)

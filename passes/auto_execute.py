@@ -22,10 +22,10 @@ import math
 
 import torch
 import torch.fx
-from fxc.passes.candidates import Candidate
 
 from fxc import cost, ir, meta, qformat, registry
 from fxc.errors import FxcError
+from fxc.passes.candidates import Candidate
 from fxc.pipeline import Pipeline
 
 

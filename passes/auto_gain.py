@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 from torch.fx._pytree import tree_flatten_spec
 
 from fxc import ir
 from fxc.errors import FxcError
 from fxc.options import option
 from fxc.passbase import Analysis
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 
 class _Tapped(torch.fx.Interpreter):

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch.fx
+
+from fxc import cost, ir
 from fxc.passes import knapsack
 from fxc.passes.candidates import Candidate
 from fxc.passes.low_rank_math import rank_for_ratio
 from fxc.passes.quant_scheme import GROUP_SIZES, Scheme
-
-from fxc import cost, ir
 
 KEEP = Candidate("keep")
 

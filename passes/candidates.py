@@ -35,10 +35,10 @@ import re
 from dataclasses import dataclass
 
 import torch
-from fxc.passes.prune_scores import as_matrix, nm_mask, unstructured_mask
 
 from fxc import meta, qformat
 from fxc.errors import FxcError, OptionError
+from fxc.passes.prune_scores import as_matrix, nm_mask, unstructured_mask
 
 GRAMMAR = "dense, w8, w4, w4g64, w4g128, w8a8, s0.5, 2:4, 4:8, r0.8, and combos like 2:4+w8 or r0.5+w8"
 _QUANT = re.compile(r"w(\d+)(?:g(\d+))?(?:a(\d+))?")

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx
-from fxc.passes.candidates import parse_candidate
 
 from fxc import cost, ir, meta
 from fxc.cost import LayerCost
 from fxc.passbase import Analysis
+from fxc.passes.candidates import parse_candidate
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import contextlib
 import torch
 import torch.fx
 import torch.nn.functional as F
-from fxc.passes.hessian import HessianAccumulator, dampen, segment_hessians
-from fxc.passes.quant_scheme import Scheme
 
 from fxc import ir, qformat
 from fxc.calibration import Calibration
+from fxc.passes.hessian import HessianAccumulator, dampen, segment_hessians
+from fxc.passes.quant_scheme import Scheme
 from fxc.sequential import CalibrationRunner, Segment, segments
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
 from fxc.passes.qat import FakeCompress, PlanError, compressed_layers, source_weight
 
 

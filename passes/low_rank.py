@@ -22,19 +22,19 @@ Hessian) the pass raises before touching the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx
-from fxc.passes import low_rank_math as lrm
-from fxc.passes.hessian import dampen, segment_hessians
-from fxc.passes.low_rank_split import split_layer
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 from fxc import ir, meta
 from fxc.errors import FxcError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
+from fxc.passes import low_rank_math as lrm
+from fxc.passes.hessian import dampen, segment_hessians
+from fxc.passes.low_rank_split import split_layer
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.sequential import CalibrationRunner, segments
 
 AMOUNTS = ("ratio", "energy", "budget", "rank")
@@ -50,7 +50,6 @@ class _Layer:
     planned_ratio: float | None = None
     rank: int | None = None  # decided rank; None until decided (or dense)
     reason: str = ""  # why it stays dense
-    decomposition: lrm.Decomposition | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -99,11 +98,10 @@ class LowRank(Pass):
             factors = {}
             for t in targets:
                 if t.reason == "":
-                    if t.decomposition is None:
-                        t.decomposition = self._decompose(gm, t, hessians.get(t.name))
-                    self._decide(t)
+                    decomposition = self._decompose(gm, t, hessians.get(t.name))
+                    self._decide(t, decomposition.tail)
                     if t.rank is not None:
-                        factors[t.name] = t.decomposition.factors(t.rank, _weight(gm, t).dtype)
+                        factors[t.name] = decomposition.factors(t.rank, _weight(gm, t).dtype)
         for t in targets:  # every check has passed: rewrite the graph
             if t.name in factors:
                 split_layer(gm, t.layer, *factors[t.name], t.rank)
@@ -149,14 +147,14 @@ class LowRank(Pass):
 
     # -- rank decisions ------------------------------------------------------------------------------------
 
-    def _decide(self, t: _Layer) -> None:
+    def _decide(self, t: _Layer, tail: torch.Tensor | None = None) -> None:
         """Rank for ratio / energy / rank / plan, then the margin rule (budget ranks are already set)."""
         if t.reason:
             return
         if t.planned_ratio is not None or self.ratio is not None:
             t.rank = lrm.rank_for_ratio(t.m, t.n, t.planned_ratio if t.planned_ratio is not None else self.ratio)
         elif self.energy is not None:
-            t.rank = lrm.rank_for_energy(t.decomposition.tail, self.energy)
+            t.rank = lrm.rank_for_energy(tail, self.energy)
         elif self.rank is not None:
             t.rank = self.rank
         if t.rank is not None and t.rank > lrm.max_split_rank(t.m, t.n, self.margin):
@@ -175,26 +173,21 @@ class LowRank(Pass):
                 self._decide(t)
                 fixed_params += t.m * t.n if t.rank is None else t.rank * (t.m + t.n)
         capacity = int(self.budget * sum(t.m * t.n for t in targets)) - fixed_params
-        if self.method == "whitened":
-            hessians = am.get("hessian")
-            for t in free:
-                t.decomposition = self._decompose(gm, t, hessians.get(t.name))
-        else:
-            for t in free:
-                t.decomposition = self._decompose(gm, t, None)
-        choices = []
-        for t in free:
-            tail = t.decomposition.tail
-            if self.allocate == "relative" and float(tail[0]) > 0:
-                tail = tail / tail[0]
-            choices.append(lrm.LayerChoices(t.m, t.n, tail, lrm.max_split_rank(t.m, t.n, self.margin)))
-        needed = lrm.min_params(choices)
-        if needed > capacity:
+        max_ranks = [lrm.max_split_rank(t.m, t.n, self.margin) for t in free]
+        needed = sum(t.m + t.n if r >= 1 else t.m * t.n for t, r in zip(free, max_ranks))
+        if needed > capacity:  # checked before any spectrum is computed
             total = sum(t.m * t.n for t in targets)
             raise OptionError(
                 f"low-rank: budget {self.budget} keeps {capacity + fixed_params:,} of {total:,} parameters, but "
                 f"the smallest split (rank 1 where margin {self.margin} allows a split, dense elsewhere) keeps "
                 f"{needed + fixed_params:,} ({(needed + fixed_params) / total:.4f}); raise the budget to at least that")
+        hessians = am.get("hessian") if self.method == "whitened" else {}
+        choices = []
+        for t, max_rank in zip(free, max_ranks):  # only spectra are kept: factors are computed again to split
+            tail = self._decompose(gm, t, hessians.get(t.name)).tail
+            if self.allocate == "relative" and float(tail[0]) > 0:
+                tail = tail / tail[0]
+            choices.append(lrm.LayerChoices(t.m, t.n, tail, max_rank))
         ranks, solution = lrm.allocate_ranks(choices, capacity)
         for t, r in zip(free, ranks):
             t.rank = r
@@ -225,14 +218,14 @@ class LowRank(Pass):
                 if wanted:
                     hessians = segment_hessians(runner, segment)
                     for t in wanted:
-                        t.decomposition = self._decompose(gm, t, hessians.get(t.name))
-                        self._decide(t)
+                        decomposition = self._decompose(gm, t, hessians.get(t.name))
+                        self._decide(t, decomposition.tail)
                         if t.rank is None:
                             continue
                         weight = _weight(gm, t)
-                        factors[t.name] = t.decomposition.factors(t.rank, weight.dtype)
+                        factors[t.name] = decomposition.factors(t.rank, weight.dtype)
                         originals[t.layer.weight] = weight
-                        ir.set_tensor(gm, t.layer.weight, t.decomposition.approximation(t.rank, weight.dtype))
+                        ir.set_tensor(gm, t.layer.weight, decomposition.approximation(t.rank, weight.dtype))
                 runner.advance(segment)
         finally:
             for target, weight in originals.items():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from fxc.passes.budget_solver import Solution, solve_multiple_choice
 
 

@@ -31,14 +31,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
-from fxc.passes.knapsack import InfeasibleBudget, solve
-from fxc.passes.quant_scheme import Scheme, parse_scheme
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 from fxc import ir, meta
 from fxc.errors import FxcError, OptionError
 from fxc.options import option
 from fxc.passbase import ALL, Pass, PassResult
+from fxc.passes.knapsack import InfeasibleBudget, solve
+from fxc.passes.quant_scheme import Scheme, parse_scheme
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 
 @dataclass(frozen=True)

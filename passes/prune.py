@@ -30,15 +30,15 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
-from fxc.passes.lower_sparse import lower_nm_layer
-from fxc.passes.prune_scores import apply_mask, magnitude_scores, nm_mask, parse_pattern, unstructured_mask
-from fxc.passes.select import DEFAULT_SKIP, select_layers
-from fxc.passes.sparse_gpt import Target, prune_sequentially
 
 from fxc import ir, meta
 from fxc.errors import CalibrationError, NodeError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
+from fxc.passes.lower_sparse import lower_nm_layer
+from fxc.passes.prune_scores import apply_mask, magnitude_scores, nm_mask, parse_pattern, unstructured_mask
+from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.sparse_gpt import Target, prune_sequentially
 
 METHODS = ("magnitude", "wanda", "sparse-gpt")
 ALLOCATIONS = ("uniform", "owl", "sensitivity")

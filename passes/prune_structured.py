@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import networkx as nx
 import torch
 import torch.fx
-from fxc.passes.prune_scores import as_matrix
-from fxc.passes.select import select_layers
 
 from fxc import ir, meta
 from fxc.errors import OptionError
 from fxc.passbase import PassResult
+from fxc.passes.prune_scores import as_matrix
+from fxc.passes.select import select_layers
 
 aten = torch.ops.aten
 _UNARY = {

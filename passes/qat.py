@@ -40,11 +40,11 @@ import copy
 
 import torch
 import torch.nn as nn
-from fxc.passes.low_rank_math import svd_decomposition
-from fxc.passes.qat_plan import LayerTarget, PlanError, PlanRecorder, plan_from_graph, uniform_plan
 from torch.nn.utils import parametrize
 
 from fxc import qformat
+from fxc.passes.low_rank_math import svd_decomposition
+from fxc.passes.qat_plan import LayerTarget, PlanError, PlanRecorder, plan_from_graph, uniform_plan
 
 __all__ = [
     "FakeCompress",

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 import torch.nn as nn
-from fxc.passes.low_rank_math import rank_for_ratio
-from fxc.passes.select import DEFAULT_SKIP, matches
 
 from fxc import ir, meta, qformat
 from fxc.errors import FxcError, describe_node
 from fxc.instruments import Instrument
+from fxc.passes.low_rank_math import rank_for_ratio
+from fxc.passes.select import DEFAULT_SKIP, matches
 
 
 class PlanError(FxcError, ValueError):

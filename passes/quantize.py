@@ -30,14 +30,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
-from fxc.passes.gptq import conv_geometry, gptq_layers
-from fxc.passes.quant_scheme import GROUP_SIZES, KEEP_BITS, Scheme
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 from fxc import ir, meta, qformat
 from fxc.errors import NodeError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
+from fxc.passes.gptq import conv_geometry, gptq_layers
+from fxc.passes.quant_scheme import GROUP_SIZES, KEEP_BITS, Scheme
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 fxc_ops = torch.ops.fxc
 

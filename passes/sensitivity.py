@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
-from fxc.passes.candidates import Candidate, parse_candidates
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 from fxc import ir
 from fxc.errors import CalibrationError, FxcError
 from fxc.options import option
 from fxc.passbase import Analysis
+from fxc.passes.candidates import Candidate, parse_candidates
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 MEASURES = ("layer", "model", "hutchinson")
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
-from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 from fxc import ir
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
+from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 aten = torch.ops.aten
 _TRANSPARENT = {

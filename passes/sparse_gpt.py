@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx
-from fxc.passes.act_stats import channel_rows
-from fxc.passes.hessian import dampen, segment_hessians
-from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 
 from fxc import ir
 from fxc.calibration import Calibration
 from fxc.errors import CalibrationError
+from fxc.passes.act_stats import channel_rows
+from fxc.passes.hessian import dampen, segment_hessians
+from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.sequential import CalibrationRunner, segments
 
 

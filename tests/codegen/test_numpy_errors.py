@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fxc.codegen.numpy_backend import NumpyBackend
 
 import fxc
+from fxc.codegen.numpy_backend import NumpyBackend
 
 
 class Unlowerable(nn.Module):

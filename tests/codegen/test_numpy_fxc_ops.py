@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from fxc.codegen import numpy_qformat
 
 import fxc
 from fxc import qformat
+from fxc.codegen import numpy_qformat
 from fxc.ops import int8_matmul_reference
 from tests.codegen.numpy_check import assert_close_outputs, relative_error
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fxc.codegen import numpy_qformat
-from fxc.codegen.numpy_ops_conv import conv2d
-from fxc.codegen.numpy_ops_nn import _matmul, linear
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fxc import qformat
+from fxc.codegen import numpy_qformat
+from fxc.codegen.numpy_ops_conv import conv2d
+from fxc.codegen.numpy_ops_nn import _matmul, linear
 from fxc.ops import int8_matmul_reference
 from tests.codegen.numpy_check import FP32_RTOL, relative_error
 

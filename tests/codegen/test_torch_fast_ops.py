@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fxc.codegen import torch_fast
 
 import fxc
+from fxc.codegen import torch_fast
 from tests.codegen.numpy_check import assert_close_outputs
 from tests.codegen.test_numpy_fxc_ops import Int8Linear, QuantLinear, SparseLinear
 
@@ -99,3 +99,13 @@ def test_quantized_llama_runs_the_same_on_fast_torch_and_numpy():
         assert_close_outputs(numpy_module(*example).logits, want)
     shared = [n for n in fast.runner.graph.nodes if n.target is torch_fast.quantize_per_token]
     assert len(shared) == 2  # q/k/v read one quantized input, gate/up another
+
+
+def test_torch_compile_option_wraps_the_fast_graph_and_says_so():
+    model = Int8Linear(torch.randn(8, 16))
+    x = torch.randn(3, 16)
+    compiled = fxc.compile(model, example_inputs=(x,), backend="torch", backend_options={"torch_compile": True})
+    assert isinstance(compiled.runner, torch._dynamo.eval_frame.OptimizedModule)  # compiles on its first call
+    swapped = [n.target for n in compiled.runner._orig_mod.graph.nodes if n.op == "call_function"]
+    assert swapped == [torch_fast.int8_linear_int_mm]
+    assert compiled.runner.report_notes()[-1] == "torch backend: graph under torch.compile (inductor, dynamic shapes)"

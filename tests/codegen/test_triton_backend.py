@@ -8,11 +8,11 @@ pytest.importorskip("triton")
 pytest.importorskip("transformers")
 
 import torch  # noqa: E402
-from fxc.codegen import triton_cache  # noqa: E402
 from tiny_models import call, cnn, first_tensor, tiny_llama  # noqa: E402
 
 import fxc  # noqa: E402
 from fxc import registry  # noqa: E402
+from fxc.codegen import triton_cache  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 PIPELINES = {

@@ -10,15 +10,15 @@ import pytest
 triton = pytest.importorskip("triton")
 
 import torch  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fxc import ops, qformat  # noqa: E402
 from fxc.codegen import triton_w8a8  # noqa: E402
 from fxc.codegen.triton_block_sparse import block_map  # noqa: E402
 from fxc.codegen.triton_cache import KernelCache  # noqa: E402
 from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference  # noqa: E402
 from fxc.codegen.triton_linear import FusedLinear  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from fxc import ops, qformat  # noqa: E402
 
 fxc_ops = torch.ops.fxc
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # sigmoid of large -x: exact 0

@@ -7,10 +7,10 @@ pytest.importorskip("triton")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fxc.codegen.triton_partition import partition  # noqa: E402
 
 import fxc  # noqa: E402
 from fxc import qformat  # noqa: E402
+from fxc.codegen.triton_partition import partition  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")
 fxc_ops = torch.ops.fxc

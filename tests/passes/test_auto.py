@@ -4,13 +4,6 @@ import itertools
 
 import pytest
 import torch
-from fxc.passes.auto import Auto
-from fxc.passes.auto_estimate import MethodError
-from fxc.passes.auto_gain import output_gains
-from fxc.passes.auto_plan import KEEP, layer_choices, stored_bytes
-from fxc.passes.candidates import parse_candidate
-from fxc.passes.select import select_layers
-from fxc.passes.sensitivity import Sensitivity
 from tiny_models import MLP
 
 import fxc
@@ -19,6 +12,13 @@ from fxc.analysis import AnalysisManager
 from fxc.calibration import Calibration
 from fxc.cost import model_bytes
 from fxc.errors import OptionError
+from fxc.passes.auto import Auto
+from fxc.passes.auto_estimate import MethodError
+from fxc.passes.auto_gain import output_gains
+from fxc.passes.auto_plan import KEEP, layer_choices, stored_bytes
+from fxc.passes.candidates import parse_candidate
+from fxc.passes.select import select_layers
+from fxc.passes.sensitivity import Sensitivity
 
 QUANT = ("w8", "w4g32", "w4g64", "w4")
 

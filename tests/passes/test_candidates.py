@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from fxc.passes.candidates import CandidateError, parse_candidate, parse_candidates
 
 from fxc.errors import OptionError
+from fxc.passes.candidates import CandidateError, parse_candidate, parse_candidates
 
 
 def _layer_error(delta: torch.Tensor, hessian: torch.Tensor) -> float:

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from fxc.passes.cost import Cost, plan_spec
 from tiny_models import mlp
 
 import fxc
 from fxc import ir, meta
 from fxc.analysis import AnalysisManager
+from fxc.passes.cost import Cost, plan_spec
 
 
 @pytest.fixture

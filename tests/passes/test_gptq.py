@@ -3,12 +3,12 @@ respected, and layer-by-layer GPTQ on a graph beating RTN on the model's output.
 
 import pytest
 import torch
-from fxc.passes.gptq import gptq_quantize
 from quant_helpers import quantized_nodes
 from tiny_models import cnn, tiny_llama
 
 import fxc
 from fxc import meta, qformat
+from fxc.passes.gptq import gptq_quantize
 
 
 def _correlated_layer(n=48, k=128, tokens=1024):

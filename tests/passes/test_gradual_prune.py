@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fxc.passes import qat
-from fxc.passes.gradual_prune import GradualPruner, cubic_sparsity, magnitude_mask, sparsity_of
-from fxc.passes.qat import PlanError
 
 import fxc
 from fxc import ir, meta, qformat
+from fxc.passes import qat
+from fxc.passes.gradual_prune import GradualPruner, cubic_sparsity, magnitude_mask, sparsity_of
+from fxc.passes.qat import PlanError
 
 
 @pytest.fixture(autouse=True)

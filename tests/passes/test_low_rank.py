@@ -6,8 +6,6 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from fxc.passes import LowRank
-from fxc.passes import low_rank_math as lrm
 from tiny_models import mlp, tiny_llama
 
 import fxc
@@ -15,6 +13,8 @@ from fxc import ir, meta, registry
 from fxc.analysis import AnalysisManager
 from fxc.calibration import Calibration
 from fxc.errors import OptionError, PipelineSyntaxError
+from fxc.passes import LowRank
+from fxc.passes import low_rank_math as lrm
 
 aten = torch.ops.aten
 

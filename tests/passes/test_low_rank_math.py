@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+
 from fxc.passes import low_rank_math as lrm
 from fxc.passes.budget_solver import solve_multiple_choice
 

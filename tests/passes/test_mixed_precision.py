@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
-from fxc.passes.knapsack import InfeasibleBudget, solve, solve_dp, solve_ilp
-from fxc.passes.mixed_precision import planned_bytes
-from fxc.passes.quant_scheme import parse_scheme
 from quant_helpers import quantized_nodes, run, traced
 from tiny_models import MLP, cnn
 
 from fxc import ir, meta
 from fxc.cost import model_bytes
+from fxc.passes.knapsack import InfeasibleBudget, solve, solve_dp, solve_ilp
+from fxc.passes.mixed_precision import planned_bytes
+from fxc.passes.quant_scheme import parse_scheme
 
 
 def _brute_force(costs, scores, budget):

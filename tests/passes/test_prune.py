@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from fxc.passes.prune import Prune, spread_sparsity
 from tiny_models import first_tensor, mlp, tiny_llama
 
 import fxc
 from fxc import ir, meta
 from fxc.analysis import AnalysisManager
 from fxc.calibration import Calibration
+from fxc.passes.prune import Prune, spread_sparsity
 
 
 def _single_layer(scale: torch.Tensor, tokens: int = 256):

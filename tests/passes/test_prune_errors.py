@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-from fxc.passes.lower_sparse import LowerSparse
-from fxc.passes.prune import Prune
 from tiny_models import mlp
 
 import fxc
@@ -11,6 +9,8 @@ from fxc import meta
 from fxc.analysis import AnalysisManager
 from fxc.calibration import Calibration
 from fxc.errors import CalibrationError, FxcError, NodeError, OptionError
+from fxc.passes.lower_sparse import LowerSparse
+from fxc.passes.prune import Prune
 
 
 @pytest.fixture(scope="module")

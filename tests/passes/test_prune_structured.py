@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from fxc.passes.prune import Prune
-from fxc.passes.prune_structured import channel_groups
 from tiny_models import AttentionBlock, call, cnn, first_tensor, tiny_llama
 
 import fxc
 from fxc import ir, meta
 from fxc.errors import OptionError
+from fxc.passes.prune import Prune
+from fxc.passes.prune_structured import channel_groups
 
 
 def _weights(gm):

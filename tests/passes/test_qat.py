@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fxc.passes import qat
-from fxc.passes.qat import PlanError
 
 import fxc
 from fxc import ir, meta, qformat
+from fxc.passes import qat
+from fxc.passes.qat import PlanError
 
 
 @pytest.fixture(autouse=True)

@@ -3,14 +3,14 @@ error bound, follows a plan when one is written, and really shrinks the model.""
 
 import pytest
 import torch
-from fxc.passes import Quantize
-from fxc.passes.quant_scheme import Scheme
 from quant_helpers import dequantized_weight, quantized_nodes, run, traced
 from tiny_models import attention_block, cnn, mlp
 
 import fxc
 from fxc import ir, meta, qformat
 from fxc.cost import model_bytes
+from fxc.passes import Quantize
+from fxc.passes.quant_scheme import Scheme
 
 SCHEMES = [(8, None), (4, None), (8, 32), (4, 32), (4, 64), (4, 128)]
 

@@ -3,13 +3,13 @@ and the model untouched."""
 
 import pytest
 import torch
-from fxc.passes import MixedPrecision, Quantize, SmoothQuant
 from quant_helpers import assert_untouched, run, snapshot, traced
 from tiny_models import mlp
 
 import fxc
 from fxc import ir, meta
 from fxc.errors import CalibrationError, FxcError, NodeError, OptionError, PipelineSyntaxError
+from fxc.passes import MixedPrecision, Quantize, SmoothQuant
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-from fxc.passes.candidates import parse_candidate
-from fxc.passes.sensitivity import Sensitivity
 from tiny_models import mlp
 
 import fxc
@@ -11,6 +9,8 @@ from fxc import ir
 from fxc.analysis import AnalysisManager
 from fxc.calibration import Calibration
 from fxc.errors import CalibrationError, FxcError, OptionError
+from fxc.passes.candidates import parse_candidate
+from fxc.passes.sensitivity import Sensitivity
 
 
 def _setup(loss_fn=None, scale=None):
