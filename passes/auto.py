@@ -9,25 +9,31 @@ Name: `auto` (a planning pass that also carries its plan out). For every selecte
 options are "keep" plus each candidate spec (passes/candidates.py) the layer's shape can hold: int8,
 int4 per channel or per group, N:M, unstructured levels, low rank at several ratios, and combinations
 such as 2:4+w8 and r0.5+w8. Each option's cost is the bytes the compressed model will really hold for
-the weight (passes/auto_plan.py; or its roofline latency), its damage the `sensitivity` analysis's
-error on calibration data, made comparable across layers by `measure`:
-    jacobian    tr(ΔW H ΔWᵀ) x the layer's output gain (passes/auto_gain.py): ≈ relative model-output
-                error, for the price of a few backward passes (default)
+the weight (passes/auto_plan.py; or its roofline latency); its damage is the output error it causes on
+the calibration data, made comparable across layers by `measure`:
+    jacobian    tr(W ΔW H ΔWᵀ): the layer's error matrix weighed by how its output reaches the model
+                output (`output-metric`, passes/auto_gain.py, a few backward passes): ≈ relative
+                model-output error, one layer compressed at a time (default)
     layer       tr(ΔW H ΔWᵀ) as is (each layer in its own output units)
-    model       the model-output error measured with one layer compressed at a time (exact, slow)
-    hutchinson  HAWQ-v2 trace·||ΔW||² (needs fxc.compile(..., loss_fn=...))
+    model       `sensitivity`'s model-output error with one layer compressed at a time (exact, one
+                forward pass per layer and option: slow)
+    hutchinson  `sensitivity`'s HAWQ-v2 trace·||ΔW||² (needs fxc.compile(..., loss_fn=...))
+and ΔW is made by `estimate`: executed (default; `method-error`, passes/auto_estimate.py) makes it as the
+passes will (GPTQ, SparseGPT, whitened SVD), rtn takes `sensitivity`'s round-to-nearest candidates (for
+jacobian then scaled by the isotropic gain tr(W)/N). On SmolLM2-size models and MiniLM planning with RTN
+errors under-values int4 against low rank and loses to uniform int4 (benchmarks/RESULTS.md).
 The choice is a multiple-choice knapsack, solved exactly by passes/knapsack.py (dynamic programming on
 bytes, or HiGHS integer programming when that grid is too large; a latency budget is cut into `grid`
 steps with every cost rounded up, so the plan never exceeds it). The exact optimum is also solved at
 `frontier` budgets between the cheapest plan and the dense model: the quality/size frontier.
 
-Reads: calibration (required), `sensitivity` (and through it `hessian`), `output-gains` (passes/auto_gain.py).
+Reads: calibration (required); `method-error` and `output-metric` (or `sensitivity`), and `hessian`.
 Writes: meta.LayerPlan (source "auto") on every planned layer, meta.Frontier on the output node; with
-apply=true it then runs low-rank, prune and quantize on exactly the planned layers (passes/auto_execute.py)
-and checks that fxc.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing (everything with
-apply=false). A budget below the smallest reachable size raises OptionError naming that size before
+apply=true it then runs low-rank, prune and quantize on exactly the planned layers (auto_execute.py) and
+checks that fxc.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing
+(everything with apply=false). A budget below the smallest reachable size raises OptionError naming that size before
 anything changes; so does a planned layer whose weight is shared (tied) with another tensor.
-Options: bytes | ratio | latency (exactly one), scope, candidates, measure, gain-batches, probes,
+Options: bytes | ratio | latency (exactly one), scope, candidates, measure, estimate, gain-batches, probes,
 solver, grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, apply,
 print-plan, layers, skip, seed.
 """
@@ -48,7 +54,7 @@ from fxc.passbase import ALL, Pass, PassResult
 from fxc.passes import auto_plan
 from fxc.passes.auto_estimate import MethodError
 from fxc.passes.auto_execute import carry_out, check_bytes
-from fxc.passes.auto_gain import OutputGains
+from fxc.passes.auto_gain import OutputMetric
 from fxc.passes.auto_plan import KEEP, LayerChoices
 from fxc.passes.candidates import CandidateError, parse_candidate
 from fxc.passes.knapsack import InfeasibleBudget
@@ -216,32 +222,39 @@ class Auto(Pass):
     # -- damage --------------------------------------------------------------------------------------------
 
     def _score(self, gm: torch.fx.GraphModule, am, choices: list[LayerChoices]) -> None:
-        """Damage of every option; one sensitivity analysis per set of layers offered the same options
-        (it measures every candidate it is given on every layer it is given)."""
-        groups: dict[tuple[str, ...], list[LayerChoices]] = {}
+        """Damage of every option ("keep": 0), in relative model-output error for measure=jacobian."""
+        fqns = tuple(c.layer.fqn for c in choices)
+        texts = tuple(dict.fromkeys(o.text for c in choices for o in c.options if o is not KEEP))
+        probing = {"batches": self.gain_batches, "probes": self.probes, "seed": self.seed}
+        if self.estimate == "executed" and self.measure in ("jacobian", "layer"):
+            errors = {}
+            if texts:
+                weighting = "output" if self.measure == "jacobian" else "layer"
+                methods = {"quantize_method": self.quantize_method, "prune_method": self.prune_method}
+                methods["low_rank_method"] = self.low_rank_method
+                errors = am.get(
+                    MethodError(candidates=texts, weighting=weighting, layers=fqns, skip=(), **methods, **probing)
+                )
+            for c in choices:
+                c.scores = [0.0 if o is KEEP else errors[c.layer.node.name][o.text] for o in c.options]
+            return
+        gains = {}
+        if self.measure == "jacobian":  # rtn estimates: the isotropic gain tr(W)/N of each layer
+            metric = am.get(OutputMetric(layers=fqns, skip=(), **probing))
+            gains = {name: float(torch.trace(w)) / w.shape[0] for name, w in metric.items()}
+        groups: dict[tuple[str, ...], list[LayerChoices]] = {}  # sensitivity measures all it is given
         for c in choices:
             groups.setdefault(tuple(o.text for o in c.options if o is not KEEP), []).append(c)
-        gains = {}
-        if self.measure == "jacobian":
-            fqns = tuple(c.layer.fqn for c in choices)
-            gains = am.get(
-                OutputGains(layers=fqns, skip=(), batches=self.gain_batches, probes=self.probes, seed=self.seed)
-            )
         measure = "layer" if self.measure == "jacobian" else self.measure
-        if self.estimate == "executed" and measure == "layer":
-            errors = am.get(self._method_error(choices))
-            for c in choices:
-                gain = gains.get(c.layer.node.name, 1.0)
-                c.scores = [0.0 if o is KEEP else gain * errors[c.layer.node.name][o.text] for o in c.options]
-            return
-        for texts, members in groups.items():
+        for group, members in groups.items():
             sensitivity = None
-            if texts:
+            if group:
+                layers = tuple(c.layer.fqn for c in members)
                 sensitivity = am.get(
                     Sensitivity(
-                        candidates=texts,
+                        candidates=group,
                         measure=measure,
-                        layers=tuple(c.layer.fqn for c in members),
+                        layers=layers,
                         skip=(),
                         batches=self.gain_batches,
                         samples=self.probes,
@@ -249,19 +262,10 @@ class Auto(Pass):
                     )
                 )
             for c in members:
-                name = c.layer.node.name
-                gain = gains.get(name, 1.0)
-                c.scores = [0.0 if o is KEEP else gain * sensitivity.score(name, o.text) for o in c.options]
-
-    def _method_error(self, choices: list[LayerChoices]) -> MethodError:
-        return MethodError(
-            candidates=tuple(dict.fromkeys(o.text for c in choices for o in c.options if o is not KEEP)),
-            quantize_method=self.quantize_method,
-            prune_method=self.prune_method,
-            low_rank_method=self.low_rank_method,
-            layers=tuple(c.layer.fqn for c in choices),
-            skip=(),
-        )
+                gain = gains.get(c.layer.node.name, 1.0)
+                c.scores = [
+                    0.0 if o is KEEP else gain * sensitivity.score(c.layer.node.name, o.text) for o in c.options
+                ]
 
     # -- what is kept and printed ------------------------------------------------------------------------
 

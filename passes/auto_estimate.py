@@ -13,10 +13,14 @@ exactly the options GPTQ helps most. Here ΔW comes from
     N:M / unstructured (+q)  passes/sparse_gpt.sparse_gpt (prune-method=sparse-gpt), else the candidate's
                              own mask (Wanda-style |W|·sqrt(diag H), or |W| for magnitude); then RTN of the
                              quantization part (what auto does for N:M+w8; GPTQ for unstructured+q)
-    low rank (+q)            the candidate itself: whitened (or plain) SVD as the low-rank pass, RTN factors
+    low rank (+q)            whitened (or plain) SVD factors as the low-rank pass makes them
+                             (passes/low_rank_math.py, one decomposition per layer), RTN factors
 with the dense model's input Hessians (the `hessian` analysis). A candidate a layer cannot take gets inf.
-Reads: calibration through `hessian`. Writes nothing. Options: candidates, quantize-method, prune-method,
-low-rank-method, damp, layers, skip. Result: {linear node name: {candidate: error}}.
+weighting=layer gives tr(ΔW H ΔWᵀ) (the layer's own output error); weighting=output gives tr(W ΔW H ΔWᵀ)
+with the `output-metric` analysis's W (passes/auto_gain.py): relative model-output error, comparable
+across layers. Reads: calibration through `hessian` (and `output-metric`). Writes nothing. Options:
+candidates, quantize-method, prune-method, low-rank-method, damp, weighting, batches, probes, seed,
+layers, skip. Result: {linear node name: {candidate: error}}.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ from fxc import ir, qformat
 from fxc.errors import FxcError
 from fxc.options import option
 from fxc.passbase import Analysis
+from fxc.passes import low_rank_math as lrm
+from fxc.passes.auto_gain import OutputMetric
+from fxc.passes.auto_plan import unfit
 from fxc.passes.candidates import Candidate, parse_candidates
 from fxc.passes.gptq import gptq_quantize
+from fxc.passes.hessian import dampen
 from fxc.passes.prune_scores import magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sparse_gpt import sparse_gpt
@@ -47,6 +55,12 @@ class MethodError(Analysis):
     prune_method: str = option("sparse-gpt", "how sparsity is made", choices=("magnitude", "wanda", "sparse-gpt"))
     low_rank_method: str = option("whitened", "how low rank is made", choices=("svd", "whitened"))
     damp: float = option(0.01, "GPTQ / SparseGPT dampening, a fraction of the mean Hessian diagonal", low=0.0)
+    weighting: str = option(
+        "layer", "layer: the layer's output error; output: the model's", choices=("layer", "output")
+    )
+    batches: int = option(2, "weighting=output: calibration batches of the output metric", low=1)
+    probes: int = option(4, "weighting=output: Gaussian probes per batch", low=1)
+    seed: int = option(0, "weighting=output: seed of the probes")
     layers: tuple[str, ...] = option((), "module-path patterns of layers (empty: every linear layer)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave out")
 
@@ -57,30 +71,46 @@ class MethodError(Analysis):
             raise FxcError(f"method-error: no linear layer matches layers={list(self.layers)} skip={list(self.skip)}")
         candidates = parse_candidates(self.candidates, "method-error")
         hessians = am.get("hessian")
+        metrics = {}
+        if self.weighting == "output":
+            metrics = am.get(
+                OutputMetric(
+                    layers=self.layers, skip=self.skip, batches=self.batches, probes=self.probes, seed=self.seed
+                )
+            )
         out: dict[str, dict[str, float]] = {}
         for layer in layers:
             weight = ir.get_tensor(gm, layer.weight).detach().to(torch.float32)
             hessian = hessians[layer.node.name]
-            pruned: dict[tuple, torch.Tensor] = {}  # 2:4 and 2:4+w8 share one SparseGPT run
+            shared: dict = {}  # 2:4 and 2:4+w8 share one SparseGPT run, low ranks one decomposition
             out[layer.node.name] = {}
             for c in candidates:
-                if c.problem(tuple(weight.shape)) or _odd_int4(c, weight.shape):
+                if unfit(c, *weight.shape):
                     out[layer.node.name][c.text] = float("inf")
                     continue
-                made = self._make(c, weight, hessian, layer.fqn, pruned)
+                made = self._make(c, weight, hessian, layer.fqn, shared)
                 delta = (made - weight).to(torch.float64)
-                out[layer.node.name][c.text] = float(((delta @ hessian.to(torch.float64)) * delta).sum())
+                left = metrics[layer.node.name].to(torch.float64) @ delta if metrics else delta
+                out[layer.node.name][c.text] = float(((delta @ hessian.to(torch.float64)) * left).sum())
         return out
 
-    def _make(self, c: Candidate, weight, hessian, fqn: str, pruned: dict) -> torch.Tensor:
+    def _make(self, c: Candidate, weight, hessian, fqn: str, shared: dict) -> torch.Tensor:
         if c.rank_ratio is not None:
-            return c.apply(weight, hessian if self.low_rank_method == "whitened" else None)
+            if "svd" not in shared:
+                whitened = self.low_rank_method == "whitened"
+                shared["svd"] = (
+                    lrm.whitened_decomposition(weight, dampen(hessian, self.damp, fqn))
+                    if whitened
+                    else lrm.svd_decomposition(weight)
+                )
+            down, up = shared["svd"].factors(lrm.rank_for_ratio(*weight.shape, c.rank_ratio))
+            return _rtn(up, c) @ _rtn(down, c) if c.bits is not None else up @ down
         w = weight
         if c.nm or c.sparsity:
             key = (c.nm, c.sparsity)
-            if key not in pruned:
-                pruned[key] = self._prune(c, weight, hessian, fqn)
-            w = pruned[key]
+            if key not in shared:
+                shared[key] = self._prune(c, weight, hessian, fqn)
+            w = shared[key]
             if c.bits is not None and (c.nm or self.quantize_method == "rtn"):
                 return _rtn(w, c)
         if c.bits is None:
@@ -103,11 +133,3 @@ class MethodError(Analysis):
 def _rtn(w: torch.Tensor, c: Candidate) -> torch.Tensor:
     q = qformat.quantize_rtn(w, c.bits, c.group_size)
     return qformat.dequantize(q.qweight, q.scale, q.zero_point, q.bits)
-
-
-def _odd_int4(c: Candidate, shape) -> bool:
-    if c.bits != 4:
-        return False
-    if c.rank_ratio is not None:
-        return c.rank(tuple(shape)) % 2 == 1 or shape[1] % 2 == 1
-    return shape[1] % 2 == 1

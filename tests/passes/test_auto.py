@@ -14,7 +14,7 @@ from fxc.cost import model_bytes
 from fxc.errors import OptionError
 from fxc.passes.auto import Auto
 from fxc.passes.auto_estimate import MethodError
-from fxc.passes.auto_gain import output_gains
+from fxc.passes.auto_gain import OutputMetric
 from fxc.passes.auto_plan import KEEP, layer_choices, stored_bytes
 from fxc.passes.candidates import parse_candidate
 from fxc.passes.select import select_layers
@@ -155,18 +155,22 @@ def test_latency_budget_from_the_roofline():
     assert any(meta.get(layer.node, meta.LayerPlan).bits != 16 for layer in layers)
 
 
-def test_jacobian_gain_predicts_the_model_output_error():
+def test_output_metric_predicts_the_model_output_error():
     model, calibration = _model()
     gm = fxc.trace(model, (calibration[0],))
     am = AnalysisManager(gm, Calibration.of(calibration))
     layers = select_layers(gm, kinds=("linear",))
-    layer = am.get(Sensitivity(candidates=("w4",), measure="layer"))
-    measured = am.get(Sensitivity(candidates=("w4",), measure="model", batches=4))
-    gains = output_gains(gm, list(am.calibration), layers, probes=8)
+    specs = ("w4", "r0.25+w8")
+    measured = am.get(Sensitivity(candidates=specs, measure="model", batches=2))
+    predicted = am.get(MethodError(candidates=specs, quantize_method="rtn", weighting="output", batches=2))
+    metric = am.get(OutputMetric(batches=2))
+    layer_error = am.get(Sensitivity(candidates=specs, measure="layer"))
     for item in layers:
         name = item.node.name
-        predicted = gains[name] * layer.error[name]["w4"]
-        assert 0.5 < predicted / measured.error[name]["w4"] < 2.0
+        for spec in specs:
+            assert 0.5 < predicted[name][spec] / measured.error[name][spec] < 2.0, (item.fqn, spec)
+        isotropic = float(torch.trace(metric[name])) / metric[name].shape[0] * layer_error.error[name]["w4"]
+        assert 0.5 < isotropic / measured.error[name]["w4"] < 2.0, item.fqn
 
 
 def test_executed_estimates_use_gptq_and_sparse_gpt():
