@@ -137,6 +137,8 @@ def bench(key: str, args) -> tuple[list[dict], dict]:
         need = sum(stored_bytes(candidate, *c.shape, c.element_size) for c in choices)
         forced = {**common, "candidates": (spec,), "measure": "layer", "frontier": 0}
         run(f"uniform {spec}", Auto(bytes=need, **forced))
+        if spec in args.matched:  # auto with exactly the bytes this uniform spec takes
+            run(f"auto @ {spec}", Auto(bytes=need, **common))
     return rows, {"title": title, "primary": primary, "dense_weights": dense_weights, "layers": len(layers)}
 
 
@@ -163,21 +165,36 @@ def table(rows: list[dict], info: dict, ratios) -> str:
     text = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
     key, order = info["primary"]
     better = (lambda a, b: a < b) if order == "lower" else (lambda a, b: a > b)
+
+    def judge(auto: float, uniform: float) -> str:
+        if abs(auto - uniform) <= 1e-3 * abs(uniform):
+            return "tie (within 0.1%)"
+        return "auto better" if better(auto, uniform) else "uniform better"
+
     text.append("")
+    rank = lambda r: r[key] if order == "lower" else -r[key]
+    uniform = [r for r in rows if r["config"].startswith("uniform")]
     for ratio in ratios:
         auto = next(r for r in rows if r["config"] == f"auto {ratio:g}x")
-        uniform = [r for r in rows if r["config"].startswith("uniform")]
-        rank = lambda r: r[key] if order == "lower" else -r[key]
         best = min((r for r in uniform if r["ratio"] >= ratio), key=rank, default=None)
         near = min((r for r in uniform if ratio > r["ratio"] >= 0.95 * ratio), key=rank, default=None)
         mix = ", ".join(f"{c} x{n}" for c, n in auto["frontier"].mix)
         text.append(f"{ratio:g}x: auto {key} {auto[key]:.4g} ({auto['ratio']:.2f}x; {mix})")
         for what, r in (("best uniform within the budget", best), ("best uniform up to 5% over it", near)):
             if r is not None:
-                verdict = "auto better" if better(auto[key], r[key]) else "uniform better"
+                verdict = judge(auto[key], r[key])
                 text.append(f"    {what}: {r['config']} ({r['ratio']:.2f}x) {key} {r[key]:.4g} -> {verdict}")
         if best is None:
             text.append("    no uniform spec fits within the budget")
+    for r in uniform:  # the same bytes exactly
+        auto = next((a for a in rows if a["config"] == "auto @ " + r["config"].removeprefix("uniform ")), None)
+        if auto is not None:
+            verdict = judge(auto[key], r[key])
+            mix = ", ".join(f"{c} x{n}" for c, n in auto["frontier"].mix)
+            text.append(
+                f"at {r['config']}'s bytes ({r['ratio']:.2f}x): auto {key} {auto[key]:.4g} vs {r[key]:.4g} -> {verdict}"
+                f" (auto: {mix})"
+            )
     return "\n".join(text)
 
 
@@ -193,14 +210,18 @@ def plot(rows: list[dict], info: dict, path: Path) -> None:
             left.plot(r["weights"] / 1e6, value(r), "s", color="tab:red")
             left.annotate(r["config"].removeprefix("uniform "), (r["weights"] / 1e6, value(r)), fontsize=8)
     dense = next(r for r in rows if r["config"] == "dense")
-    left.axhline(value(dense), color="gray", ls="--", lw=0.8, label="dense")
+    if value(dense) > 0:
+        left.axhline(value(dense), color="gray", ls="--", lw=0.8, label="dense")
     left.plot([], [], "s", color="tab:red", label="uniform")
     left.set(xlabel="stored MB of the planned weights", ylabel=label, yscale="log", title=f"{info['title']}: measured")
     left.legend()
+    points = sorted({p for r in auto for p in r["frontier"].points})  # the same analyses: one frontier
+    right.plot([p[0] / 1e6 for p in points], [p[1] for p in points], ".-", label="exact optimum per budget")
     for r in auto:
-        points = r["frontier"].points
-        right.plot([p[0] / 1e6 for p in points], [p[1] for p in points], ".-", alpha=0.6, label=r["config"])
         right.plot(r["frontier"].chosen[0] / 1e6, r["frontier"].chosen[1], "k*")
+        right.annotate(
+            r["config"].removeprefix("auto "), (r["frontier"].chosen[0] / 1e6, r["frontier"].chosen[1]), fontsize=8
+        )
     right.set(
         xlabel="stored MB of the planned weights",
         ylabel="predicted damage (relative output error)",
@@ -221,6 +242,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
     parser.add_argument("--eval", type=int, default=8, help="evaluation sequences (MiniLM: x32 sentences)")
     parser.add_argument("--ratios", default="4,6,8")
+    parser.add_argument("--matched", default="w8,w4g32,w4g64,w4", help="uniform specs auto is also run at the size of")
     parser.add_argument("--gain-batches", type=int, default=2)
     parser.add_argument("--probes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -229,6 +251,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.ratios = tuple(float(r) for r in args.ratios.split(","))
+    args.matched = tuple(m for m in args.matched.split(",") if m)
     torch.manual_seed(0)
     for key in args.models.split(","):
         rows, info = bench(key, args)
