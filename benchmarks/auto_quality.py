@@ -126,7 +126,7 @@ def bench(key: str, args) -> tuple[list[dict], dict]:
     for ratio in args.ratios:
         run(f"auto {ratio:g}x", Auto(ratio=ratio, **common))
     choices = layer_choices(gm0, layers, (), 1e12, 5e10)
-    for spec in UNIFORM:
+    for spec in args.uniform:
         candidate = parse_candidate(spec)
         if candidate.rank_ratio is not None and common["candidates"] is FULL_RANK:
             print(f"uniform {spec}: the low-rank pass is not installed; left out", flush=True)
@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
     parser.add_argument("--eval", type=int, default=8, help="evaluation sequences (MiniLM: x32 sentences)")
     parser.add_argument("--ratios", default="4,6,8")
+    parser.add_argument("--uniform", default=",".join(UNIFORM), help="uniform specs to compare with")
     parser.add_argument("--matched", default="w8,w4g32,w4g64,w4", help="uniform specs auto is also run at the size of")
     parser.add_argument("--gain-batches", type=int, default=2)
     parser.add_argument("--probes", type=int, default=4)
@@ -252,6 +253,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.ratios = tuple(float(r) for r in args.ratios.split(","))
     args.matched = tuple(m for m in args.matched.split(",") if m)
+    args.uniform = tuple(u for u in args.uniform.split(",") if u)
     torch.manual_seed(0)
     for key in args.models.split(","):
         rows, info = bench(key, args)

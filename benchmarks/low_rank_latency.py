@@ -7,8 +7,11 @@ For SmolLM2-135M's layer shapes (q/o 576x576, gate/up 1536x576, down 576x1536) a
 dense layer `x Wᵀ + b` and the split `(x Bᵀ) Aᵀ + b` exactly as the low-rank pass emits it (two
 aten.linear, the bias on the second) run alternately in one process on the same input; the table gives
 median milliseconds and split/dense against r·(m+n)/(m·n), the FLOP (and weight-byte) ratio. Tokens:
-512 (a prefill: compute-bound) and 1 (a decode step: weight-bandwidth-bound). One thread by default, so
-that a shared machine's load disturbs the two sides alike. Reads nothing; appends to RESULTS.md.
+512 (a prefill: compute-bound, where split/dense should follow the FLOP ratio) and 1 (a decode step:
+bound by reading the weights; one layer's weights stay cache-warm between repeated calls, so once the
+split's factors fit in L2 the ratio falls below the byte ratio, which a whole model's streamed weights
+would not see). One thread by default, so that a shared machine's load disturbs the two sides alike.
+Reads nothing; appends to RESULTS.md.
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ def main() -> None:
     print(text)
     if not args.no_record:
         notes = (f"{args.threads} thread(s), median of 5 x {args.reps} calls, dense and split alternating; "
-                 "kept = r(m+n)/(mn) = the FLOP and weight-byte ratio of the split.")
+                 "kept = r(m+n)/(mn) = the FLOP and weight-byte ratio of the split. tokens=1 rows are "
+                 "cache-warm (one layer's weights reused call after call).")
         harness.record("Low rank: split vs dense linear latency (CPU)", harness.this_command(), text, notes)
 
 

@@ -140,7 +140,8 @@ def main() -> None:
         table = fn(args)
         print(table)
         if not args.no_record:
-            harness.record(f"Low rank: {title}, plain vs whitened SVD", harness.this_command(), table, notes=sizes)
+            kind = "plain vs whitened SVD" if args.configs == list(CONFIGS) else "ablations"
+            harness.record(f"Low rank: {title}, {kind}", harness.this_command(), table, notes=sizes)
 
 
 if __name__ == "__main__":

@@ -238,3 +238,15 @@ def test_split_graph_runs_on_the_numpy_backend():
     compiled = fxc.compile(copy.deepcopy(model), "low-rank{method=svd,rank=3}", example_inputs=example,
                            backend="numpy")
     torch.testing.assert_close(torch.as_tensor(compiled(*example)), model(*example), atol=1e-4, rtol=1e-3)
+
+
+def test_singular_hessian_is_refused_and_weights_restored():
+    model = Skewed().eval()
+    with torch.no_grad():  # duplicated hidden units: fc2's input Hessian is singular (no dead channel)
+        model.fc1.weight[24:] = model.fc1.weight[:24]
+        model.fc1.bias[24:] = model.fc1.bias[:24]
+    calibration = [torch.randn(64, 32) for _ in range(2)]
+    gm, before, run = run_on_graph(model, (calibration[0],), LowRank(ratio=0.5, damp=0.0), calibration)
+    with pytest.raises(fxc.FxcError, match="not positive definite.*raise the pass's 'damp'"):
+        run()
+    assert_untouched(gm, before)  # fc1 was compressed in place for the sequential run, then restored

@@ -133,3 +133,16 @@ def test_budget_no_split_can_meet_is_refused():
     assert lrm.min_params(layers) == 64 + 96
     with pytest.raises(ValueError, match="cheapest choice needs 160"):
         lrm.allocate_ranks(layers, 159)
+
+
+def test_degenerate_instance_is_thinned_but_feasible_and_bounded():
+    # identical near-linear groups with a "dense" jump: thousands of near-ties; a tiny cap forces thinning
+    rng = np.random.default_rng(0)
+    costs = [np.r_[np.arange(1, 40) * 3, 200] for _ in range(30)]
+    errors = [np.r_[np.linspace(10.0, 0.5, 39) + rng.random(39) * 1e-3, 0.0] for _ in range(30)]
+    capacity = 1500
+    solution = solve_multiple_choice(costs, errors, capacity, max_candidates=200)
+    exact = solve_multiple_choice(costs, errors, capacity)
+    assert not solution.exact and exact.exact
+    assert solution.cost <= capacity and solution.bound <= exact.error <= solution.error
+    assert solution.error <= exact.error * 1.01
