@@ -22,10 +22,11 @@ and ΔW is made by `estimate`: executed (default; `method-error`, passes/auto_es
 passes will (GPTQ, SparseGPT, whitened SVD), rtn takes `sensitivity`'s round-to-nearest candidates (for
 jacobian then scaled by the isotropic gain tr(W)/N). On SmolLM2-size models and MiniLM planning with RTN
 errors under-values int4 against low rank and loses to uniform int4 (benchmarks/RESULTS.md).
-The choice is a multiple-choice knapsack, solved exactly by passes/knapsack.py (dynamic programming on
-bytes, or HiGHS integer programming when that grid is too large; a latency budget is cut into `grid`
-steps with every cost rounded up, so the plan never exceeds it). The exact optimum is also solved at
-`frontier` budgets between the cheapest plan and the dense model: the quality/size frontier.
+The choice is a multiple-choice knapsack, solved exactly by passes/budget_solver.py (branch and bound on
+a Pareto frontier; where a degenerate instance cannot be proven optimal the summary says how close it
+is; a latency budget is cut into `grid` steps with every cost rounded up, so the plan never exceeds it).
+The exact optimum is also solved at `frontier` budgets between the cheapest plan and the dense model:
+the quality/size frontier.
 
 Reads: calibration (required); `method-error` and `output-metric` (or `sensitivity`), and `hessian`.
 Writes: meta.LayerPlan (source "auto") on every planned layer, meta.Frontier on the output node; with
@@ -34,7 +35,7 @@ checks that fxc.cost.model_bytes of the result equals the plan to the byte. Pres
 (everything with apply=false). A budget below the smallest reachable size raises OptionError naming that size before
 anything changes; so does a planned layer whose weight is shared (tied) with another tensor.
 Options: bytes | ratio | latency (exactly one), scope, candidates, measure, estimate, gain-batches, probes,
-solver, grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, apply,
+grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, apply,
 print-plan, layers, skip, seed.
 """
 
@@ -56,8 +57,8 @@ from fxc.passes.auto_estimate import MethodError
 from fxc.passes.auto_execute import carry_out, check_bytes
 from fxc.passes.auto_gain import OutputMetric
 from fxc.passes.auto_plan import KEEP, LayerChoices
+from fxc.passes.budget_solver import InfeasibleBudget
 from fxc.passes.candidates import CandidateError, parse_candidate
-from fxc.passes.knapsack import InfeasibleBudget
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sensitivity import Sensitivity
 
@@ -84,7 +85,6 @@ class Auto(Pass):
     )
     gain_batches: int = option(2, "calibration batches for the jacobian / model / hutchinson measures", low=1)
     probes: int = option(4, "jacobian / hutchinson: random probes per batch", low=1)
-    solver: str = option("auto", "exact knapsack solver: dp, ilp, or auto", choices=("auto", "dp", "ilp"))
     grid: int = option(100_000, "latency budgets: steps the budget is cut into", low=100)
     frontier: int = option(8, "budgets the exact optimum is solved at for the frontier (0: none)", low=0)
     peak_flops: float = option(1e12, "roofline: FLOP/s of the target", low=0, low_open=True)
@@ -151,19 +151,22 @@ class Auto(Pass):
         scores = [c.scores for c in choices]
         limit = capacity if self.latency is None else self.grid
         try:
-            picks = auto_plan.solve(costs, scores, limit, self.solver)
+            solution = auto_plan.solve(costs, scores, limit)
         except InfeasibleBudget:
             raise OptionError(
                 f"auto: option 'latency'={self.latency} is reachable only without rounding; raise it slightly "
                 "or raise option 'grid'"
             ) from None
-        plans = auto_plan.frontier(costs, scores, self.frontier, self.solver) if self.frontier else []
+        picks = solution.picks
+        plans = auto_plan.frontier(costs, scores, self.frontier) if self.frontier else []
         for c, i in zip(choices, picks):
             option_ = c.options[i]
             plan = meta.LayerPlan(bits=16, source="auto") if option_ is KEEP else option_.to_plan("auto")
             meta.put(c.layer.node, plan)
         frontier = self._frontier(choices, picks, plans, fixed)
         summary = self._summary(choices, picks, fixed, frontier)
+        if not solution.exact:
+            summary += f" (plan within {solution.gap:.2%} of optimal; not proven optimal)"
         if self.print_plan:
             print(auto_plan.plan_table(choices, picks, summary))
             print("\n".join(frontier.describe()))

@@ -2,7 +2,7 @@
 the frontier, and the printed plan. Pure functions on the graph's shapes; reads and writes nothing.
 
     choices = layer_choices(gm, layers, candidates, peak_flops, bandwidth)   # feasible options per layer
-    picks = solve(costs, scores, capacity, "auto")                             # passes/knapsack.py, exact
+    solution = solve(costs, scores, capacity)                                  # passes/budget_solver.py
     points = frontier(costs, scores, count=8)                                  # exact optimum at 8 budgets
 
 Cost of an option is what the compressed model will really hold for the layer's weight (the bias is
@@ -29,7 +29,7 @@ import numpy as np
 import torch.fx
 
 from fxc import cost, ir
-from fxc.passes import knapsack
+from fxc.passes.budget_solver import Solution, solve_multiple_choice
 from fxc.passes.candidates import Candidate
 from fxc.passes.low_rank_math import rank_for_ratio
 from fxc.passes.quant_scheme import GROUP_SIZES, Scheme
@@ -166,19 +166,20 @@ def drop_unmeasured(choices: list[LayerChoices]) -> None:
 # --- the exact solve and the frontier ------------------------------------------------------------------
 
 
-def solve(costs: list[list[int]], scores: list[list[float]], capacity: int, method: str) -> list[int]:
-    """Option index per layer minimizing the summed damage within `capacity` (exact; knapsack.py)."""
-    return knapsack.solve(costs, scores, capacity, method)
+def solve(costs: list[list[int]], scores: list[list[float]], capacity: int) -> Solution:
+    """Option index per layer (`.picks`) minimizing the summed damage within `capacity`, with `.exact` and
+    `.bound` (budget_solver.py). Raises InfeasibleBudget when even the cheapest options do not fit."""
+    return solve_multiple_choice(costs, scores, capacity)
 
 
-def frontier(costs: list[list[int]], scores: list[list[float]], count: int, method: str) -> list[list[int]]:
+def frontier(costs: list[list[int]], scores: list[list[float]], count: int) -> list[list[int]]:
     """The exact optimum's picks at `count` budgets spread from the cheapest plan to the dearest useful
     one (every layer at its least-damage option); duplicates dropped."""
     low = sum(min(c) for c in costs)
     high = max(low, sum(c[int(np.argmin(s))] for c, s in zip(costs, scores)))
     plans = []
     for budget in sorted({int(round(b)) for b in np.linspace(low, high, count)}):
-        picks = solve(costs, scores, budget, method)
+        picks = solve(costs, scores, budget).picks
         if picks not in plans:
             plans.append(picks)
     return plans

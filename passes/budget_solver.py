@@ -1,8 +1,15 @@
 """Exact multiple-choice knapsack: pick one option per group, minimizing the summed error with the
-summed cost within a capacity. The `low-rank` pass uses it to choose a rank (or "stay dense") per layer
-under a model-wide parameter budget. Pure numpy; reads and writes nothing.
+summed cost within a capacity. fxc's one solver for per-layer budgets: `low-rank` chooses a rank (or
+"stay dense") per layer under a parameter budget (low_rank_math.allocate_ranks), `mixed-precision` a
+precision per layer under a byte budget, `auto` a compression per layer under a byte or latency budget
+(auto_plan.solve). Pure numpy; reads and writes nothing.
 
-    picks = solve_multiple_choice(costs=[np.array([...]), ...], errors=[np.array([...]), ...], capacity=C)
+    solution = solve_multiple_choice(costs=[[10, 5], [8, 4]], errors=[[0.0, 1.0], [0.0, 3.0]], capacity=14)
+    solution.picks, solution.error, solution.cost    # [1, 0], 1.0, 13
+    solution.exact, solution.bound                   # True: proven optimal; no choice errs less than bound
+
+Costs are integers (parameters, bytes, latency ticks) of any size: unlike a dynamic program over a cost
+grid, nothing here grows with the capacity, so byte budgets of a 100 MB model need no rescaling.
 
 Why not a plain greedy: marginal allocation (give the next rank to the layer whose error drops most per
 parameter) is optimal only when every step costs the same, and it ends wherever the next step stops
@@ -30,8 +37,8 @@ shape) and "stay dense" is an all-or-nothing jump of m·n - r·(m+n). The method
    optimal it can at most be (0.05% on 210 identical flat spectra). The greedy incumbent is kept as a
    fallback, so the answer is never worse than the greedy. SmolLM2's real spectra stay exact.
 
-`solve_multiple_choice` raises ValueError when even the cheapest option of every group exceeds the
-capacity.
+`solve_multiple_choice` raises InfeasibleBudget (a ValueError carrying `.minimum`, the least reachable
+cost) when even the cheapest option of every group exceeds the capacity.
 """
 
 from __future__ import annotations
@@ -44,6 +51,14 @@ import numpy as np
 MAX_CANDIDATES = 2_000_000  # states x options expanded per group; real spectra need up to ~250k
 
 
+class InfeasibleBudget(ValueError):
+    """Even the cheapest option everywhere costs more than the capacity."""
+
+    def __init__(self, minimum: int, capacity: int):
+        self.minimum, self.capacity = minimum, capacity
+        super().__init__(f"the cheapest choice needs {minimum} but the capacity is {capacity}")
+
+
 @dataclass(frozen=True)
 class Solution:
     picks: list[int]  # index of the chosen option in each group
@@ -52,15 +67,25 @@ class Solution:
     bound: float  # no choice within the capacity errs less than this (Lagrangian dual bound)
     exact: bool  # True: proven optimal (the frontier was never thinned)
 
+    @property
+    def gap(self) -> float:
+        """(error - bound) / error: at most this fraction above the optimum (also when `exact` is False)."""
+        return (self.error - self.bound) / max(abs(self.error), 1e-300)
+
 
 def solve_multiple_choice(
-    costs: Sequence[np.ndarray], errors: Sequence[np.ndarray], capacity: int, max_candidates: int = MAX_CANDIDATES
+    costs: Sequence[Sequence[int]],
+    errors: Sequence[Sequence[float]],
+    capacity: int,
+    max_candidates: int = MAX_CANDIDATES,
 ) -> Solution:
-    """min Σ errors[g][i_g] s.t. Σ costs[g][i_g] ≤ capacity, one option i_g per group."""
-    groups = [_pareto(np.asarray(c, dtype=np.int64), np.asarray(e, dtype=np.float64)) for c, e in zip(costs, errors)]
+    """min Σ errors[g][i_g] s.t. Σ costs[g][i_g] ≤ capacity, one option i_g per group (arrays or lists)."""
+    if len(costs) != len(errors):
+        raise ValueError(f"{len(costs)} groups of costs but {len(errors)} of errors")
+    groups = [_pareto(_integers(c), np.asarray(e, dtype=np.float64)) for c, e in zip(costs, errors)]
     cheapest = sum(int(g[0][0]) for g in groups)
     if cheapest > capacity:
-        raise ValueError(f"the cheapest choice needs {cheapest} but the capacity is {capacity}")
+        raise InfeasibleBudget(cheapest, capacity)
     price = _dual_price(groups, capacity)
     incumbent_error, incumbent_picks = _greedy(groups, capacity)
     reduced_min = np.array([float((e + price * c).min()) for c, e, _ in groups])
@@ -119,10 +144,17 @@ def _solution(groups, positions: list[int], bound: float, exact: bool) -> Soluti
     return Solution([int(g[2][p]) for g, p in zip(groups, positions)], error, cost, bound, exact)
 
 
+def _integers(cost) -> np.ndarray:
+    array = np.asarray(cost)
+    return array.astype(np.int64) if array.dtype.kind in "iu" else array
+
+
 def _pareto(cost: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Options no other option beats on both cost and error, by increasing cost: (cost, error, index)."""
     if cost.size == 0 or cost.shape != error.shape:
         raise ValueError("every group needs at least one option, with as many costs as errors")
+    if cost.dtype.kind not in "iu":
+        raise ValueError(f"option costs must be integers (parameters, bytes, ticks), got {cost.dtype}")
     if not np.isfinite(error).all():
         raise ValueError("option errors must be finite")
     order = np.lexsort((error, cost))

@@ -3,6 +3,7 @@
     c = parse_candidate("2:4+w8")
     w_hat = c.apply(weight, hessian)     # fake-compressed float weight, same shape as weight [N, K]
     c.storage_bytes((N, K))              # bytes the compressed weight takes in fxc's formats
+    c.supports((N, K))                   # False where apply would refuse the shape; c.problem((N, K)) says why
     c.to_plan("mixed-precision")         # the meta.LayerPlan that asks the rewrites for it
 
 Grammar: parts joined by "+", at most one structure part and one quantization part.
@@ -16,6 +17,13 @@ Grammar: parts joined by "+", at most one structure part and one quantization pa
     r0.8          low rank keeping 80% of the weight's parameters: rank floor(0.8*N*K/(N+K))
 Combos: "2:4+w8", "s0.5+w4g128", "r0.5+w8" (each low-rank factor quantized per channel; group-wise
 quantization of low-rank factors is refused).
+
+Shapes: `problem(shape)` names why a weight cannot take a candidate (None if it can), `supports(shape)`
+is its boolean: N:M needs M | K, low rank a rank below min(N, K), and every matrix the quantization
+part stores (the weight, or both low-rank factors [r, K] and [N, r]) must fit quantize's format
+(quant_scheme.Scheme.unfit_reason: the group size divides its columns; int4, two columns per byte,
+needs an even number). `apply` refuses such shapes with CandidateError; the sensitivity analysis skips
+them (score inf) and planners offer a candidate only to the layers it supports.
 
 With a Hessian H [K, K] (2XᵀX/n of the layer's input), apply() minimizes the layer-output error
 tr(ΔW H ΔWᵀ) where a method can: sparsity scores are |W|·sqrt(diag H) (Wanda's |W|·||x||), low rank
@@ -39,6 +47,7 @@ import torch
 from fxc import meta, qformat
 from fxc.errors import FxcError, OptionError
 from fxc.passes.prune_scores import as_matrix, nm_mask, unstructured_mask
+from fxc.passes.quant_scheme import Scheme
 
 GRAMMAR = "dense, w8, w4, w4g64, w4g128, w8a8, s0.5, 2:4, 4:8, r0.8, and combos like 2:4+w8 or r0.5+w8"
 _QUANT = re.compile(r"w(\d+)(?:g(\d+))?(?:a(\d+))?")
@@ -81,11 +90,22 @@ class Candidate:
         n, k = _matrix_shape(shape)
         if self.nm and k % self.nm[1]:
             return f"{self.text}: the input dimension {k} is not divisible by M={self.nm[1]}"
-        if self.group_size and k % self.group_size:
-            return f"{self.text}: group size {self.group_size} does not divide the input dimension {k}"
-        if self.rank_ratio is not None and self.rank(shape) >= min(n, k):
-            return f"{self.text}: rank {self.rank(shape)} is not below min({n}, {k}); low rank saves nothing"
+        stored = [("", n, k)]  # the matrices quantization stores: the weight, or the two low-rank factors
+        if self.rank_ratio is not None:
+            r = self.rank(shape)
+            if r >= min(n, k):
+                return f"{self.text}: rank {r} is not below min({n}, {k}); low rank saves nothing"
+            stored = [(f"rank-{r} factor [{rows}, {cols}]: ", rows, cols) for rows, cols in ((r, k), (n, r))]
+        if self.bits is not None:  # the same rule quantize stores by (passes/quant_scheme.py)
+            scheme = Scheme(self.bits, self.group_size, act_bits=self.act_bits)
+            for what, rows, cols in stored:
+                if reason := scheme.unfit_reason(rows, cols):
+                    return f"{self.text}: {what}{reason}"
         return None
+
+    def supports(self, shape: tuple[int, ...]) -> bool:
+        """Whether `apply` and the storage formats can take a weight of this shape (see `problem`)."""
+        return self.problem(shape) is None
 
     # -- applying it ---------------------------------------------------------------------------------------
 

@@ -17,11 +17,12 @@ packed integers plus float32 scales and zero points; the bias is not counted, it
 exactly (4 bits + one float32 scale per 64 weights); the planner may instead spend the same bytes on
 per-channel int4 where it costs little and int8 where it matters. A candidate a layer cannot take
 (group size not dividing its input dimension, int4 with an odd one) is not offered to that layer.
-The choice is the multiple-choice knapsack it is, solved exactly (passes/knapsack.py: dynamic
-programming over bytes, or an integer program when the grid would be too large). A budget below the
-smallest reachable size is an error naming the option and that size; nothing is written then.
+The choice is the multiple-choice knapsack it is, solved exactly (passes/budget_solver.py: branch and
+bound on a Pareto frontier with Lagrangian bounds; in the rare degenerate case it cannot prove optimality
+the summary says how far from optimal the plan can at most be). A budget below the smallest reachable
+size is an error naming the option and that size; nothing is written then.
 Options: avg-bits | bytes (exactly one), candidates, measure (sensitivity's), symmetric (must match
-quantize's), solver, print-allocation, layers, skip.
+quantize's), print-allocation, layers, skip.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fxc import ir, meta
 from fxc.errors import FxcError, OptionError
 from fxc.options import option
 from fxc.passbase import ALL, Pass, PassResult
-from fxc.passes.knapsack import InfeasibleBudget, solve
+from fxc.passes.budget_solver import InfeasibleBudget, solve_multiple_choice
 from fxc.passes.quant_scheme import Scheme, parse_scheme
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 
@@ -60,11 +61,6 @@ class MixedPrecision(Pass):
     )
     symmetric: bool = option(
         True, "count bytes for symmetric (true) or asymmetric (false) quantization, as quantize will run"
-    )
-    solver: str = option(
-        "auto",
-        "exact knapsack solver: dp, ilp, or auto (dp unless its grid is too large)",
-        choices=("auto", "dp", "ilp"),
     )
     print_allocation: bool = option(True, "print the per-layer allocation table")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to plan (empty: all linear/conv layers)")
@@ -101,11 +97,11 @@ class MixedPrecision(Pass):
         if budget < minimum:
             raise _budget_error(self, minimum, weights)
         try:
-            chosen = solve(costs, scores, budget, self.solver)
+            solution = solve_multiple_choice(costs, scores, budget)
         except InfeasibleBudget as error:  # pragma: no cover - checked above
             raise _budget_error(self, error.minimum, weights) from None
         rows = []
-        for layer, cost, score, index in zip(layers, costs, scores, chosen):
+        for layer, cost, score, index in zip(layers, costs, scores, solution.picks):
             scheme = options[layer.node][index]
             old = meta.get(layer.node, meta.LayerPlan) or meta.LayerPlan()
             plan = dataclasses.replace(
@@ -118,6 +114,8 @@ class MixedPrecision(Pass):
             f"planned {len(rows)} layers: {total:,} bytes ({8 * total / weights:.3f} bits/weight) within "
             f"{budget:,} ({8 * budget / weights:.3f}); summed sensitivity {sum(r[4] for r in rows):.4g}"
         )
+        if not solution.exact:
+            summary += f" (within {solution.gap:.2%} of optimal; not proven optimal)"
         if self.print_allocation:
             print(allocation_table(rows, summary))
         return PassResult(True, preserved=frozenset({ALL}), summary=summary)

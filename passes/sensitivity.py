@@ -19,8 +19,11 @@ restored before it returns, also on error). Options:
     batches, samples, seed
 
 Score (HAWQ-v2): trace·||ΔW||² when a trace is known, else the measured error. `.trace` is the
-average trace Tr(H_l)/n_l over the layer's n_l weights. A candidate the layer's shape cannot hold
-(2:4 on 30 input columns) scores inf and its reason is in `.infeasible`.
+average trace Tr(H_l)/n_l over the layer's n_l weights. A (layer, candidate) pair the candidate does
+not support (`Candidate.supports`: 2:4 on 30 input columns, int4 on an odd input width, a group size
+that does not divide it) is skipped, never applied: it scores inf, so a planner minimizing scores never
+picks it, and its reason is in `.infeasible`. A layer that supports none of the candidates is an
+FxcError naming the layer, its shape and each candidate's reason (checked before anything is measured).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class SensitivityResult:
             raise KeyError(f"no sensitivity for layer {layer!r}; measured: {', '.join(self.error) or 'none'}")
         if candidate not in self.error[layer]:
             raise KeyError(f"candidate {candidate!r} was not measured; measured: {', '.join(self.candidates)}")
+        if candidate in self.infeasible.get(layer, {}):
+            return float("inf")
         trace = self.trace.get(layer)
         return trace * self.weight_change[layer][candidate] if trace is not None else self.error[layer][candidate]
 
@@ -107,11 +112,12 @@ class Sensitivity(Analysis):
                 "sensitivity{measure=hutchinson} needs a loss: pass loss_fn=lambda outputs, batch: ... "
                 "to fxc.compile, or use measure=layer / measure=model"
             )
+        candidates = parse_candidates(self.candidates, "sensitivity")
+        _check_supported(gm, chosen, candidates)
         batches = list(calibration)[: self.batches]
         _check_finite(batches)
         hessians = am.get("hessian") if any(layer.kind == "linear" for layer in chosen) else {}
         result = SensitivityResult(self.measure, tuple(self.candidates))
-        candidates = parse_candidates(self.candidates, "sensitivity")
         traces = (
             _hutchinson_traces(gm, am, chosen, batches, self.samples, self.seed) if self.measure == "hutchinson" else {}
         )
@@ -130,10 +136,9 @@ class Sensitivity(Analysis):
 
     def _measure_one(self, gm, am, layer, weight, hessian, candidate: Candidate, batches, reference, result) -> None:
         name, text = layer.node.name, candidate.text
-        reason = candidate.problem(tuple(weight.shape))
-        if reason:
+        if not candidate.supports(tuple(weight.shape)):  # skipped: apply would refuse it
             result.error[name][text] = result.weight_change[name][text] = float("inf")
-            result.infeasible[name][text] = reason
+            result.infeasible[name][text] = candidate.problem(tuple(weight.shape))
             return
         compressed = candidate.apply(weight, hessian)
         delta = (compressed - weight).to(torch.float64).reshape(weight.shape[0], -1)
@@ -148,6 +153,19 @@ class Sensitivity(Analysis):
                 result.error[name][text] = _relative_error(_outputs(am, batches), reference)
             finally:
                 ir.set_tensor(gm, layer.weight, weight)
+
+
+def _check_supported(gm, chosen, candidates: tuple[Candidate, ...]) -> None:
+    """Every layer must support at least one candidate; otherwise name the layer and each reason."""
+    for layer in chosen:
+        shape = tuple(ir.get_tensor(gm, layer.weight).shape)
+        if not any(c.supports(shape) for c in candidates):
+            reasons = "; ".join(c.problem(shape) for c in candidates)
+            raise FxcError(
+                f"sensitivity: layer {layer.fqn} (node {layer.node.name}, weight {list(shape)}) supports none of "
+                f"the candidates ({reasons}); add one it supports (e.g. w8) to option 'candidates' or leave the "
+                f'layer out with skip=["{layer.fqn}"]'
+            )
 
 
 def _check_finite(batches) -> None:

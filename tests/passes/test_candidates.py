@@ -79,3 +79,30 @@ def test_storage_bytes():
     r = parse_candidate("r0.5")
     assert r.rank(shape) == int(0.5 * 64 * 128 / 192) and r.storage_bytes(shape) == r.rank(shape) * 192 * 4
     assert parse_candidate("r0.5+w8").storage_bytes(shape) < r.storage_bytes(shape) / 3
+
+
+@pytest.mark.parametrize(
+    "spec, shape, supported, why",
+    [
+        ("w4", (5, 7), False, "odd"),
+        ("w4", (5, 8), True, None),
+        ("w8", (5, 7), True, None),
+        ("w4g32", (8, 96), True, None),
+        ("w4g32", (8, 97), False, "group size 32"),
+        ("s0.5+w4", (8, 97), False, "odd"),
+        ("r0.5+w4", (7, 64), False, "rank-3 factor"),  # factor [7, 3] would pack an odd number of columns
+        ("r0.5+w4", (64, 97), False, "odd"),
+        ("r0.5+w8", (7, 64), True, None),
+        ("2:4+w4", (8, 96), True, None),
+    ],
+)
+def test_supports_declares_the_shapes_apply_can_take(spec, shape, supported, why):
+    candidate = parse_candidate(spec)
+    assert candidate.supports(shape) is supported
+    weight = torch.randn(shape)
+    if supported:
+        assert candidate.problem(shape) is None and candidate.apply(weight).shape == weight.shape
+    else:
+        assert why in candidate.problem(shape)
+        with pytest.raises(CandidateError, match=why):
+            candidate.apply(weight)

@@ -1,14 +1,11 @@
-"""low_rank_math and budget_solver: exact splits of known-rank matrices, whitening beats plain SVD on
+"""low_rank_math: exact splits of known-rank matrices, whitening beats plain SVD on
 skewed inputs, the tail is the real error, rank rules, and the budget allocation is optimal and met."""
-
-import itertools
 
 import numpy as np
 import pytest
 import torch
 
 from fxc.passes import low_rank_math as lrm
-from fxc.passes.budget_solver import solve_multiple_choice
 
 
 def skewed_inputs(tokens: int, n: int) -> torch.Tensor:
@@ -68,36 +65,6 @@ def test_rank_rules():
         assert r * (m + n) <= (1 - margin) * m * n < (r + 1) * (m + n) or r == min(m, n)
 
 
-def brute_force(costs, errors, capacity):
-    best = None
-    for combo in itertools.product(*[range(len(c)) for c in costs]):
-        cost = sum(costs[g][i] for g, i in enumerate(combo))
-        error = sum(errors[g][i] for g, i in enumerate(combo))
-        if cost <= capacity and (best is None or error < best - 1e-12):
-            best = error
-    return best
-
-
-def test_solver_matches_brute_force_on_random_instances():
-    rng = np.random.default_rng(1)
-    for _ in range(150):
-        groups = int(rng.integers(1, 5))
-        costs = [rng.integers(1, 25, size=int(rng.integers(1, 5))) for _ in range(groups)]
-        errors = [rng.random(c.size) * 10 for c in costs]
-        capacity = int(rng.integers(0, 70))
-        best = brute_force(costs, errors, capacity)
-        if best is None:
-            with pytest.raises(ValueError, match="capacity"):
-                solve_multiple_choice(costs, errors, capacity)
-            continue
-        solution = solve_multiple_choice(costs, errors, capacity)
-        picked_cost = sum(costs[g][i] for g, i in enumerate(solution.picks))
-        picked_error = sum(errors[g][i] for g, i in enumerate(solution.picks))
-        assert solution.exact and picked_cost <= capacity
-        assert picked_error == pytest.approx(best, abs=1e-9)
-        assert solution.bound <= picked_error + 1e-9
-
-
 def decaying_layers(shapes, margin=0.1, seed=0):
     rng = np.random.default_rng(seed)
     layers = []
@@ -133,16 +100,3 @@ def test_budget_no_split_can_meet_is_refused():
     assert lrm.min_params(layers) == 64 + 96
     with pytest.raises(ValueError, match="cheapest choice needs 160"):
         lrm.allocate_ranks(layers, 159)
-
-
-def test_degenerate_instance_is_thinned_but_feasible_and_bounded():
-    # identical near-linear groups with a "dense" jump: thousands of near-ties; a tiny cap forces thinning
-    rng = np.random.default_rng(0)
-    costs = [np.r_[np.arange(1, 40) * 3, 200] for _ in range(30)]
-    errors = [np.r_[np.linspace(10.0, 0.5, 39) + rng.random(39) * 1e-3, 0.0] for _ in range(30)]
-    capacity = 1500
-    solution = solve_multiple_choice(costs, errors, capacity, max_candidates=200)
-    exact = solve_multiple_choice(costs, errors, capacity)
-    assert not solution.exact and exact.exact
-    assert solution.cost <= capacity and solution.bound <= exact.error <= solution.error
-    assert solution.error <= exact.error * 1.01

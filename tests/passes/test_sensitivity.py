@@ -92,3 +92,51 @@ def test_bad_input():
 def test_registered_and_pipeline_text():
     s = fxc.Pipeline.parse("sensitivity{candidates=[w8,2:4],measure=model}")
     assert str(s) == "sensitivity{candidates=[w8,2:4],measure=model}"
+
+
+def _odd_model():
+    """97 -> 64 -> 7 -> 5: odd input widths (97, 7) and one (97) no group size divides."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(97, 64), torch.nn.ReLU(), torch.nn.Linear(64, 7), torch.nn.ReLU(), torch.nn.Linear(7, 5)
+    ).eval()
+    batches = [(torch.randn(8, 97),) for _ in range(3)]
+    gm = fxc.trace(model, batches[0])
+    loss_fn = lambda out, batch: (out**2).mean()
+    return gm, AnalysisManager(gm, Calibration.of(batches), loss_fn=loss_fn)
+
+
+@pytest.mark.parametrize("measure", ["layer", "model", "hutchinson"])
+def test_unsupported_int4_pairs_are_skipped_not_crashed(measure):
+    gm, am = _odd_model()
+    before = {n: t.clone() for n, t in gm.state_dict().items()}
+    texts = ("w8", "w4", "w4g32", "r0.5+w4")
+    result = am.get(Sensitivity(candidates=texts, measure=measure, skip=(), batches=2))
+    assert all(torch.equal(before[n], t) for n, t in gm.state_dict().items())
+    supported = {}
+    for layer in ir.weight_layers(gm):
+        shape = tuple(ir.get_tensor(gm, layer.weight).shape)
+        name = layer.node.name
+        for text in texts:
+            candidate = parse_candidate(text)
+            supported[layer.fqn, text] = candidate.supports(shape)
+            if candidate.supports(shape):
+                assert 0 < result.score(name, text) < float("inf")
+                assert text not in result.infeasible[name]
+            else:
+                assert result.score(name, text) == float("inf")
+                assert result.infeasible[name][text] == candidate.problem(shape)
+    assert supported == {
+        ("0", "w8"): True, ("0", "w4"): False, ("0", "w4g32"): False, ("0", "r0.5+w4"): False,  # 97 columns
+        ("2", "w8"): True, ("2", "w4"): True, ("2", "w4g32"): True, ("2", "r0.5+w4"): False,  # rank 3: odd
+        ("4", "w8"): True, ("4", "w4"): False, ("4", "w4g32"): False, ("4", "r0.5+w4"): False,  # 7 columns
+    }  # fmt: skip
+    assert "odd" in result.infeasible[ir.weight_layers(gm)[0].node.name]["w4"]
+
+
+def test_layer_without_any_supported_candidate_is_named():
+    gm, am = _odd_model()
+    with pytest.raises(FxcError, match=r"layer 4 \(node \w+, weight \[5, 7\]\).*w4.*odd.*skip"):
+        am.get(Sensitivity(candidates=("w4", "w4g32"), measure="layer", layers=("2", "4"), skip=()))
+    result = am.get(Sensitivity(candidates=("w4", "w4g32"), measure="layer", layers=("2",), skip=()))
+    assert result.layers == [ir.weight_layers(gm)[1].node.name]
