@@ -34,7 +34,7 @@ from fxc.errors import (
     UnknownNameError,
 )
 from fxc.frontend import canonicalize_dynamo_graph, lift_dynamo_graph, trace
-from fxc.instruments import Instrument, IRDump, NumericDrift, Timing
+from fxc.instruments import Instrument, IRDump, NumericDrift, Progress, Timing
 from fxc.options import option
 from fxc.passbase import ALL, Analysis, Pass, PassResult
 from fxc.pipeline import Pipeline
@@ -66,6 +66,7 @@ __all__ = [
     "PassResult",
     "Pipeline",
     "PipelineSyntaxError",
+    "Progress",
     "Timing",
     "TraceError",
     "UnknownNameError",

@@ -7,11 +7,13 @@
 
 After each pass the pass manager calls `invalidate(result)`: every cached result whose analysis
 name the pass did not declare preserved is dropped. Instruments see each computation (before/after).
+`am.progress` is the running pass's (or analysis's) progress hook (fxc/progress.py).
 Reads the graph and calibration it is given; writes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from fxc import registry
 from fxc.calibration import Calibration
 from fxc.errors import CalibrationError
 from fxc.passbase import Analysis, PassResult
+from fxc.progress import SILENT, reporting
 
 
 class AnalysisManager:
@@ -38,6 +41,7 @@ class AnalysisManager:
         self.example_inputs = example_inputs
         self.loss_fn = loss_fn
         self.instruments = instruments
+        self.progress = SILENT  # the running pass's or analysis's fxc.progress.Ticker
         self._cache: dict[Analysis, Any] = {}
 
     def get(self, analysis: str | Analysis, **options: Any) -> Any:
@@ -50,7 +54,8 @@ class AnalysisManager:
             return self._cache[analysis]
         for instrument in self.instruments:
             instrument.before_analysis(analysis, self.gm)
-        result = analysis.compute(self.gm, self)
+        with reporting(self, analysis, self.instruments):
+            result = analysis.compute(self.gm, self)
         for instrument in self.instruments:
             instrument.after_analysis(analysis, self.gm, result)
         self._cache[analysis] = result
@@ -71,7 +76,7 @@ class AnalysisManager:
                 f"{who} needs calibration data; pass calibration=[batch, ...] to fxc.compile "
                 "(a few batches of real inputs shaped like example_inputs)"
             )
-        return self.calibration
+        return dataclasses.replace(self.calibration, progress=self.progress)  # runners tick the caller's progress
 
     def run_model(self, args: tuple, kwargs: dict) -> Any:
         """Run the current graph on one batch without autograd."""

@@ -10,7 +10,7 @@ Reads only the tensors it is given; writes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,6 +41,9 @@ def as_batch(inputs: Any) -> Batch:
 @dataclass
 class Calibration:
     batches: list[Batch]
+    # the Ticker (fxc/progress.py) of the pass that asked for this data: am.require_calibration binds it,
+    # so fxc.sequential.CalibrationRunner reports per-segment progress without the pass passing it along
+    progress: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, data: Iterable[Any] | None) -> Calibration | None:

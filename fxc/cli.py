@@ -6,11 +6,12 @@
     fxc demo                        # compress MiniLM, measure it, draw the size/quality Pareto plot
 
 MODEL is a Hugging Face folder or a `module:factory` import path (fxc/model_source.py says what a
-factory returns and the calibration file format). `compress` shows progress while it tokenizes the
-calibration text and while each pass and analysis runs, then writes the model with fxc.save plus
-report.txt into the output folder and prints the report. Errors fxc raises on purpose (bad pipeline
-text, unusable calibration, ...) print as one message and exit with status 2. Reads the model and
-calibration; writes the output folder.
+factory returns and the calibration file format). `compress` shows rich progress bars on stderr while
+it tokenizes the calibration text and while each pass and analysis runs (fxc.Progress: per segment /
+layer / batch inside long passes such as sparse-gpt or gptq, with the current layer and elapsed time),
+then writes the model with fxc.save plus report.txt into the output folder and prints the report.
+Errors fxc raises on purpose (bad pipeline text, unusable calibration, ...) print as one message and
+exit with status 2. Reads the model and calibration; writes the output folder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from fxc.errors import FxcError
-from fxc.instruments import Instrument
+from fxc.instruments import Progress
 from fxc.report import Report
 
 DEFAULT_PIPELINE = "quantize{bits=8}"
@@ -67,8 +68,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     import fxc
     from fxc.model_source import file_batches, load_model, text_batches
 
@@ -78,16 +77,14 @@ def _compress(args: argparse.Namespace) -> int:
     source = load_model(args.model)
     batches = None
     if args.calib_text is not None:
-        progress = lambda windows: tqdm(windows, desc="calibration windows", unit="window")  # noqa: E731
-        batches = text_batches(source.tokenizer, args.calib_text, args.seq_len, args.n_calib, progress)
+        batches = text_batches(source.tokenizer, args.calib_text, args.seq_len, args.n_calib, _windows_progress)
     elif args.calib_file is not None:
         batches = file_batches(args.calib_file)
     example = _example(source, batches, args.input_shape, from_text=args.calib_text is not None)
-    with PassProgress() as progress:
-        compiled = fxc.compile(
-            source.model, pipeline, example_inputs=example, calibration=batches, backend=args.backend,
-            instruments=[progress],
-        )
+    compiled = fxc.compile(
+        source.model, pipeline, example_inputs=example, calibration=batches, backend=args.backend,
+        instruments=[Progress()],
+    )
     folder = fxc.save(compiled, args.out)
     report = compiled.report(show=False)
     (folder / "report.txt").write_text(str(report) + "\n")
@@ -160,33 +157,12 @@ def print_report(report: Report, title: str = "") -> None:
         console.print(note, highlight=False)
 
 
-class PassProgress(Instrument):
-    """A rich progress line per pass and analysis while fxc.compile runs: spinner, then time and summary."""
+def _windows_progress(windows):
+    """A rich bar on stderr over the calibration windows being tokenized."""
+    from rich.console import Console
+    from rich.progress import track
 
-    def __enter__(self) -> PassProgress:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-        self.progress.start()
-        self.tasks: list = []
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def before_pass(self, pass_, gm):
-        self.tasks.append(self.progress.add_task(f"pass {pass_.to_text()}", total=1))
-
-    def after_pass(self, pass_, gm, result):
-        task = self.tasks.pop()
-        summary = result.summary or ("changed the graph" if result.changed else "no change")
-        self.progress.update(task, completed=1, description=f"pass {pass_.to_text()}: {summary}")
-
-    def before_analysis(self, analysis, gm):
-        self.tasks.append(self.progress.add_task(f"  analysis {analysis.to_text()}", total=1))
-
-    def after_analysis(self, analysis, gm, result):
-        self.progress.update(self.tasks.pop(), completed=1)
+    return track(windows, description="calibration windows", console=Console(stderr=True))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,12 @@ def compile(
     for instrument in instruments:
         instrument.start(gm, am)
     probe = DriftProbe.capture(gm, calib.batches[0]) if calib is not None else None  # dense layer outputs
-    pipeline.run(gm, am, instruments)
+    try:
+        pipeline.run(gm, am, instruments)
+    finally:  # even when a pass fails: e.g. fxc.Progress stops its live display before the traceback prints
+        for instrument in instruments:
+            if hasattr(instrument, "finish"):
+                instrument.finish()
     ir.remove_unused_tensors(gm)
     name = resolve_backend(backend, gm)
     runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, example)

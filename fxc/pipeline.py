@@ -27,6 +27,7 @@ from fxc.analysis import AnalysisManager
 from fxc.errors import FxcError, OptionError, PassFailure, PipelineSyntaxError, UnknownNameError
 from fxc.options import _allowed_types, declared, to_field_name, to_text_name
 from fxc.passbase import Analysis, Pass, PassResult
+from fxc.progress import reporting
 
 _TOKEN = re.compile(r'\s*(?:(?P<punct>[{}=,\[\]])|"(?P<quoted>[^"]*)"|(?P<word>[^\s{}=,\[\]"]+))')
 
@@ -114,7 +115,8 @@ class Pipeline:
             for instrument in instruments:
                 instrument.before_pass(entry.item, gm)
             try:
-                result = entry.item.run(gm, am)
+                with reporting(am, entry.item, instruments):  # am.progress: this pass's progress hook
+                    result = entry.item.run(gm, am)
                 if not isinstance(result, PassResult):
                     raise TypeError(f"run() must return a PassResult, got {type(result).__name__}")
                 if result.changed:

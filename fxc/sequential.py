@@ -13,7 +13,10 @@ across its boundary, and lets each segment see the *compressed* output of the se
 together, gate/up together), in graph order; the last segment runs to the output. `forward_all`
 streams every batch through the whole graph (for analyses that need no compression in between).
 Weights are read from the module at execution time, so a rewrite of get_attr tensors between runs
-is seen. Reads the graph and calibration; writes nothing.
+is seen. Progress: the runner ticks the ticker bound to its calibration (am.require_calibration binds
+the running pass's, fxc/progress.py): `observe` names the segment's layers, `advance` finishes segment
+i of `segment.count`, `forward_all` finishes one batch at a time; passes add no code for it.
+Reads the graph and calibration; writes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch.fx._pytree import tree_flatten_spec
 
 from fxc import ir
 from fxc.calibration import Calibration
+from fxc.progress import SILENT, Ticker, group_label
 
 LayerHook = Callable[[torch.fx.Node, torch.Tensor], None]
 
@@ -36,6 +40,12 @@ class Segment:
     index: int
     nodes: list[torch.fx.Node]
     layers: list[ir.WeightLayer] = field(default_factory=list)
+    count: int = 0  # how many segments the graph was cut into (index runs 0 .. count - 1)
+
+    @property
+    def label(self) -> str:
+        """Its layers' module paths as one label (empty for a segment without weight layers)."""
+        return group_label([layer.fqn for layer in self.layers])
 
 
 def segments(gm: torch.fx.GraphModule, kinds: tuple[str, ...] = ("linear", "conv2d")) -> list[Segment]:
@@ -55,7 +65,10 @@ def segments(gm: torch.fx.GraphModule, kinds: tuple[str, ...] = ("linear", "conv
                 grouped_input = source
             out[-1].layers.append(layer)
         out[-1].nodes.append(node)
-    return [s for s in out if s.nodes]
+    kept = [s for s in out if s.nodes]
+    for position, segment in enumerate(kept):
+        segment.index, segment.count = position, len(kept)
+    return kept
 
 
 class CalibrationRunner:
@@ -64,6 +77,8 @@ class CalibrationRunner:
     def __init__(self, gm: torch.fx.GraphModule, calibration: Calibration):
         self.gm = gm
         self.calibration = calibration
+        self.progress: Ticker = getattr(calibration, "progress", None) or SILENT
+        self._announced: int | None = None  # the segment count this runner announced to self.progress
         self._envs: list[dict[torch.fx.Node, object]] | None = None
         nodes = list(gm.graph.nodes)
         self._position = {n: i for i, n in enumerate(nodes)}
@@ -75,11 +90,13 @@ class CalibrationRunner:
         """Run each batch through the whole graph (one batch in memory at a time); returns outputs."""
         outputs = []
         body = [n for n in self.gm.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
-        for batch in self.calibration:
+        self.progress.start(len(self.calibration), unit="batch")
+        for index, batch in enumerate(self.calibration):
             env = self._bind(batch)
             self._execute(body, env, on_layer_input)
             output = next(n for n in self.gm.graph.nodes if n.op == "output")
             outputs.append(torch.fx.node.map_arg(output.args[0], env.__getitem__))
+            self.progress.advance(layer=f"batch {index + 1}")
         return outputs
 
     # -- segment by segment ------------------------------------------------------------------------------
@@ -87,15 +104,25 @@ class CalibrationRunner:
     def observe(self, segment: Segment, on_layer_input: LayerHook) -> None:
         """Run the segment on every batch with the current weights, showing each weight layer's input
         to the hook; the results are discarded."""
+        self._tick_start(segment)
+        self.progress.working_on(segment.label)
         for env in self._environments():
             scratch = dict(env)
             self._execute(segment.nodes, scratch, on_layer_input, drop_after=None)
 
     def advance(self, segment: Segment) -> None:
         """Run the segment on every batch and keep what later segments need."""
+        self._tick_start(segment)
         last = self._position[segment.nodes[-1]]
         for env in self._environments():
             self._execute(segment.nodes, env, None, drop_after=last)
+        self.progress.advance(layer=segment.label)
+
+    def _tick_start(self, segment: Segment) -> None:
+        """Announce the segment count when the first segment arrives."""
+        if self._announced != segment.count:
+            self._announced = segment.count
+            self.progress.start(segment.count or None, unit="segment")
 
     def _environments(self) -> list[dict[torch.fx.Node, object]]:
         if self._envs is None:

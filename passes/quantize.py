@@ -87,7 +87,8 @@ class Quantize(Pass):
             only = {node: scheme for node, (_, scheme) in schemes.items()}
             quantized = gptq_layers(gm, calibration, only, self.damp, self.act_order, self.block_size)
         else:
-            quantized = {node: (_rtn(gm, layer, scheme), "rtn") for node, (layer, scheme) in schemes.items()}
+            steps = am.progress.each(schemes.items(), name=lambda item: item[1][0].fqn)  # one tick per layer
+            quantized = {node: (_rtn(gm, layer, scheme), "rtn") for node, (layer, scheme) in steps}
         for node, (qw, method) in quantized.items():
             _emit(gm, layers[node], qw, schemes[node][1], method, input_scales.get(node))
         ir.remove_unused_tensors(gm)
