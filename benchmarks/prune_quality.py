@@ -39,6 +39,7 @@ SMOLLM = {
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
     "channel 25% (wanda)": "prune{method=wanda,pattern=channel,sparsity=0.25}",
+    "heads 25% (wanda)": "prune{method=wanda,pattern=head,sparsity=0.25}",
 }
 MINILM = {
     "dense": None,
@@ -47,6 +48,7 @@ MINILM = {
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
+    "heads 25% (wanda)": "prune{method=wanda,pattern=head,sparsity=0.25}",
 }
 
 

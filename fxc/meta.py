@@ -62,7 +62,7 @@ class LayerPlan:
 
 @dataclass(frozen=True)
 class Sparsity:
-    """Zero weights of a layer: `pattern` is "unstructured", "N:M" or "channel"."""
+    """Zero weights of a layer: `pattern` is "unstructured", "N:M", "channel" or "head" (heads removed)."""
 
     KEY = "fxc.sparsity"
     pattern: str

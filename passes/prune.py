@@ -4,13 +4,15 @@
     Prune(method="sparse-gpt", pattern="2:4", block_size=64)     prune{method=sparse-gpt,pattern=2:4,block-size=64}
     Prune(method="wanda", allocation="owl")                      per-layer sparsity, outlier-weighted (OWL)
     Prune(pattern="channel", sparsity=0.25)                      remove 25% of MLP hidden channels / conv filters
+    Prune(method="wanda", pattern="head", sparsity=0.25)         remove 25% of each attention's heads
 
 Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
 (OBS with weight update, passes/sparse_gpt.py). wanda and sparse-gpt calibrate layer by layer
 (fxc/sequential.py): each layer sees the output of the already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
 the `sparsity` option is not used); channel: structured, passes/prune_structured.py (MLP hidden
-channels, conv filters). pattern=head (attention heads) is refused: not implemented yet.
+channels, conv filters); head: structured, passes/prune_heads.py (whole attention heads: q/k/v rows,
+o_proj columns, the head counts in view/reshape/expand; GQA removes query heads evenly per kv group).
 Per-layer sparsity (unstructured): allocation=uniform, owl (layers with more Wanda-score outliers
 keep more weights) or sensitivity (layers whose output error at the target sparsity is larger keep
 more), spread over sparsity ± spread with the parameter-weighted mean kept at `sparsity`.
@@ -50,8 +52,8 @@ class Prune(Pass):
 
     name = "prune"
     method: str = option("magnitude", "how weights are scored", choices=METHODS)
-    sparsity: float = option(0.5, "fraction of weights (or channels) removed", low=0.0, high=1.0, high_open=True)
-    pattern: str = option("unstructured", "unstructured, N:M (2:4, 4:8: N kept of every M) or channel")
+    sparsity: float = option(0.5, "fraction of weights (or channels, heads) removed", low=0.0, high=1.0, high_open=True)
+    pattern: str = option("unstructured", "unstructured, N:M (2:4, 4:8: N kept of every M), channel or head")
     allocation: str = option("uniform", "per-layer sparsity (unstructured only)", choices=ALLOCATIONS)
     spread: float = option(0.08, "owl/sensitivity: layer sparsities range over sparsity ± spread", low=0.0, high=0.5)
     outlier_threshold: float = option(5.0, "owl: outlier = Wanda score above this x the layer mean", low=1.0)
@@ -64,12 +66,9 @@ class Prune(Pass):
     def __post_init__(self) -> None:
         super().__post_init__()
         kind, nm = parse_pattern(self.pattern)
-        if kind == "head":
-            raise OptionError("prune: option 'pattern'=head is not implemented yet; use pattern=channel")
-        structured = kind == "channel"
-        if structured and self.method == "sparse-gpt":
+        if kind in ("channel", "head") and self.method == "sparse-gpt":
             raise OptionError(
-                "prune: option 'method'=sparse-gpt prunes single weights; for pattern=channel use magnitude or wanda"
+                f"prune: option 'method'=sparse-gpt prunes single weights; for pattern={kind} use magnitude or wanda"
             )
         if self.allocation != "uniform" and kind != "unstructured":
             raise OptionError(f"prune: option 'allocation'={self.allocation} applies to pattern=unstructured only")
@@ -83,17 +82,21 @@ class Prune(Pass):
 
     def run(self, gm: torch.fx.GraphModule, am) -> PassResult:
         kind, _ = parse_pattern(self.pattern)
-        if kind in ("channel", "head"):
+        if kind == "channel":
             from fxc.passes.prune_structured import prune_structured
 
             return prune_structured(gm, am, self)
+        if kind == "head":
+            from fxc.passes.prune_heads import prune_heads
+
+            return prune_heads(gm, am, self)
         targets = self._targets(gm, am)
         if not targets:
             return PassResult(False, summary="no layer to prune")
         originals = {t.layer.weight: ir.get_tensor(gm, t.layer.weight) for t in targets}
         try:
             if self.method == "magnitude":
-                for t in targets:
+                for t in am.progress.each(targets, name=lambda t: t.layer.fqn):  # one progress tick per layer
                     ir.set_tensor(gm, t.layer.weight, _magnitude(originals[t.layer.weight], t))
             else:
                 prune_sequentially(gm, self._calibration(am), targets, self.method, self.block_size, self.damp)

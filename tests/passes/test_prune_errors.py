@@ -44,7 +44,7 @@ def _untouched(gm, snapshot) -> bool:
         ({"method": "obs"}, "option 'method'"),
         ({"method": "sparse-gpt", "pattern": "2:4", "block_size": 6}, "option 'block-size'.*multiple of M=4"),
         ({"lower": True}, "option 'lower'"),
-        ({"pattern": "head"}, "option 'pattern'=head"),
+        ({"method": "sparse-gpt", "pattern": "head"}, "option 'method'=sparse-gpt.*pattern=head"),
         ({"pattern": "2:4", "allocation": "owl"}, "option 'allocation'"),
     ],
 )
