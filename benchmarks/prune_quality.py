@@ -200,6 +200,7 @@ def activation_cache_mb(args) -> float:
 def smollm_table(args) -> str:
     """fxc's worker and the peer (when given) run at the same time, on the same token ids."""
     order = ["sparse-gpt 50%"] + [n for n in SMOLLM if n != "sparse-gpt 50%"]  # its peak RSS is first
+    order = [n for n in order if chosen(n, args)]
     with tempfile.TemporaryDirectory() as folder:
         peer = start_peer(args, Path(folder) / "tokens.pt") if args.peer else None
         results = {r["name"]: r for r in run_worker("smollm", order, args)}
@@ -244,11 +245,18 @@ def start_peer(args, data: Path) -> subprocess.Popen:
         "--threads",
         str(args.threads),
     ]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr (the peer's progress bars) goes to a file: a pipe nobody reads until the fxc worker ends fills
+    # up and stalls the peer, which would then not run side by side with fxc
+    log = tempfile.TemporaryFile(mode="w+")
+    peer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    peer.stderr_log = log
+    return peer
 
 
 def peer_rows(peer: subprocess.Popen, dense: float) -> list[tuple]:
-    out, err = peer.communicate()
+    out, _ = peer.communicate()
+    peer.stderr_log.seek(0)
+    err = peer.stderr_log.read()
     rows = []
     for line in out.splitlines():
         if line.startswith("RESULT "):
@@ -260,10 +268,15 @@ def peer_rows(peer: subprocess.Popen, dense: float) -> list[tuple]:
     return rows
 
 
+def chosen(name: str, args) -> bool:
+    """--configs picks configurations by name (dense always runs: every ratio is to it)."""
+    return not args.configs or name == "dense" or name in args.configs.split(",")
+
+
 def minilm_table(args) -> str:
     head = f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"
     lines = [head]
-    for r in run_worker("minilm", list(MINILM), args):
+    for r in run_worker("minilm", [n for n in MINILM if chosen(n, args)], args):
         lines.append(
             f"{r['name']:22} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}"
         )
@@ -293,6 +306,7 @@ def main() -> None:
         "--peer", default="", help="python of a venv with llmcompressor (e.g. /tmp/peer-llmc/bin/python)"
     )
     parser.add_argument("--parts", default="smollm,minilm,latency", help="which tables")
+    parser.add_argument("--configs", default="", help="comma-separated configuration names (default: all)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="", help=argparse.SUPPRESS)
