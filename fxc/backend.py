@@ -37,7 +37,7 @@ class CompiledModule(torch.nn.Module):
     graph     the final torch.fx GraphModule (canonical IR with fxc ops)
     report()  per-layer table (prints it and returns the Report object)
     pipeline  the fxc.Pipeline that ran; str() gives its text
-    backend   the backend's name; `runner` the callable it produced
+    backend   the backend's name; `runner` the callable it produced; backend_options its options
     """
 
     def __init__(
@@ -48,6 +48,7 @@ class CompiledModule(torch.nn.Module):
         backend: str,
         instruments: tuple = (),
         drift: dict[str, float] | None = None,
+        backend_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.graph = gm
@@ -56,6 +57,7 @@ class CompiledModule(torch.nn.Module):
         self.backend = backend
         self.instruments = instruments
         self.drift = drift or {}
+        self.backend_options = dict(backend_options or {})  # what the backend was built with (fxc.save keeps it)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.runner(*args, **kwargs)

@@ -79,7 +79,8 @@ def compile(
     ir.remove_unused_tensors(gm)
     name = resolve_backend(backend, gm)
     runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, example)
-    return CompiledModule(gm, runner, pipeline, name, instruments, probe.measure(gm) if probe else None)
+    drift = probe.measure(gm) if probe else None
+    return CompiledModule(gm, runner, pipeline, name, instruments, drift, backend_options=backend_options)
 
 
 def resolve_backend(backend: str, gm: torch.fx.GraphModule) -> str:

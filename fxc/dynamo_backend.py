@@ -5,15 +5,21 @@
         "backend": "auto",                 # the fxc backend that lowers each graph (torch, numpy, triton)
         "calibration": [batch, ...],       # model-level input batches, as fxc.compile takes them
         "backend_options": {},             # passed to the fxc backend
+        "instruments": [fxc.Progress(), fxc.Timing()],  # observe each graph's fxc.compile
         "on_compile": callback,            # called with each graph's CompiledModule (.report(), .graph)
     })
+
+An unknown key raises OptionError naming it and listing these. The instruments are shared by every
+graph of the model (a Timing collects the rows of all of them).
 
 For each graph dynamo hands over:
 1. inside the backend call: lift it (fxc.frontend.lift_dynamo_graph): weights that arrive as
    placeholders become get_attr constants named by module path, SymInt size placeholders are read
    off the tensors they size; map the calibration batches onto the graph's inputs (below);
 2. at the graph's first call (exporting inside the backend call breaks dynamo's guards): export it
-   to canonical IR and fxc.compile it: passes, then the fxc backend.
+   to canonical IR and fxc.compile it: passes, then the fxc backend; unless fxc/dynamo_cache.py holds
+   a module compiled from the same graph, weights, calibration and settings (a recompile after a
+   guard failure, the same module compiled again): then that one is used and no pass runs.
 The callable returned takes dynamo's arguments (weights, sizes, inputs) and passes on only the
 inputs. A second batch size makes dynamo recompile with symbolic sizes: that graph is compiled
 again, passes included. A graph break gives several graphs, each compiled on its own.
@@ -30,11 +36,14 @@ break (torch.compile(..., fullgraph=True) points at it) or use fxc.compile(model
 which captures the whole model with torch.export. Passes that need no calibration run everywhere.
 The backend replaces options["calibration"] with an equivalent fxc.Calibration compared by identity:
 dynamo compares the options of compiled wrappers with ==, which raises on lists of tensors.
-Reads the graphs and options it is given; writes nothing.
+Weights are read at a graph's first call; a weight changed after that is seen once dynamo compiles
+the graph again (torch._dynamo.reset() or a new torch.compile), and the cache, keyed by the weights'
+contents, then compiles it afresh. Reads the graphs and options it is given; writes only the cache.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 import types
@@ -45,6 +54,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from fxc import dynamo_cache, registry
 from fxc.backend import CompiledModule
 from fxc.calibration import Calibration
 from fxc.compiler import compile as fxc_compile
@@ -65,22 +75,64 @@ class DynamoOptions:
     backend: str = "auto"
     calibration: Any = None
     backend_options: dict | None = None
+    instruments: Any = ()
     on_compile: Callable[[CompiledModule], Any] | None = None
 
     @classmethod
     def of(cls, options: dict | None) -> DynamoOptions:
         options = dict(options or {})
         known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise OptionError(
-                f"torch.compile(backend='fxc') got unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            )
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise OptionError(
+                    f"torch.compile(backend='fxc') got an unknown option {key!r}{hint}; "
+                    f"the options it takes are: {', '.join(known)}"
+                )
         settings = cls(**options)
         settings.passes = Pipeline.of(settings.passes)  # a typo fails now, not at the first call
         if settings.calibration is not None and not isinstance(settings.calibration, _Batches):
             settings.calibration = _Batches(Calibration.of(settings.calibration).batches)
+        if settings.backend != "auto":
+            registry.lookup("fxc.backends", settings.backend)  # an unknown name lists the known ones
+        if settings.backend_options is not None and not isinstance(settings.backend_options, dict):
+            raise OptionError(f"option 'backend_options' must be a dict, got {type(settings.backend_options).__name__}")
+        if settings.on_compile is not None and not callable(settings.on_compile):
+            raise OptionError(f"option 'on_compile' must be callable, got {type(settings.on_compile).__name__}")
+        settings.instruments = _instruments(settings.instruments)
         return settings
+
+    def cache_settings(self) -> tuple | None:
+        """What a compiled graph depends on besides the graph, weights and calibration; None: unhashable."""
+        try:
+            return (self.passes, self.backend, dynamo_cache.freeze(self.backend_options or {}))
+        except TypeError:
+            return None
+
+
+_HOOKS = ("start", "before_pass", "after_pass", "before_analysis", "after_analysis")  # progress is optional
+
+
+def _instruments(value: Any) -> tuple:
+    """options['instruments'] as a tuple of instrument objects, or OptionError saying what is wrong."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise OptionError(
+            f"option 'instruments' must be a list of instruments, e.g. [fxc.Progress(), fxc.Timing()]; "
+            f"got {type(value).__name__}"
+        )
+    for item in value:
+        if isinstance(item, type):
+            raise OptionError(
+                f"option 'instruments' holds the class {item.__name__}; pass an instance: {item.__name__}()"
+            )
+        missing = [hook for hook in _HOOKS if not callable(getattr(item, hook, None))]
+        if missing:
+            raise OptionError(
+                f"option 'instruments' holds a {type(item).__name__}, which lacks the instrument hook(s) "
+                f"{', '.join(missing)}; subclass fxc.Instrument (every hook defaults to nothing)"
+            )
+    return tuple(value)
 
 
 class _Batches(Calibration):
@@ -124,14 +176,26 @@ class FxcGraph:
 
     def _compile(self) -> CompiledModule:
         example = tuple(self.lifted.user_values)
+        settings = self.settings.cache_settings()
+        key = None if settings is None else dynamo_cache.graph_key(self.lifted.gm, example, settings, self.calibration)
+        compiled = dynamo_cache.lookup(key)
+        if compiled is None:
+            compiled = self._run_fxc(example)
+            dynamo_cache.store(key, compiled)
+        if self.settings.on_compile is not None:
+            self.settings.on_compile(compiled)
+        return compiled
+
+    def _run_fxc(self, example: tuple) -> CompiledModule:
         try:
             with torch.no_grad():
-                compiled = fxc_compile(
+                return fxc_compile(
                     trace(self.lifted.gm, example),
                     self.settings.passes,
                     example_inputs=example,
                     calibration=self.calibration,
                     backend=self.settings.backend,
+                    instruments=self.settings.instruments,
                     backend_options=self.settings.backend_options,
                 )
         except CalibrationError as error:
@@ -139,9 +203,6 @@ class FxcGraph:
             if hint:
                 error.add_context(hint)
             raise
-        if self.settings.on_compile is not None:
-            self.settings.on_compile(compiled)
-        return compiled
 
     def _calibration_hint(self) -> str:
         if self.settings.calibration is None:

@@ -3,7 +3,8 @@
     fxc.save(compiled, "out/")        # writes out/manifest.json and out/weights.safetensors
     cm = fxc.load("out/")             # the same CompiledModule: same graph, same outputs, no pass runs
 
-`manifest.json` holds the format and fxc versions, the pipeline text, the backend name, the measured
+`manifest.json` holds the format and fxc versions, the pipeline text, the backend name and its
+options (JSON values only: save raises OptionError for one that JSON cannot hold), the measured
 per-layer drift, the IR as a plain graph description (fxc/graph_json.py: nodes with their fxc
 annotations, input/output structure; call targets resolved only among torch ops and a few Python
 modules, so a manifest can name nothing else to import or run) and, per get_attr tensor, its kind
@@ -12,6 +13,10 @@ and the safetensors key it is stored under (tied tensors are stored once).
 Integrity: the manifest records the SHA-256 and byte size of weights.safetensors and the SHA-256 of
 its own body; load checks both before reading a tensor, so a truncated or edited file, or a manifest
 written by an incompatible format version, raises FormatError naming the file and the fix.
+
+Versions: format version 1 throughout. `backend_options` is an optional key added within it: a manifest
+without it (written before) loads with no backend options, and a reader that predates the key ignores
+it (the options tune the backend, the graph and weights fix the outputs), so no version bump.
 Reads and writes only the folder it is given.
 """
 
@@ -27,7 +32,7 @@ import torch.fx
 
 from fxc import ir, registry
 from fxc.backend import CompiledModule
-from fxc.errors import FormatError
+from fxc.errors import FormatError, OptionError
 from fxc.graph_json import graph_from_json, graph_to_json
 
 FORMAT = "fxc-compiled-model"
@@ -44,6 +49,7 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
     if not isinstance(compiled, CompiledModule):
         raise TypeError(f"fxc.save takes what fxc.compile returns (a CompiledModule), got {type(compiled).__name__}")
     gm = compiled.graph
+    options = _json_options(getattr(compiled, "backend_options", {}), compiled.backend)  # fails before writing
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tensors, stored = _tensor_table(gm)
@@ -55,6 +61,7 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
         "torch_version": torch.__version__,
         "pipeline": str(compiled.pipeline or ""),
         "backend": compiled.backend,
+        "backend_options": options,
         "drift": {name: float(value) for name, value in (compiled.drift or {}).items()},
         "tensors": tensors,
         "graph": graph_to_json(gm),
@@ -66,7 +73,10 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
 
 
 def load(path: str | Path, backend: str | None = None, backend_options: dict | None = None) -> CompiledModule:
-    """Read a folder fxc.save wrote and lower it with its backend (or `backend`); runs no pass."""
+    """Read a folder fxc.save wrote and lower it with its backend (or `backend`); runs no pass.
+
+    backend_options: by default the saved ones when the backend is the saved one, none for another
+    backend (they were that backend's); a dict given here replaces them."""
     from safetensors.torch import load_file
 
     folder = Path(path)
@@ -93,8 +103,11 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
         _register(root, target, made[key, kind], kind)
     gm = graph_from_json(manifest["graph"], root)
     name = backend or manifest["backend"]
-    runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, None)
-    return CompiledModule(gm, runner, _pipeline(manifest["pipeline"]), name, (), dict(manifest["drift"]))
+    if backend_options is None:
+        backend_options = _saved_options(manifest) if name == manifest["backend"] else {}
+    runner = registry.lookup("fxc.backends", name)(**backend_options).compile(gm, None)
+    pipeline, drift = _pipeline(manifest["pipeline"]), dict(manifest["drift"])
+    return CompiledModule(gm, runner, pipeline, name, (), drift, backend_options=backend_options)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -145,6 +158,38 @@ def _tensor_table(gm: torch.fx.GraphModule) -> tuple[dict[str, dict], dict[str, 
     return table, stored
 
 
+def _json_options(options: dict, backend: str) -> dict:
+    """The backend options as JSON values, checked: an option JSON cannot hold raises OptionError."""
+
+    def check(value: Any, where: str) -> None:
+        if value is None or isinstance(value, (bool, int, str)):
+            return
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise OptionError(f"{where} is {value}, which JSON cannot hold; fxc.save stores finite numbers only")
+            return
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                check(item, f"{where}[{index}]")
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise OptionError(f"{where} has the key {key!r}; fxc.save stores dicts with str keys only")
+                check(item, f"{where}[{key!r}]")
+            return
+        fix = "pass a list" if isinstance(value, tuple) else "pass str(path)" if isinstance(value, Path) else (
+            "pass a str, number, bool, None, list or dict instead")
+        raise OptionError(
+            f"{where} is a {type(value).__name__} ({value!r}), which fxc.save cannot store in the JSON manifest; "
+            f"{fix}, or compile without it and give it to fxc.load(path, backend_options=...)"
+        )
+
+    for name, value in (options or {}).items():
+        check(value, f"backend option {name!r} of backend {backend!r}")
+    return dict(options or {})
+
+
 def _file_sha256(file: Path) -> str:
     digest = hashlib.sha256()
     with open(file, "rb") as f:
@@ -173,6 +218,14 @@ def _register(root: torch.nn.Module, target: str, tensor: torch.Tensor, kind: st
         owner.register_buffer(attr, tensor)
     else:
         setattr(owner, attr, tensor)
+
+
+def _saved_options(manifest: dict) -> dict:
+    """The saved backend options; {} for a manifest written before they were saved."""
+    options = manifest.get("backend_options", {})
+    if not isinstance(options, dict):
+        raise FormatError(f"the manifest's backend_options is a {type(options).__name__}, not a dict; save again")
+    return dict(options)
 
 
 def _pipeline(text: str) -> Any:

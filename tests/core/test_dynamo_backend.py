@@ -1,21 +1,29 @@
 """torch.compile(model, backend="fxc") by name: passes run on each graph, weights arriving as
 placeholders map back to module paths, a second batch size recompiles, graph breaks compile each
-piece, calibration in the options reaches the passes (and its absence is a clear error)."""
+piece, calibration in the options reaches the passes (and its absence is a clear error), instruments
+in the options observe each graph's compile, and a recompile of the same graph, weights and settings
+reuses the compiled module instead of running the passes again."""
+
+import gc
+import io
 
 import pytest
 import torch
 import torch.nn as nn
+from rich.console import Console
 from tiny_models import cnn, first_tensor, mlp, tiny_llama
 
 import fxc
-from fxc import ops
+from fxc import dynamo_cache, ops
 
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()
+    dynamo_cache.clear()
     yield
     torch._dynamo.reset()
+    dynamo_cache.clear()
 
 
 def fxc_ops(compiled: fxc.CompiledModule) -> set:
@@ -105,8 +113,138 @@ def test_calibration_after_a_graph_break_names_the_break():
         compiled(x)
 
 
-def test_unknown_option_is_rejected():
+def test_unknown_option_is_rejected_by_name_with_the_accepted_ones():
     model, (x,) = mlp()
     compiled = torch.compile(model, backend="fxc", options={"pases": "dce"})
-    with pytest.raises(Exception, match="unknown option"):
+    with pytest.raises(Exception, match=r"unknown option 'pases' \(did you mean 'passes'\?\); the options it takes "
+                                        r"are: passes, backend, calibration, backend_options, instruments, on_compile"):
         compiled(x)
+
+
+@pytest.mark.parametrize(
+    "instruments, message",
+    [(fxc.Timing(), "must be a list of instruments"), ([fxc.Timing], r"the class Timing; pass an instance: Timing\(\)"),
+     ([object()], "lacks the instrument hook")],
+)
+def test_bad_instruments_option_is_a_clear_error(instruments, message):
+    model, (x,) = mlp()
+    compiled = torch.compile(model, backend="fxc", options={"passes": "dce", "instruments": instruments})
+    with pytest.raises(Exception, match=message):
+        compiled(x)
+
+
+def test_instruments_in_options_observe_every_graph():
+    model, x = WithGraphBreak().eval(), torch.randn(4, 16)
+    timing, out = fxc.Timing(), io.StringIO()
+    progress = fxc.Progress(console=Console(file=out, width=200))
+    compiled = torch.compile(
+        model, backend="fxc", options={"passes": "dce,quantize{bits=8}", "instruments": [progress, timing]}
+    )
+    with torch.no_grad():
+        compiled(x)
+    passes = [(name, summary) for kind, name, _, summary in timing.records if kind == "pass"]
+    assert [name for name, _ in passes] == ["dce", "quantize", "dce", "quantize"]  # one pipeline per graph
+    assert [summary for name, summary in passes if name == "quantize"] == ["quantized 1 layers (w8, rtn)"] * 2
+    assert out.getvalue().count("pass quantize: quantized 1 layers") == 2
+
+
+class PassCounter(fxc.Instrument):
+    def __init__(self):
+        self.passes = []
+
+    def before_pass(self, pass_, gm):
+        self.passes.append(pass_.name)
+
+
+def compile_counted(model, passes="prune{method=wanda,sparsity=0.5}", calibration=None, graphs=None):
+    """torch.compile with a fresh counter: new options, so dynamo hands the graph to the backend again."""
+    counter = PassCounter()
+    options = {"passes": passes, "instruments": [counter], "on_compile": (graphs if graphs is not None else []).append}
+    if calibration is not None:
+        options["calibration"] = calibration
+    return torch.compile(model, backend="fxc", options=options), counter
+
+
+def test_compiling_the_same_graph_and_weights_again_runs_no_pass():
+    model, (x,) = mlp()
+    calibration = [torch.randn(4, 16) for _ in range(2)]
+    graphs = []
+    first, first_count = compile_counted(model, calibration=calibration, graphs=graphs)
+    second, second_count = compile_counted(model, calibration=calibration, graphs=graphs)
+    with torch.no_grad():
+        expected = first(x)
+        torch.testing.assert_close(second(x), expected, rtol=0, atol=0)
+    assert first_count.passes == ["prune"] and second_count.passes == []
+    assert len(graphs) == 2 and graphs[0] is graphs[1]  # the backend ran twice; the second got the first's module
+    torch._dynamo.reset()  # dynamo forgets its graphs; fxc still holds the compiled one
+    again, again_count = compile_counted(model, calibration=calibration)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected, rtol=0, atol=0)
+    assert again_count.passes == []
+
+
+class Tagged(nn.Module):
+    """A Python attribute read in forward: dynamo guards on its value, the graph does not depend on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.tag = nn.Linear(16, 8), "a"
+
+    def forward(self, x):
+        if self.tag == "a":
+            return self.fc(x)
+        return self.fc(x)
+
+
+def test_guard_failure_recompile_reuses_the_compiled_graph():
+    model, x = Tagged().eval(), torch.randn(4, 16)
+    graphs = []
+    compiled, counter = compile_counted(model, passes="quantize{bits=8}", graphs=graphs)
+    with torch.no_grad():
+        expected = compiled(x)
+        model.tag = "b"  # the guard on self.tag fails: dynamo traces again and calls the backend again
+        torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+    assert len(graphs) == 2 and graphs[0] is graphs[1]
+    assert counter.passes == ["quantize"]
+
+
+def test_changed_weights_calibration_or_passes_run_the_passes_again():
+    model, (x,) = mlp()
+    calibration = [torch.randn(4, 16) for _ in range(2)]
+    first, _ = compile_counted(model, calibration=calibration)
+    with torch.no_grad():
+        before = first(x)
+        model.layers[0].weight.data[0] += 1.0  # through .data: the version counter does not move
+    changed, count = compile_counted(model, calibration=calibration)
+    reference = fxc.compile(model, "prune{method=wanda,sparsity=0.5}", example_inputs=(x,), calibration=calibration)
+    with torch.no_grad():
+        after = changed(x)
+    assert count.passes == ["prune"]
+    torch.testing.assert_close(after, reference(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after, before)
+
+    def passes_run(compiled_and_counter) -> list:
+        compiled, counter = compiled_and_counter
+        with torch.no_grad():
+            compiled(x)
+        return counter.passes
+
+    with torch.no_grad():
+        calibration[0].mul_(3.0)  # the same tensors with other values
+    assert passes_run(compile_counted(model, calibration=calibration)) == ["prune"]
+    assert passes_run(compile_counted(model, calibration=calibration)) == []  # the new values are now cached
+    assert passes_run(compile_counted(model, "prune{method=wanda,sparsity=0.25}", calibration)) == ["prune"]
+    twin = mlp()[0]  # same architecture and seed: equal values in other tensors (another model: its own slot)
+    assert passes_run(compile_counted(twin, calibration=calibration)) == ["prune"]
+
+
+def test_cache_lets_go_of_a_model_that_is_gone():
+    model, (x,) = mlp()
+    compiled, _ = compile_counted(model, passes="quantize{bits=8}")
+    with torch.no_grad():
+        compiled(x)
+    assert dynamo_cache.size() == 1
+    del model, compiled
+    torch._dynamo.reset()
+    gc.collect()
+    assert dynamo_cache.size() == 0

@@ -1,7 +1,9 @@
 """fxc.save / fxc.load: same outputs after a round trip (graphs holding fxc ops, Hugging Face output
-structures, tied weights), no pickle anywhere, and damaged or foreign files rejected clearly."""
+structures, tied weights), no pickle anywhere, damaged or foreign files rejected clearly, and the
+backend options saved with the model (JSON values only) and used by default on load."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from tiny_models import call, first_tensor, mlp, tiny_bert
 
 import fxc
 from fxc import ops
+from fxc.backend import Backend
 from fxc.serialize import MANIFEST, WEIGHTS, _body_sha256
 
 
@@ -169,3 +172,77 @@ def test_save_needs_a_compiled_module(tmp_path):
 def test_loaded_model_runs_other_batch_sizes(saved):
     loaded = fxc.load(saved)
     assert first_tensor(loaded(torch.randn(11, 16))).shape == (11, 8)
+
+
+class Recording(Backend):
+    """A backend that runs the graph as is and records the options it was built with."""
+
+    name = "recording"
+    built: list = []
+
+    def __init__(self, **options):
+        Recording.built.append(options)
+
+    def compile(self, gm, example_inputs):
+        return gm
+
+
+@pytest.fixture
+def recording():
+    fxc.register("fxc.backends", "recording", Recording)
+    Recording.built.clear()
+    yield Recording.built
+    fxc.registry.unregister("fxc.backends", "recording")
+
+
+def test_backend_options_saved_and_used_on_load(tmp_path, recording):
+    model, (x,) = mlp()
+    options = {"tile": 32, "mode": "fast", "scale": 0.5, "flags": [True, None], "nested": {"k": 1}}
+    compiled = fxc.compile(model, "quantize{bits=8}", example_inputs=(x,), backend="recording", backend_options=options)
+    fxc.save(compiled, tmp_path)
+    assert json.loads((tmp_path / MANIFEST).read_text())["backend_options"] == options
+    recording.clear()
+    loaded = fxc.load(tmp_path)
+    assert recording == [options] and loaded.backend == "recording" and loaded.backend_options == options
+    assert torch.equal(loaded(x), compiled(x))
+    fxc.save(loaded, tmp_path / "again")  # a loaded model saves its options again
+    assert json.loads((tmp_path / "again" / MANIFEST).read_text())["backend_options"] == options
+
+
+def test_explicit_load_arguments_override_the_saved_options(tmp_path, recording):
+    model, (x,) = mlp()
+    fxc.save(fxc.compile(model, None, example_inputs=(x,), backend="recording", backend_options={"tile": 32}), tmp_path)
+    recording.clear()
+    assert fxc.load(tmp_path, backend_options={"tile": 64}).backend_options == {"tile": 64}
+    assert fxc.load(tmp_path, backend="recording").backend_options == {"tile": 32}  # same backend: saved ones
+    assert recording == [{"tile": 64}, {"tile": 32}]
+    other = fxc.load(tmp_path, backend="torch")  # another backend does not get the recording backend's options
+    assert other.backend == "torch" and other.backend_options == {}
+    assert torch.equal(other(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [(Path("/tmp/kernels"), r"'cache_dir' of backend 'recording' is a PosixPath .* pass str\(path\)"),
+     ((1, 2), r"'cache_dir' of backend 'recording' is a tuple .* pass a list"),
+     (float("nan"), r"'cache_dir' of backend 'recording' is nan, which JSON cannot hold"),
+     ({1: "a"}, r"has the key 1; fxc.save stores dicts with str keys only"),
+     ([torch.ones(1)], r"backend option 'cache_dir' of backend 'recording'\[0\] is a Tensor")],
+)
+def test_option_that_cannot_be_stored_is_a_clear_error(tmp_path, recording, value, message):
+    model, (x,) = mlp()
+    compiled = fxc.compile(model, None, example_inputs=(x,), backend="recording", backend_options={"cache_dir": value})
+    with pytest.raises(fxc.OptionError, match=message):
+        fxc.save(compiled, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_manifest_from_before_backend_options_still_loads(saved):
+    x = torch.randn(5, 16)
+    expected = fxc.load(saved)(x)
+    rewrite_manifest(saved, lambda m: m.pop("backend_options"), keep_checksum_valid=True)
+    manifest = json.loads((saved / MANIFEST).read_text())
+    assert "backend_options" not in manifest and manifest["format_version"] == 1
+    loaded = fxc.load(saved)
+    assert loaded.backend_options == {} and loaded.backend == manifest["backend"]
+    assert torch.equal(loaded(x), expected)
