@@ -10,8 +10,9 @@ each fxc op node is swapped for a fast implementation of the same semantics (cod
 
     fxc.int8_linear        torch._int_mm (VNNI/AMX int8 GEMM); bit-exact with the reference; linears
                            reading the same input (q/k/v, gate/up) quantize it once, shared
-    fxc.quantized_linear   float weight built tile by tile (whole when small); symmetric per-channel
-                           int8 converts the integers and scales the GEMM's output
+    fxc.quantized_linear   per-channel scales and few rows (decode): x split into int8 planes, one
+                           torch._int_mm over the int8 weight; else the float weight built tile by
+                           tile in a reused scratch buffer + addmm (codegen/torch_fast_weight_only.py)
     fxc.sparse_nm_linear   torch CSR (MKL sparse) when density <= crossover, else densified once
     fxc.quantized_conv2d   the reference op (conv weights are small)
 
@@ -29,7 +30,7 @@ import torch.fx
 
 from fxc import ir
 from fxc.backend import Backend
-from fxc.codegen import numpy_sparse, torch_fast
+from fxc.codegen import numpy_sparse, torch_fast, torch_fast_weight_only
 from fxc.ops import densify_nm
 from fxc.options import option, validate_options
 
@@ -73,6 +74,7 @@ class TorchBackend(Backend):
             if node.op == "call_function" and node.target in _SWAPS:
                 notes.append(f"{node.name}: {_SWAPS[node.target](self, fast, node)}")
         _share_activation_quantization(fast)
+        _share_int8_planes(fast)
         ir.remove_unused_tensors(fast)  # drops only this copy's references to the packed N:M tensors
         fast.graph.lint()
         fast.notes = notes
@@ -108,16 +110,19 @@ def _int8_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx
 
 
 def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
-    qweight, bits = node.args[1], node.args[5]
+    qweight, scale, zero_point, bits = node.args[1], node.args[2], node.args[3], node.args[5]
     rows, stored = _shape(gm, qweight)
     columns = stored * (2 if bits == 4 else 1)
-    _swap(node, torch_fast.dequantized_linear, tuple(node.args))
-    whole = 4 * rows * columns <= torch_fast.TILE_BYTES
-    how = "whole weight per call" if whole else f"tiles of {torch_fast.TILE_BYTES >> 20} MiB"
-    scale = node.args[2]
-    per_channel = bits == 8 and node.args[3] is None and _shape(gm, scale)[-1] == 1
-    what = "int8 -> float, scale on the output" if per_channel else "dequantize"
-    return f"quantized_linear w{bits} -> {what} ({how}) + float GEMM"
+    _swap(node, torch_fast_weight_only.weight_only_linear, tuple(node.args))
+    whole = 4 * rows * columns <= torch_fast_weight_only.TILE_BYTES
+    tiles = "whole weight" if whole else f"tiles of {torch_fast_weight_only.TILE_BYTES >> 20} MiB"
+    kind = f"w{bits}{' zero-point' if zero_point is not None else ''}"
+    dequantized = f"dequantized in scratch ({tiles}) + addmm"
+    if _shape(gm, scale)[-1] != 1:
+        return f"quantized_linear {kind} group-wise -> {dequantized} (int8 planes need per-channel scales)"
+    few_rows = f"rows <= {torch_fast_weight_only.PLANE_ROWS}"
+    planes = f"{torch_fast_weight_only.PLANES} int8 planes of x times the int8 weight (torch._int_mm)"
+    return f"quantized_linear {kind} per-channel -> {few_rows}: {planes}; else {dequantized}"
 
 
 def _shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ...]:
@@ -157,6 +162,23 @@ def _share_activation_quantization(gm: torch.fx.GraphModule) -> None:
             quantized = gm.graph.call_function(torch_fast.quantize_per_token, (x,))
         for linear in linears:
             linear.args = (*linear.args[:5], quantized)
+
+
+def _share_int8_planes(gm: torch.fx.GraphModule) -> None:
+    """Per-channel weight-only linears reading the same tensor (q/k/v, gate/up) split it into int8
+    planes once: one planes_for_few_rows node feeds them all (it returns None for many rows)."""
+    readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is torch_fast_weight_only.weight_only_linear:
+            if _shape(gm, node.args[2])[-1] == 1:
+                readers.setdefault(node.args[0], []).append(node)
+    for x, linears in readers.items():
+        if len(linears) < 2:
+            continue
+        with gm.graph.inserting_before(linears[0]):
+            planes = gm.graph.call_function(torch_fast_weight_only.planes_for_few_rows, (x,))
+        for linear in linears:
+            linear.args = (*linear.args[:6], planes)
 
 
 _SWAPS = {

@@ -6,9 +6,9 @@ Each function computes what the op's reference implementation (fxc/ops.py) compu
                            torch._int_mm (oneDNN; VNNI/AMX where the CPU has them), bit-exact;
                            shapes _int_mm does not take (CUDA: M <= 16 is padded, K or N not a
                            multiple of 8 falls back to the exact float64 GEMM)
-    dequantized_linear     weight-only int8/int4: the float weight built one tile of output rows at
-                           a time (TILE_BYTES, about an L2 cache), never materialized whole;
-                           symmetric per-channel int8 scales the output instead of the weight
+    weight_only_linear     weight-only int8/int4 (codegen/torch_fast_weight_only.py): int8 planes
+                           of x through torch._int_mm for a few rows, else the float weight built
+                           tile by tile in a reused scratch buffer, never materialized whole
     csr_linear             N:M sparse weight as a torch CSR matrix (MKL sparse) past the crossover
     dense_linear           the densified N:M weight through ordinary BLAS below it
 
@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fxc import qformat
-from fxc.ops import int8_matmul_reference, unpacked_columns
-
-TILE_BYTES = 2 << 20  # float32 weight tile for weight-only dequantization (about an L2 cache)
+from fxc.ops import int8_matmul_reference
 
 
 def int_mm_supported(rows: int, columns: int, outputs: int, device: torch.device) -> bool:
@@ -73,43 +71,6 @@ def int8_linear_int_mm(
     if bias is not None:
         y.add_(bias.to(torch.float32))
     return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
-
-
-def dequantized_linear(
-    x: torch.Tensor,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    bits: int,
-) -> torch.Tensor:
-    """fxc.quantized_linear with the float weight built one tile of output rows at a time (whole
-    when it fits one tile). Symmetric per-channel int8 multiplies the integers and applies the scale
-    to the output instead: (x @ q^T) * s, one pass over the weight fewer (rounding differs from the
-    reference's x @ (q * s)^T only in the last bits)."""
-    outputs, columns = qweight.shape[0], unpacked_columns(qweight, bits)
-    post_scale = bits == 8 and zero_point is None and scale.shape[-1] == 1
-    rows = x.reshape(-1, columns)
-
-    def weight_tile(n0: int, n1: int) -> torch.Tensor:
-        if post_scale:
-            return qweight[n0:n1].to(x.dtype)
-        zero = zero_point[n0:n1] if zero_point is not None else None
-        return qformat.dequantize(qweight[n0:n1], scale[n0:n1], zero, bits).to(x.dtype)
-
-    tile = max(TILE_BYTES // (4 * columns), 1)
-    if tile >= outputs:
-        y = rows @ weight_tile(0, outputs).t()
-    else:
-        y = rows.new_empty(rows.shape[0], outputs)
-        for n0 in range(0, outputs, tile):
-            n1 = min(n0 + tile, outputs)
-            torch.mm(rows, weight_tile(n0, n1).t(), out=y[:, n0:n1])
-    if post_scale:
-        y.mul_(scale.to(y.dtype).reshape(1, -1))
-    if bias is not None:
-        y.add_(bias.to(y.dtype))
-    return y.reshape(*x.shape[:-1], outputs)
 
 
 def csr_linear(x: torch.Tensor, weight_csr: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

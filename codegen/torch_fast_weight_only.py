@@ -1,0 +1,220 @@
+"""Weight-only quantized linear (fxc.quantized_linear) on the CPU, never holding a float copy of
+the whole weight. What the `torch` backend swaps quantized_linear nodes for.
+
+`weight_only_linear` picks one of two kernels per call; both compute the reference's
+x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ops.py) within fp32 rounding:
+
+    int8 planes     few rows (rows <= PLANE_ROWS: decode), per-channel scales, float32 x on the CPU.
+                    Memory-bound, so the weight is read once as int8 by torch._int_mm (oneDNN,
+                    VNNI/AMX). Each row of x is split into PLANES int8 planes,
+                        x = a * (q0 + q1/254 + q2/254^2 + q3/254^3) + r,   a = max|x_row| / 127,
+                        |r| <= max|x_row| * 2.4e-10 (below fp32 rounding of the row's largest element),
+                    stacked as the rows of one _int_mm: int32 accumulators are exact, a zero point
+                    is subtracted exactly in int32 (sum q_p (w - z) = acc_p - z sum q_p), the planes
+                    are combined with float64 steps and the per-channel scale multiplies the output.
+                    Linears reading one input (q/k/v, gate/up) share its planes (`planes_for_few_rows`,
+                    inserted by the backend). int4 weights are unpacked to int8 by arithmetic shifts
+                    first (N*K bytes, freed after the call).
+    dequantized     everything else (prefill, group-wise scales, other dtypes, non-finite x, x that
+    tiles           needs a gradient, and always under torch.compile). Compute-bound: the float weight
+                    is built one tile of output rows at a time (TILE_BYTES) into a per-thread scratch
+                    buffer reused by every call and layer (a fresh one when autograd keeps the tile),
+                    with the same elementwise ops as qformat.dequantize (so the same tile values),
+                    then one addmm per tile with the bias fused.
+
+Why not torch's own kernels: with float32 activations aten._weight_int8pack_mm and
+aten._weight_int4pack_mm_for_cpu run 0.5x / 0.2x of fp32 at decode and 0.01-0.03x at prefill here
+(their bf16 paths are fast but round the output to bf16). Measured: benchmarks/cpu_weight_only.py,
+RESULTS.md ("weight-only" sections).
+Reads and writes nothing but its arguments and this thread's scratch buffer.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+from fxc.ops import unpacked_columns
+
+TILE_BYTES = 16 << 20  # float32 weight tile for the dequantized path: whole for every SmolLM2 layer but
+# the LM head (smaller tiles measured 0.9x: the GEMM on column slices of the output loses more than L2 gains)
+PLANE_ROWS = 16  # at most this many activation rows go through the int8-plane kernel
+PLANES = 4  # int8 planes per activation row (3 leave max|x_row| * 6e-8, 4 leave 2.4e-10)
+PLANE_BASE = 254.0  # each plane holds the previous one's residual (|r| <= 1/2) times 254: |q| <= 127
+
+_PLANE_POWERS = torch.tensor([PLANE_BASE**p for p in range(PLANES)], dtype=torch.float64).reshape(PLANES, 1, 1)
+_PLANE_STEPS = 1 / _PLANE_POWERS  # [PLANES, 1, 1] float64
+_TINY = torch.finfo(torch.float64).tiny
+_workspace = threading.local()  # this thread's float32 scratch tile, keyed by device
+
+
+MAX_PLANE_COLUMNS = (2**31 - 1) // (127 * 255)  # int32 accumulators of K products |q_p (w - z)| <= 127 * 255
+
+
+def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """Whether the int8-plane kernel applies (before the run-time check that x is finite)."""
+    differentiated = torch.is_grad_enabled() and x.requires_grad  # _int_mm on int8 planes has no gradient
+    return (0 < rows <= PLANE_ROWS and per_channel and columns <= MAX_PLANE_COLUMNS and not differentiated
+            and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling())
+
+
+def weight_only_linear(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    shared_planes: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """fxc.quantized_linear: int8 planes for a few rows with per-channel scales, else dequantized tiles.
+    `shared_planes`: x already split by `planes_for_few_rows` (shared by the linears reading x)."""
+    columns = unpacked_columns(qweight, bits)
+    rows = x.reshape(-1, columns)
+    y = None
+    if uses_int8_planes(rows.shape[0], columns, scale.shape[-1] == 1, x):
+        y = int8_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
+    if y is None:
+        y = dequantized_tile_linear(rows, qweight, scale, zero_point, bias, bits)
+    return y.reshape(*x.shape[:-1], qweight.shape[0])
+
+
+def planes_for_few_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """x [..., K] split into int8 planes once for several per-channel linears reading it, or None
+    where the plane kernel does not apply (many rows, not float32, not finite)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x):
+        return None
+    return split_into_int8_planes(rows)
+
+
+# --- int8 planes -------------------------------------------------------------------------------------
+
+
+def split_into_int8_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """rows [M, K] float32 -> (planes [PLANES*M, K] int8, plane steps [PLANES, M, 1] float64) with
+    rows = sum_p steps[p] * planes[p*M:(p+1)*M] up to max|row| * 2.4e-10, steps[p] = a / PLANE_BASE^p,
+    a = max|row| / 127; None when a row is not finite (the planes cannot represent inf or nan).
+
+    With z = rows / a (|z| <= 127) and R_p = round(z * PLANE_BASE^p) (in float64, which carries
+    |R_p| <= 127 * 254^3 < 2^31 with 22 bits to spare), plane p >= 1 is R_p - PLANE_BASE * R_{p-1} =
+    round(PLANE_BASE * (u - round(u))) for u = z * PLANE_BASE^(p-1), so |plane| <= 127, and the planes
+    telescope: sum_p plane_p / PLANE_BASE^p = R_{PLANES-1} / PLANE_BASE^(PLANES-1) = z +- 0.5 / 254^3."""
+    rows64 = rows.to(torch.float64)
+    amax = rows64.abs().amax(dim=-1, keepdim=True)
+    if not math.isfinite(amax.max().item()):  # max propagates nan
+        return None
+    step = amax.mul_(1 / 127).add_(_TINY)  # > 0: an all-zero row gets planes of 0
+    scaled = rows64.div_(step).unsqueeze(0).mul(_PLANE_POWERS).round_()  # R_p: [PLANES, M, K]
+    planes = scaled.clone()
+    planes[1:].sub_(scaled[:-1], alpha=PLANE_BASE)
+    return planes.view(-1, rows.shape[1]).to(torch.int8), _PLANE_STEPS * step
+
+
+def unpack_int4_fast(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] -> int8 [N, K] (low nibble = even column), by arithmetic shifts; as qformat.unpack_int4."""
+    signed = packed.view(torch.int8)
+    low = torch.bitwise_right_shift(torch.bitwise_left_shift(signed, 4), 4)
+    high = torch.bitwise_right_shift(signed, 4)
+    return torch.stack([low, high], dim=-1).flatten(-2)
+
+
+def int8_plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    shared_planes: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """rows [M, K] float32 through torch._int_mm on PLANES int8 planes; None when rows are not finite."""
+    split = shared_planes if shared_planes is not None else split_into_int8_planes(rows)
+    if split is None:
+        return None
+    planes, plane_steps = split
+    weight = qweight if bits == 8 else unpack_int4_fast(qweight)
+    acc = torch._int_mm(planes, weight.t())  # [PLANES*M, N], exact
+    if zero_point is not None:
+        plane_sums = planes.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        acc.sub_(plane_sums * zero_point.reshape(1, -1).to(torch.int32))  # exact: |q_p (w - z)| sums fit int32
+    m, n = rows.shape[0], qweight.shape[0]
+    # int32 * float64 steps in one pass (float64: the last plane's step of a 1e-30 row is no float32 subnormal)
+    y = torch.mul(acc.view(PLANES, m, n), plane_steps).sum(dim=0, dtype=torch.float32)
+    channel_scale = scale.to(torch.float32).reshape(1, n)
+    return torch.addcmul(bias, y, channel_scale) if bias is not None else y.mul_(channel_scale)
+
+
+# --- dequantized tiles -------------------------------------------------------------------------------
+
+
+def scratch_tile(numel: int, device: torch.device) -> torch.Tensor:
+    """This thread's float32 scratch of `numel` elements on `device`, grown when too small, reused after."""
+    buffers = getattr(_workspace, "buffers", None)
+    if buffers is None:
+        buffers = _workspace.buffers = {}
+    buffer = buffers.get(device)
+    if buffer is None or buffer.numel() < numel:
+        with torch.inference_mode(False):  # a normal tensor: written in and out of inference mode
+            buffer = buffers[device] = torch.empty(numel, dtype=torch.float32, device=device)
+    return buffer[:numel]
+
+
+def dequantize_into(
+    out: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, bits: int
+) -> torch.Tensor:
+    """out [n, K] float32 = qformat.dequantize(qweight [n, ...], scale [n, G], zero_point, bits), by the
+    same elementwise float32 ops (so the same values), without allocating a float weight."""
+    out.copy_(qweight if bits == 8 else unpack_int4_fast(qweight))
+    n, k = out.shape
+    groups = scale.shape[-1]
+    if k % groups:
+        raise ValueError(f"scale has {groups} groups, which does not divide the {k} columns")
+    grouped = out.view(n, groups, k // groups)
+    if zero_point is not None:
+        grouped.sub_(zero_point.to(torch.float32).unsqueeze(-1))
+    grouped.mul_(scale.to(torch.float32).unsqueeze(-1))
+    return out
+
+
+def tile_rows(columns: int) -> int:
+    """Output rows per float32 weight tile of TILE_BYTES (at least one)."""
+    return max(TILE_BYTES // (4 * columns), 1)
+
+
+def dequantized_tile_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    """rows [M, K] @ dequantize(...)^T + bias, the float weight built tile by tile in scratch."""
+    outputs, columns = qweight.shape[0], rows.shape[1]
+    tile = min(tile_rows(columns), outputs)
+    keeps_weight = torch.is_grad_enabled() and rows.requires_grad  # autograd saves the tile for backward
+    if keeps_weight or torch.compiler.is_compiling():  # torch.compile: no thread-local state, inductor fuses
+        scratch = torch.empty(tile * columns, dtype=torch.float32, device=rows.device)
+    else:
+        scratch = scratch_tile(tile * columns, rows.device)
+
+    def weight_tile(n0: int, n1: int) -> torch.Tensor:
+        zero = zero_point[n0:n1] if zero_point is not None else None
+        weight = dequantize_into(scratch[: (n1 - n0) * columns].view(n1 - n0, columns),
+                                 qweight[n0:n1], scale[n0:n1], zero, bits)
+        return weight.to(rows.dtype)
+
+    if tile >= outputs:
+        weight = weight_tile(0, outputs)
+        return torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
+    y = rows.new_empty(rows.shape[0], outputs)
+    for n0 in range(0, outputs, tile):
+        n1 = min(n0 + tile, outputs)
+        if bias is not None:
+            torch.addmm(bias[n0:n1], rows, weight_tile(n0, n1).t(), out=y[:, n0:n1])
+        else:
+            torch.mm(rows, weight_tile(n0, n1).t(), out=y[:, n0:n1])
+    return y
