@@ -1,8 +1,9 @@
 """fxc's quantized storage formats (fxc/qformat.py) in numpy, plus exact integer GEMMs through BLAS.
 
 - `unpack` / `dequantize_rows`: int8 or packed int4 (low nibble = even column) with per-channel or
-  per-group scales and optional zero points, W = (q - z) * s in float32, computed like the torch
-  reference (same operations, same order), so dequantized weights are bit-identical.
+  per-group scales and optional zero points, W = (q - z) * s in float32 by the torch reference's own
+  array-neutral step (fxc.qformat.apply_group_scales, numpy operations only here), so dequantized
+  weights are bit-identical.
 - `quantize_activations_per_token` / `quantize_activations`: symmetric int8, range ±127,
   round-half-to-even (`np.rint`), bit-identical to torch.round.
 - `int8_matmul_exact`: int8 [M, K] x int8 [N, K]^T -> int32, exact. Every product has |p| <= 2^14
@@ -21,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from fxc.qformat import apply_group_scales
 
 EXACT_FLOAT32_K = 2**24 // 2**14  # 1024: longest exact int8 dot product in float32
 TILE_BYTES = 4 << 20  # float32 weight tile: fits in L2 with its output block
@@ -45,15 +48,8 @@ def unpack(qweight: np.ndarray, bits: int) -> np.ndarray:
 def dequantize_rows(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, bits: int) -> np.ndarray:
     """float32 [n, K] of n stored rows (any row block: scales and zeros sliced alike)."""
     q = unpack(qweight, bits).astype(np.float32)
-    rows, columns = q.shape
-    groups = scale.shape[-1]
-    if columns % groups:
-        raise ValueError(f"scale has {groups} groups, which does not divide the {columns} columns")
-    q = q.reshape(rows, groups, columns // groups)
-    if zero_point is not None:
-        q -= zero_point.astype(np.float32, copy=False)[..., None]
-    q *= scale.astype(np.float32, copy=False)[..., None]
-    return q.reshape(rows, columns)
+    zero = zero_point.astype(np.float32, copy=False) if zero_point is not None else None
+    return apply_group_scales(q, scale.astype(np.float32, copy=False), zero)  # numpy ops only
 
 
 def quantize_activations(x: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ import threading
 import torch
 
 from fxc.ops import unpacked_columns
+from fxc.qformat import apply_group_scales
 
 TILE_BYTES = 16 << 20  # float32 weight tile for the dequantized path: whole for every SmolLM2 layer but
 # the LM head (smaller tiles measured 0.9x: the GEMM on column slices of the output loses more than L2 gains)
@@ -168,15 +169,8 @@ def dequantize_into(
     """out [n, K] float32 = qformat.dequantize(qweight [n, ...], scale [n, G], zero_point, bits), by the
     same elementwise float32 ops (so the same values), without allocating a float weight."""
     out.copy_(qweight if bits == 8 else unpack_int4_fast(qweight))
-    n, k = out.shape
-    groups = scale.shape[-1]
-    if k % groups:
-        raise ValueError(f"scale has {groups} groups, which does not divide the {k} columns")
-    grouped = out.view(n, groups, k // groups)
-    if zero_point is not None:
-        grouped.sub_(zero_point.to(torch.float32).unsqueeze(-1))
-    grouped.mul_(scale.to(torch.float32).unsqueeze(-1))
-    return out
+    zero = zero_point.to(torch.float32) if zero_point is not None else None
+    return apply_group_scales(out, scale.to(torch.float32), zero)
 
 
 def tile_rows(columns: int) -> int:

@@ -17,11 +17,9 @@ import triton
 
 from fxc.codegen.triton_cache import CompiledKernel, split_config
 from fxc.codegen.triton_template import KernelTemplate
+from fxc.codegen.triton_tiles import HELPERS, swizzled_grid
 
-TEXT = '''
-import triton
-import triton.language as tl
-
+TEXT = HELPERS + '''
 
 @triton.jit
 def block_sparse_gemm(
@@ -32,22 +30,10 @@ def block_sparse_gemm(
     BAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block (bands of GROUP_M block rows share weight columns in L2) ---
-    pid = tl.program_id(axis=0)
-    blocks_m = tl.cdiv(M, BLOCK_M)
-    blocks_n = tl.cdiv(N, BLOCK_N)
-    per_band = GROUP_M * blocks_n
-    band_first_m = (pid // per_band) * GROUP_M
-    band_rows = tl.minimum(blocks_m - band_first_m, GROUP_M)
-    pid_m = band_first_m + (pid % per_band) % band_rows
-    pid_n = (pid % per_band) // band_rows
-
-    # -- offsets of the block ----------------------------------------------------------------
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
 
     # -- K loop over the non-zero blocks of this block's band of BAND weight rows only -------
     band = (pid_n * BLOCK_N) // BAND
@@ -67,8 +53,7 @@ def block_sparse_gemm(
     {{epilogue}}
 
     # -- masked store --------------------------------------------------------------------------
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_mn)
+    store_block(out_ptr, acc, offs_m, offs_n, mask_mn, stride_om, stride_on)
 '''
 
 
@@ -110,7 +95,7 @@ def launch(compiled: CompiledKernel, config: dict, x, weight, counts, columns, b
     n = weight.shape[0]
     constexprs, options = split_config(config)
     constexprs["BLOCK_N"] = min(constexprs["BLOCK_N"], block)  # a tile never spans two bands
-    grid = (triton.cdiv(m, constexprs["BLOCK_M"]) * triton.cdiv(n, constexprs["BLOCK_N"]),)
+    grid = swizzled_grid(m, n, constexprs)
     compiled["block_sparse_gemm"][grid](
         x, weight, counts, columns, out,
         m, n, k, columns.shape[1],

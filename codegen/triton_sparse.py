@@ -11,15 +11,11 @@ column's position in its group; every other element stays zero. Hooks: {{epilogu
 
 from __future__ import annotations
 
-import triton
-
 from fxc.codegen.triton_cache import CompiledKernel, split_config
 from fxc.codegen.triton_template import KernelTemplate
+from fxc.codegen.triton_tiles import HELPERS, gemm_config, swizzled_grid
 
-TEXT = '''
-import triton
-import triton.language as tl
-
+TEXT = HELPERS + '''
 
 @triton.jit
 def sparse_nm_gemm(
@@ -30,21 +26,9 @@ def sparse_nm_gemm(
     KEEP: tl.constexpr, GROUP: tl.constexpr, HAS_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block (bands of GROUP_M block rows share weight columns in L2) ---
-    pid = tl.program_id(axis=0)
-    blocks_m = tl.cdiv(M, BLOCK_M)
-    blocks_n = tl.cdiv(N, BLOCK_N)
-    per_band = GROUP_M * blocks_n
-    band_first_m = (pid // per_band) * GROUP_M
-    band_rows = tl.minimum(blocks_m - band_first_m, GROUP_M)
-    pid_m = band_first_m + (pid % per_band) % band_rows
-    pid_n = (pid % per_band) // band_rows
-
-    # -- offsets of the block ----------------------------------------------------------------
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
+    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     if HAS_SCALE:
         s = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
 
@@ -73,13 +57,8 @@ def sparse_nm_gemm(
     {{epilogue}}
 
     # -- masked store --------------------------------------------------------------------------
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_mn)
+    store_block(out_ptr, acc, offs_m, offs_n, mask_mn, stride_om, stride_on)
 '''
-
-
-def _config(bm, bn, bk, warps, stages, group_m=8):
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, num_warps=warps, num_stages=stages)
 
 
 TEMPLATE = KernelTemplate(
@@ -87,13 +66,13 @@ TEMPLATE = KernelTemplate(
     text=TEXT,
     kernels=("sparse_nm_gemm",),
     configs=(
-        _config(128, 128, 64, 8, 3),
-        _config(64, 128, 64, 4, 4),
-        _config(128, 64, 128, 4, 3),
-        _config(16, 64, 128, 4, 4),
-        _config(16, 32, 256, 4, 3),
+        gemm_config(128, 128, 64, 8, 3),
+        gemm_config(64, 128, 64, 4, 4),
+        gemm_config(128, 64, 128, 4, 3),
+        gemm_config(16, 64, 128, 4, 4),
+        gemm_config(16, 32, 256, 4, 3),
     ),
-    interpreter_config=_config(32, 64, 64, 1, 1, group_m=2),
+    interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2),
 )
 
 
@@ -103,7 +82,7 @@ def launch(compiled: CompiledKernel, config: dict, x, values, indices, scale, n_
     m, k = x.shape
     n = values.shape[0]
     constexprs, options = split_config(config)
-    grid = (triton.cdiv(m, constexprs["BLOCK_M"]) * triton.cdiv(n, constexprs["BLOCK_N"]),)
+    grid = swizzled_grid(m, n, constexprs)
     compiled["sparse_nm_gemm"][grid](
         x, values, indices, scale, out,
         m, n, k,

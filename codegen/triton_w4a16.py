@@ -11,15 +11,11 @@ Reads and writes nothing.
 
 from __future__ import annotations
 
-import triton
-
-from fxc.codegen.triton_cache import CompiledKernel, split_config
+from fxc.codegen.triton_cache import CompiledKernel
 from fxc.codegen.triton_template import KernelTemplate
+from fxc.codegen.triton_tiles import HELPERS, gemm_config, launch_grouped_gemm
 
-TEXT = '''
-import triton
-import triton.language as tl
-
+TEXT = HELPERS + '''
 
 @triton.jit
 def w4a16_gemm(
@@ -30,21 +26,9 @@ def w4a16_gemm(
     GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, SCALE_PER_TILE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block (bands of GROUP_M block rows share weight columns in L2) ---
-    pid = tl.program_id(axis=0)
-    blocks_m = tl.cdiv(M, BLOCK_M)
-    blocks_n = tl.cdiv(N, BLOCK_N)
-    per_band = GROUP_M * blocks_n
-    band_first_m = (pid // per_band) * GROUP_M
-    band_rows = tl.minimum(blocks_m - band_first_m, GROUP_M)
-    pid_m = band_first_m + (pid % per_band) % band_rows
-    pid_n = (pid % per_band) // band_rows
-
-    # -- offsets of the block ----------------------------------------------------------------
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
+    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
 
     # -- pointers to the first K tile of x and of the packed W^T bytes (column k in byte k // 2) --
     offs_k = tl.arange(0, BLOCK_K)
@@ -79,13 +63,8 @@ def w4a16_gemm(
     {{epilogue}}
 
     # -- masked store --------------------------------------------------------------------------
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_mn)
+    store_block(out_ptr, acc, offs_m, offs_n, mask_mn, stride_om, stride_on)
 '''
-
-
-def _config(bm, bn, bk, warps, stages, group_m=8):
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, num_warps=warps, num_stages=stages)
 
 
 TEMPLATE = KernelTemplate(
@@ -93,30 +72,16 @@ TEMPLATE = KernelTemplate(
     text=TEXT,
     kernels=("w4a16_gemm",),
     configs=(
-        _config(128, 128, 64, 8, 3),
-        _config(128, 256, 64, 8, 3),
-        _config(64, 128, 128, 4, 4),
-        _config(128, 64, 128, 4, 4),
-        _config(64, 64, 64, 4, 3),
+        gemm_config(128, 128, 64, 8, 3),
+        gemm_config(128, 256, 64, 8, 3),
+        gemm_config(64, 128, 128, 4, 4),
+        gemm_config(128, 64, 128, 4, 4),
+        gemm_config(64, 64, 64, 4, 3),
     ),
-    interpreter_config=_config(32, 64, 64, 1, 1, group_m=2),
+    interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2),
 )
 
 
 def launch(compiled: CompiledKernel, config: dict, x, qweight, scale, zero_point, out, epilogue_args: list) -> None:
     """x [M, K], qweight uint8 [N, K/2], scale/zero [N, G], out [M, N] (all 2-D, any strides)."""
-    m, k = x.shape
-    n = qweight.shape[0]
-    group_size = k // scale.shape[1]
-    constexprs, options = split_config(config)
-    grid = (triton.cdiv(m, constexprs["BLOCK_M"]) * triton.cdiv(n, constexprs["BLOCK_N"]),)
-    compiled["w4a16_gemm"][grid](
-        x, qweight, scale, zero_point, out,
-        m, n, k,
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), scale.stride(1),
-        out.stride(0), out.stride(1),
-        *epilogue_args,
-        GROUP_SIZE=group_size, HAS_ZERO=zero_point is not None,
-        SCALE_PER_TILE=group_size % constexprs["BLOCK_K"] == 0,
-        **constexprs, **options,
-    )
+    launch_grouped_gemm("w4a16_gemm", compiled, config, x, qweight, scale, zero_point, out, epilogue_args)

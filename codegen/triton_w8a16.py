@@ -1,6 +1,7 @@
 """W8A16 template: y = x @ dequantize(int8 W)^T with the weight dequantized inside the K loop.
 
-Kernel text (TEMPLATE) plus its wrapper (`launch`: checks, strides, grid). The picker in
+Kernel text (TEMPLATE) plus its wrapper (`launch`; strides and grid in
+triton_tiles.launch_grouped_gemm, shared with W4A16). The picker in
 triton_linear.py decides when this template runs (weight-only int8, M above the decode limit, or
 always when the GEMV template cannot serve). Layout contract: fxc/qformat.py, bits=8:
 q int8 [N, K]; scale (and zero point) float32 [N, G]; W[n, k] = (q[n, k] - z[n, g]) * s[n, g] with
@@ -10,15 +11,11 @@ Reads and writes nothing.
 
 from __future__ import annotations
 
-import triton
-
-from fxc.codegen.triton_cache import CompiledKernel, split_config
+from fxc.codegen.triton_cache import CompiledKernel
 from fxc.codegen.triton_template import KernelTemplate
+from fxc.codegen.triton_tiles import HELPERS, gemm_config, launch_grouped_gemm
 
-TEXT = '''
-import triton
-import triton.language as tl
-
+TEXT = HELPERS + '''
 
 @triton.jit
 def w8a16_gemm(
@@ -29,23 +26,9 @@ def w8a16_gemm(
     GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, SCALE_PER_TILE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block ----------------------------------------------------------
-    # Programs walk the output in bands of GROUP_M block rows, so the weight columns a band reads
-    # stay in L2 while its rows are computed.
-    pid = tl.program_id(axis=0)
-    blocks_m = tl.cdiv(M, BLOCK_M)
-    blocks_n = tl.cdiv(N, BLOCK_N)
-    per_band = GROUP_M * blocks_n
-    band_first_m = (pid // per_band) * GROUP_M
-    band_rows = tl.minimum(blocks_m - band_first_m, GROUP_M)
-    pid_m = band_first_m + (pid % per_band) % band_rows
-    pid_n = (pid % per_band) // band_rows
-
-    # -- offsets of the block ----------------------------------------------------------------
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < N
+    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
 
     # -- pointers to the first K tile of x [BLOCK_M, BLOCK_K] and of W^T [BLOCK_K, BLOCK_N] -----
     offs_k = tl.arange(0, BLOCK_K)
@@ -78,13 +61,8 @@ def w8a16_gemm(
     {{epilogue}}
 
     # -- masked store --------------------------------------------------------------------------
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_mn)
+    store_block(out_ptr, acc, offs_m, offs_n, mask_mn, stride_om, stride_on)
 '''
-
-
-def _config(bm, bn, bk, warps, stages, group_m=8):
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, num_warps=warps, num_stages=stages)
 
 
 TEMPLATE = KernelTemplate(
@@ -92,34 +70,16 @@ TEMPLATE = KernelTemplate(
     text=TEXT,
     kernels=("w8a16_gemm",),
     configs=(
-        _config(128, 128, 64, 8, 3),
-        _config(128, 256, 64, 8, 3),
-        _config(64, 128, 64, 4, 4),
-        _config(128, 64, 128, 4, 4),
-        _config(64, 64, 128, 4, 3),
+        gemm_config(128, 128, 64, 8, 3),
+        gemm_config(128, 256, 64, 8, 3),
+        gemm_config(64, 128, 64, 4, 4),
+        gemm_config(128, 64, 128, 4, 4),
+        gemm_config(64, 64, 128, 4, 3),
     ),
-    interpreter_config=_config(32, 64, 64, 1, 1, group_m=2),
+    interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2),
 )
-
-
-def scale_per_tile(group_size: int, block_k: int) -> bool:
-    return group_size % block_k == 0
 
 
 def launch(compiled: CompiledKernel, config: dict, x, qweight, scale, zero_point, out, epilogue_args: list) -> None:
     """x [M, K], qweight int8 [N, K], scale/zero [N, G], out [M, N] (all 2-D, any strides)."""
-    m, k = x.shape
-    n = qweight.shape[0]
-    group_size = k // scale.shape[1]
-    constexprs, options = split_config(config)
-    grid = (triton.cdiv(m, constexprs["BLOCK_M"]) * triton.cdiv(n, constexprs["BLOCK_N"]),)
-    compiled["w8a16_gemm"][grid](
-        x, qweight, scale, zero_point, out,
-        m, n, k,
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), scale.stride(1),
-        out.stride(0), out.stride(1),
-        *epilogue_args,
-        GROUP_SIZE=group_size, HAS_ZERO=zero_point is not None,
-        SCALE_PER_TILE=scale_per_tile(group_size, constexprs["BLOCK_K"]),
-        **constexprs, **options,
-    )
+    launch_grouped_gemm("w8a16_gemm", compiled, config, x, qweight, scale, zero_point, out, epilogue_args)

@@ -64,15 +64,27 @@ def dequantize(
     qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, bits: int
 ) -> torch.Tensor:
     """The float32 weight [N, K] a quantized weight stands for."""
-    q = unpack(qweight, bits).to(torch.float32)
+    q = unpack(qweight, bits).to(torch.float32, copy=True)
+    zero = zero_point.to(torch.float32) if zero_point is not None else None
+    return apply_group_scales(q, scale.to(torch.float32), zero)
+
+
+def apply_group_scales(q, scale, zero_point):
+    """q [N, K] float32 integers -> (q - z) * s per group of K // G columns, in place; returns q as [N, K].
+
+    Array-library neutral (only reshape, indexing and in-place - and *), so the torch reference, the
+    torch fast path (codegen/torch_fast_weight_only.py) and the numpy backend (codegen/numpy_qformat.py)
+    share one definition and produce the same values: q a contiguous torch tensor or numpy array,
+    scale / zero_point float32 [N, G] of the same library (zero_point None when symmetric)."""
     n, k = q.shape
     groups = scale.shape[-1]
     if k % groups:
         raise ValueError(f"scale has {groups} groups, which does not divide the {k} columns")
-    q = q.view(n, groups, k // groups)
+    grouped = q.reshape(n, groups, k // groups)
     if zero_point is not None:
-        q = q - zero_point.to(torch.float32).unsqueeze(-1)
-    return (q * scale.to(torch.float32).unsqueeze(-1)).view(n, k)
+        grouped -= zero_point[..., None]
+    grouped *= scale[..., None]
+    return grouped.reshape(n, k)
 
 
 def quantize_rtn(

@@ -23,15 +23,13 @@ calibration; writes (temporarily) the dequantized weights of the layers it quant
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.fx
 import torch.nn.functional as F
 
 from fxc import ir, qformat
 from fxc.calibration import Calibration
-from fxc.passes.hessian import HessianAccumulator, dampen, segment_hessians
+from fxc.passes.hessian import HessianAccumulator, dampen, inverse_cholesky_upper, one_thread, segment_hessians
 from fxc.passes.quant_scheme import Scheme
 from fxc.sequential import CalibrationRunner, Segment, segments
 
@@ -65,7 +63,7 @@ def gptq_quantize(
         zero = None if symmetric else torch.empty(n, k // gs)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
     h = h[perm][:, perm]
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).to(torch.float32)
+    hinv = inverse_cholesky_upper(h)
     # Work on Wᵀ in visiting order: row c is input column perm[c], contiguous, so each step's rank-1
     # update is one BLAS call on a contiguous block.
     wt = w[:, perm].T.contiguous()
@@ -77,7 +75,7 @@ def gptq_quantize(
     for b0 in range(0, k, block_size):
         b1 = min(b0 + block_size, k)
         err = torch.empty(b1 - b0, n)
-        with _one_thread():  # thousands of tiny ops: thread hand-offs cost more than they save
+        with one_thread():  # thousands of tiny ops: thread hand-offs cost more than they save
             _quantize_block(
                 wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, symmetric, static_groups
             )
@@ -88,16 +86,6 @@ def gptq_quantize(
     scale = scale_t.T.contiguous()
     zero = None if zero_t is None else zero_t.T.contiguous()
     return qformat.QuantizedWeight(qformat.pack(unpermuted, bits), scale, zero, bits)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _quantize_block(wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, symmetric, static_groups):

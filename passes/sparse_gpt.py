@@ -19,7 +19,6 @@ fxc.ir.set_tensor; reads nothing else.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +28,7 @@ from fxc import ir
 from fxc.calibration import Calibration
 from fxc.errors import CalibrationError
 from fxc.passes.act_stats import channel_rows
-from fxc.passes.hessian import dampen, segment_hessians
+from fxc.passes.hessian import dampen, inverse_cholesky_upper, one_thread, segment_hessians
 from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.sequential import CalibrationRunner, segments
 
@@ -57,23 +56,10 @@ def sparse_gpt(
     dead = torch.diagonal(hessian) == 0
     w[:, dead] = 0.0
     h = dampen(hessian, damp, layer)
-    hinv_upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    hinv_upper = hinv_upper.to(torch.float32)
-    with _one_thread():
+    hinv_upper = inverse_cholesky_upper(h)
+    with one_thread():
         _compensate_blocks(w, hinv_upper, sparsity, nm, block_size)
     return w.to(weight.dtype).view_as(weight)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """The column loop runs thousands of small ops; intra-op threads only add barrier waits (8-15x slower
-    on a busy 2-core machine), so it runs on one thread and the setting is restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _compensate_blocks(w, hinv_upper, sparsity, nm, block_size) -> None:
