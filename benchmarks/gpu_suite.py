@@ -3,6 +3,12 @@
     python benchmarks/gpu_suite.py                        # on a GPU: checks, timings, targets (< 5 min on an H200)
     python benchmarks/gpu_suite.py --record               # ... and append the tables to benchmarks/RESULTS.md
     python benchmarks/gpu_suite.py --interpret --small    # on the CPU: the correctness part in Triton's interpreter
+    python benchmarks/gpu_suite.py --quick                # a short lease: 2 configs per template, K = N = 4096
+
+On a bare, offline GPU machine where `pip install -e .` cannot build, make fxc importable by hand (fxc.passes
+and fxc.codegen live in passes/ and codegen/): `mkdir /tmp/site && cp -r fxc /tmp/site/ && ln -s $PWD/passes
+/tmp/site/fxc/passes && ln -s $PWD/codegen /tmp/site/fxc/codegen && PYTHONPATH=/tmp/site python
+benchmarks/gpu_suite.py` (not from a folder holding fxc/ as the current directory of `python -c`).
 
 Schemes: benchmarks/gpu_suite_cases.py (int8 / int4 weight-only, W8A8, 2:4 sparse, 50% block-sparse).
 
