@@ -1,0 +1,35 @@
+"""CalibrationRunner: segment-by-segment execution keeps only the values later segments need."""
+
+from __future__ import annotations
+
+import torch
+from tiny_models import tiny_llama
+
+import fxc
+from fxc.calibration import Calibration
+from fxc.sequential import CalibrationRunner, segments
+
+
+def _runner(batches: int):
+    model, example = tiny_llama()
+    gm = fxc.trace(model, example)
+    return gm, CalibrationRunner(gm, Calibration.of([example] * batches)), model, example
+
+
+def test_advance_keeps_no_value_only_the_output_needs():
+    gm, runner, _, _ = _runner(2)
+    for segment in segments(gm):
+        runner.advance(segment)
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    logits = set(output.all_input_nodes)
+    assert logits
+    for env in runner._environments():
+        assert not logits & set(env), "the logits of every calibration batch stayed in memory"
+
+
+def test_forward_all_still_returns_the_outputs():
+    gm, runner, model, example = _runner(1)
+    (outputs,) = runner.forward_all()
+    expected = model(**example).logits if isinstance(example, dict) else model(*example).logits
+    got = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
