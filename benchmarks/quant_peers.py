@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def llm_compressor(model, tokenizer, calib, config: str) -> tuple[float, str]:
         modifier = GPTQModifier(config_groups=groups, ignore=["lm_head"], dampening_frac=0.01, block_size=128)
     else:
         modifier = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
+    # oneshot re-reads the config from name_or_path (a GGUF folder has none) and refuses the "gguf"
+    # quantization_config; the weights are already dequantized to fp32, as fxc loads them
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    config_dir = tempfile.mkdtemp()
+    model.config.save_pretrained(config_dir)
+    model.config.name_or_path = config_dir
     seq = calib[0].shape[1]
     dataset = Dataset.from_dict(
         {"input_ids": [c[0].tolist() for c in calib], "attention_mask": [[1] * seq for _ in calib]}
