@@ -60,7 +60,8 @@ class Quantize(Pass):
     )
     static: bool = option(False, "W8A8: one input scale per layer from act-stats instead of per-token scales")
     damp: float = option(0.01, "gptq: fraction of the mean Hessian diagonal added to it", low=0.0, high=1.0)
-    act_order: bool = option(False, "gptq: quantize columns in order of decreasing Hessian diagonal")
+    act_order: bool = option(True, "gptq: quantize columns in order of decreasing Hessian diagonal (groups "
+                             "keep their column sets); SmolLM2 W4 g64: ppl 23.0 with it, 26.9 without")
     block_size: int = option(128, "gptq: columns per lazy error-update block", low=1)
     layers: tuple[str, ...] = option((), "module-path patterns of layers to quantize (empty: all)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave dense")
