@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from peer_common import load_gguf, perplexity, prepare_for_oneshot
 
 CONFIGS = {
     "sparsegpt 50%": ("sparsegpt", 0.5, "0:0"),
@@ -31,17 +29,6 @@ CONFIGS = {
     "sparsegpt 2:4": ("sparsegpt", 0.5, "2:4"),
     "wanda 2:4": ("wanda", 0.5, "2:4"),
 }
-
-
-def perplexity(model, batches) -> float:
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for ids in batches:
-            logits = model(ids).logits.float()
-            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
-            total += nll.item()
-            count += ids[:, 1:].numel()
-    return math.exp(total / count)
 
 
 def _cpu_seconds() -> float:
@@ -61,19 +48,12 @@ def main() -> None:
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     gguf = Path(args.gguf)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    model.config.use_cache = False
+    model = load_gguf(gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # oneshot re-reads the config from name_or_path (a GGUF folder has none) and refuses the "gguf"
-    # quantization_config; the weights are already dequantized to fp32, as fxc loads them
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    config_dir = tempfile.mkdtemp()
-    model.config.save_pretrained(config_dir)
-    model.config.name_or_path = config_dir
+    prepare_for_oneshot(model)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     data = torch.load(args.data)
     calib, evaluation = data["calib"], data["eval"]

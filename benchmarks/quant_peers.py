@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from peer_common import load_gguf, perplexity, prepare_for_oneshot
 
 CONFIGS = (
     "llm-compressor GPTQ W4A16 g64",
@@ -31,17 +29,6 @@ CONFIGS = (
     "torchao int8 weight-only",
     "torchao int8 dynamic (W8A8)",
 )
-
-
-def perplexity(model, batches) -> float:
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for ids in batches:
-            logits = model(ids).logits.float()
-            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
-            total += nll.item()
-            count += ids[:, 1:].numel()
-    return math.exp(total / count)
 
 
 def llm_compressor(model, tokenizer, calib, config: str) -> tuple[float, str]:
@@ -56,13 +43,7 @@ def llm_compressor(model, tokenizer, calib, config: str) -> tuple[float, str]:
         modifier = GPTQModifier(config_groups=groups, ignore=["lm_head"], dampening_frac=0.01, block_size=128)
     else:
         modifier = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
-    # oneshot re-reads the config from name_or_path (a GGUF folder has none) and refuses the "gguf"
-    # quantization_config; the weights are already dequantized to fp32, as fxc loads them
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    config_dir = tempfile.mkdtemp()
-    model.config.save_pretrained(config_dir)
-    model.config.name_or_path = config_dir
+    prepare_for_oneshot(model)
     seq = calib[0].shape[1]
     dataset = Dataset.from_dict(
         {"input_ids": [c[0].tolist() for c in calib], "attention_mask": [[1] * seq for _ in calib]}
@@ -97,11 +78,10 @@ def main() -> None:
     parser.add_argument("--config", required=True, choices=CONFIGS)
     args = parser.parse_args()
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     gguf = Path(args.gguf)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    model.config.use_cache = False
+    model = load_gguf(gguf)
     data = torch.load(args.data)
     calib, evaluation = data["calib"], data["eval"]
     if args.config.startswith("llm-compressor"):
