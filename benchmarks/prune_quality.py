@@ -36,6 +36,7 @@ SMOLLM = {
     "magnitude 50%": "prune{method=magnitude,sparsity=0.5}",
     "wanda 50%": "prune{method=wanda,sparsity=0.5}",
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
+    "sparse-gpt 50% (owl)": "prune{method=sparse-gpt,sparsity=0.5,allocation=owl}",
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
     "channel 25% (wanda)": "prune{method=wanda,pattern=channel,sparsity=0.25}",

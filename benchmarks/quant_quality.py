@@ -38,8 +38,12 @@ from fxc.passes.mixed_precision import planned_bytes  # noqa: E402
 SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "W8 per-channel RTN": (None, "quantize{bits=8}"),
     "W4 g64 GPTQ": (None, "quantize{method=gptq,bits=4,group-size=64}"),
-    "mixed 4.5 bits GPTQ": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize{method=gptq}"),
-    "mixed 6 bits GPTQ": ("mixed-precision{avg-bits=6.0,print-allocation=false}", "quantize{method=gptq}"),
+    # mixed GPTQ plans score each candidate by the error GPTQ leaves (method=gptq), not RTN's
+    "mixed 4.5 bits GPTQ": (
+        "mixed-precision{avg-bits=4.5,method=gptq,print-allocation=false}",
+        "quantize{method=gptq}",
+    ),
+    "mixed 6 bits GPTQ": ("mixed-precision{avg-bits=6.0,method=gptq,print-allocation=false}", "quantize{method=gptq}"),
     "W4 g64 RTN": (None, "quantize{bits=4,group-size=64}"),
     "mixed 4.5 bits RTN": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize"),
     "W8A8 dynamic": (None, "quantize{act-bits=8}"),

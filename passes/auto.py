@@ -34,8 +34,12 @@ apply=true it then runs low-rank, prune and quantize on exactly the planned laye
 checks that fxc.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing
 (everything with apply=false). A budget below the smallest reachable size raises OptionError naming that size before
 anything changes; so does a planned layer whose weight is shared (tied) with another tensor.
+Before it is carried out the knapsack's plan is checked jointly (`verify` batches; passes/auto_verify.py):
+the per-layer damages add up only approximately, so the plan is compared, all layers compressed at once, with
+the knapsack's optimum over a few option families and with each uniform option that fits, by measured
+model-output error on calibration data, and the best of them is the one carried out (the summary says which).
 Options: bytes | ratio | latency (exactly one), scope, candidates, measure, estimate, gain-batches, probes,
-grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, apply,
+grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, verify, apply,
 print-plan, layers, skip, seed.
 """
 
@@ -52,7 +56,7 @@ from fxc.budget import SCOPES
 from fxc.errors import OptionError
 from fxc.options import option
 from fxc.passbase import ALL, Pass, PassResult
-from fxc.passes import auto_plan
+from fxc.passes import auto_plan, auto_verify
 from fxc.passes.auto_estimate import MethodError
 from fxc.passes.auto_execute import carry_out, check_bytes
 from fxc.passes.auto_gain import OutputMetric
@@ -94,6 +98,9 @@ class Auto(Pass):
     )
     quantize_method: str = option("gptq", "how planned bits are made", choices=("rtn", "gptq"))
     low_rank_method: str = option("whitened", "how planned low rank is made", choices=("svd", "whitened"))
+    verify: int = option(
+        2, "calibration batches on which the knapsack plan is checked jointly against others (0: no check)", low=0
+    )
     apply: bool = option(True, "carry the plan out (false: only write meta.LayerPlan)")
     print_plan: bool = option(True, "print the per-layer plan and the frontier")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to plan (empty: every linear layer)")
@@ -157,7 +164,9 @@ class Auto(Pass):
                 f"auto: option 'latency'={self.latency} is reachable only without rounding; raise it slightly "
                 "or raise option 'grid'"
             ) from None
-        picks = solution.picks
+        picks, check = solution.picks, ""
+        if self.verify:
+            picks, check = self._verify(gm, am, choices, costs, scores, limit, picks)
         plans = auto_plan.frontier(costs, scores, self.frontier) if self.frontier else []
         for c, i in zip(choices, picks):
             option_ = c.options[i]
@@ -167,6 +176,7 @@ class Auto(Pass):
         summary = self._summary(choices, picks, fixed, frontier)
         if not solution.exact:
             summary += f" (plan within {solution.gap:.2%} of optimal; not proven optimal)"
+        summary += f"; {check}" if check else ""
         if self.print_plan:
             print(auto_plan.plan_table(choices, picks, summary))
             print("\n".join(frontier.describe()))
@@ -269,6 +279,26 @@ class Auto(Pass):
                 c.scores = [
                     0.0 if o is KEEP else gain * sensitivity.score(c.layer.node.name, o.text) for o in c.options
                 ]
+
+    def _verify(self, gm, am, choices, costs, scores, limit, picks) -> tuple[list[int], str]:
+        """The plan with the least joint model-output error among the knapsack's and a few others
+        (passes/auto_verify.py), and a line saying so."""
+        plans = auto_verify.portfolio(choices, costs, scores, limit, picks)
+        if len(plans) == 1:
+            return picks, ""
+        estimator = MethodError(
+            quantize_method=self.quantize_method, prune_method=self.prune_method, low_rank_method=self.low_rank_method
+        )
+        hessians = am.get("hessian")
+
+        def make(c: LayerChoices, option_, weight: torch.Tensor, scratch: dict) -> torch.Tensor:
+            dense = weight.detach().to(torch.float32).reshape(c.shape)
+            return estimator.make(option_, dense, hessians[c.layer.node.name], c.layer.fqn, scratch)
+
+        batches = list(am.require_calibration("auto"))[: self.verify]
+        errors = auto_verify.joint_errors(gm, am, choices, plans, make, batches)
+        winner = min(errors, key=errors.get)
+        return plans[winner], auto_verify.describe(errors, winner)
 
     # -- what is kept and printed ------------------------------------------------------------------------
 

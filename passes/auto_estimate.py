@@ -88,13 +88,14 @@ class MethodError(Analysis):
                 if unfit(c, *weight.shape):
                     out[layer.node.name][c.text] = float("inf")
                     continue
-                made = self._make(c, weight, hessian, layer.fqn, shared)
+                made = self.make(c, weight, hessian, layer.fqn, shared)
                 delta = (made - weight).to(torch.float64)
                 left = metrics[layer.node.name].to(torch.float64) @ delta if metrics else delta
                 out[layer.node.name][c.text] = float(((delta @ hessian.to(torch.float64)) * left).sum())
         return out
 
-    def _make(self, c: Candidate, weight, hessian, fqn: str, shared: dict) -> torch.Tensor:
+    def make(self, c: Candidate, weight, hessian, fqn: str, shared: dict) -> torch.Tensor:
+        """The compressed weight of candidate c as the auto pass will make it (`shared`: one dict per layer)."""
         if c.rank_ratio is not None:
             if "svd" not in shared:
                 whitened = self.low_rank_method == "whitened"

@@ -28,7 +28,9 @@ them (score inf) and planners offer a candidate only to the layers it supports.
 With a Hessian H [K, K] (2XᵀX/n of the layer's input), apply() minimizes the layer-output error
 tr(ΔW H ΔWᵀ) where a method can: sparsity scores are |W|·sqrt(diag H) (Wanda's |W|·||x||), low rank
 is the whitened SVD (optimal for that error). Without one it falls back to magnitudes / plain SVD.
-Quantization is RTN either way (no pass depends on another pass's module).
+Quantization is RTN, or with quantizer="gptq" and a Hessian (weight-only candidates without a
+structure part) GPTQ's error-compensated rounding (passes/gptq.gptq_quantize, act order on, damp 0.01,
+as quantize{method=gptq} runs it), so a planner for a GPTQ quantize sees the errors GPTQ will leave.
 
 storage_bytes counts the weight only (no bias): fp32 values 4 bytes, int8 1, int4 half; scales
 float32; N:M keeps values plus one uint8 index per kept value (torch.ops.fxc.sparse_nm_linear);
@@ -46,10 +48,12 @@ import torch
 
 from fxc import meta, qformat
 from fxc.errors import FxcError, OptionError
+from fxc.passes.gptq import gptq_quantize
 from fxc.passes.prune_scores import as_matrix, nm_mask, unstructured_mask
 from fxc.passes.quant_scheme import Scheme
 
 GRAMMAR = "dense, w8, w4, w4g64, w4g128, w8a8, s0.5, 2:4, 4:8, r0.8, and combos like 2:4+w8 or r0.5+w8"
+QUANTIZERS = ("rtn", "gptq")  # how apply() rounds a weight-only candidate
 _QUANT = re.compile(r"w(\d+)(?:g(\d+))?(?:a(\d+))?")
 
 
@@ -103,23 +107,35 @@ class Candidate:
                     return f"{self.text}: {what}{reason}"
         return None
 
+    @property
+    def gptq_applies(self) -> bool:
+        """Whether quantizer="gptq" changes this candidate: weight-only quantization with no structure part."""
+        return self.bits is not None and self.act_bits is None and self.rank_ratio is None and self.pattern is None
+
     def supports(self, shape: tuple[int, ...]) -> bool:
         """Whether `apply` and the storage formats can take a weight of this shape (see `problem`)."""
         return self.problem(shape) is None
 
     # -- applying it ---------------------------------------------------------------------------------------
 
-    def apply(self, weight: torch.Tensor, hessian: torch.Tensor | None = None) -> torch.Tensor:
-        """The fake-compressed float weight (same shape and dtype as `weight`)."""
+    def apply(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, quantizer: str = "rtn") -> torch.Tensor:
+        """The fake-compressed float weight (same shape and dtype as `weight`). quantizer="gptq" (with a
+        Hessian) quantizes a weight-only candidate as quantize{method=gptq} would (act order, damp 0.01);
+        other parts, and every other candidate, are unchanged."""
         reason = self.problem(tuple(weight.shape))
         if reason:
             raise CandidateError(reason)
+        if quantizer not in QUANTIZERS:
+            raise CandidateError(f"{self.text}: quantizer {quantizer!r} is not one of {', '.join(QUANTIZERS)}")
         w = as_matrix(weight).detach().to(torch.float32)
         if hessian is not None and hessian.shape != (w.shape[1], w.shape[1]):
             raise CandidateError(
                 f"{self.text}: Hessian of shape {tuple(hessian.shape)} does not match {w.shape[1]} input columns"
             )
-        if self.rank_ratio is not None:
+        if quantizer == "gptq" and hessian is not None and self.gptq_applies:
+            q = gptq_quantize(w, hessian.to(torch.float32), self.bits, self.group_size, act_order=True, layer=self.text)
+            out = qformat.dequantize(q.qweight, q.scale, q.zero_point, q.bits)
+        elif self.rank_ratio is not None:
             out = self._low_rank(w, hessian)
         else:
             if self.sparsity is not None or self.nm:

@@ -1,6 +1,7 @@
 """mixed-precision: choose each layer's precision under a size budget, minimizing summed sensitivity.
 
     mixed-precision{avg-bits=4.5},quantize{method=gptq}       # plan, then carry the plan out
+    mixed-precision{avg-bits=4.5,method=gptq},quantize{method=gptq}   # scored by GPTQ's errors
     mixed-precision{bytes=40000000,candidates=[w4,w4g64,w8,keep]}
 
 Name: `mixed-precision` (a planning pass). Reads: the `sensitivity` analysis (passes/sensitivity.py:
@@ -21,8 +22,10 @@ The choice is the multiple-choice knapsack it is, solved exactly (passes/budget_
 bound on a Pareto frontier with Lagrangian bounds; in the rare degenerate case it cannot prove optimality
 the summary says how far from optimal the plan can at most be). A budget below the smallest reachable
 size is an error naming the option and that size; nothing is written then.
-Options: avg-bits | bytes (exactly one), candidates, measure (sensitivity's), symmetric (must match
-quantize's), print-allocation, layers, skip.
+Options: avg-bits | bytes (exactly one), candidates, measure (sensitivity's), method (rtn | gptq: the
+quantize method that will carry the plan out; with gptq each weight-only candidate is scored by the
+error GPTQ leaves, not RTN's, since GPTQ recovers more in some formats than others), symmetric (must
+match quantize's), print-allocation, layers, skip.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from fxc.errors import FxcError, OptionError
 from fxc.options import option
 from fxc.passbase import ALL, Pass, PassResult
 from fxc.passes.budget_solver import InfeasibleBudget, solve_multiple_choice
+from fxc.passes.candidates import QUANTIZERS
 from fxc.passes.quant_scheme import Scheme, parse_scheme
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 
@@ -58,6 +62,9 @@ class MixedPrecision(Pass):
         "layer",
         "how sensitivity is measured (the sensitivity analysis's option)",
         choices=("layer", "model", "hutchinson"),
+    )
+    method: str = option(
+        "rtn", "the quantize method that carries out the plan: candidates scored by its errors", choices=QUANTIZERS
     )
     symmetric: bool = option(
         True, "count bytes for symmetric (true) or asymmetric (false) quantization, as quantize will run"
@@ -143,12 +150,21 @@ class MixedPrecision(Pass):
                 groups.setdefault(texts, []).append(layer)
         if len(groups) == 1:  # one analysis over the pass's own selection
             (texts,) = groups
-            result = am.get("sensitivity", candidates=texts, measure=self.measure, layers=self.layers, skip=self.skip)
+            result = am.get(
+                "sensitivity",
+                candidates=texts,
+                measure=self.measure,
+                layers=self.layers,
+                skip=self.skip,
+                quantizer=self.method,
+            )
             return {layer.node: result for layer in layers}
         out = {}
         for texts, members in groups.items():
             fqns = tuple(layer.fqn for layer in members)
-            result = am.get("sensitivity", candidates=texts, measure=self.measure, layers=fqns, skip=())
+            result = am.get(
+                "sensitivity", candidates=texts, measure=self.measure, layers=fqns, skip=(), quantizer=self.method
+            )
             out |= {layer.node: result for layer in members}
         return out
 

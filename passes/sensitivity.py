@@ -17,6 +17,8 @@ restored before it returns, also on error). Options:
                             `samples` per batch); error = ½·trace·||ΔW||², the second-order loss increase
     layers, skip  which layers (passes/select.py)
     batches, samples, seed
+    quantizer   rtn | gptq: weight-only candidates rounded as quantize{method=gptq} would round them
+                (needs the layer's Hessian: linear layers; others stay rtn)
 
 Score (HAWQ-v2): trace·||ΔW||² when a trace is known, else the measured error. `.trace` is the
 average trace Tr(H_l)/n_l over the layer's n_l weights. A (layer, candidate) pair the candidate does
@@ -38,7 +40,7 @@ from fxc import ir
 from fxc.errors import CalibrationError, FxcError
 from fxc.options import option
 from fxc.passbase import Analysis
-from fxc.passes.candidates import Candidate, parse_candidates
+from fxc.passes.candidates import QUANTIZERS, Candidate, parse_candidates
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 
 MEASURES = ("layer", "model", "hutchinson")
@@ -89,6 +91,9 @@ class Sensitivity(Analysis):
     batches: int = option(4, "calibration batches used by measure=model and measure=hutchinson", low=1)
     samples: int = option(8, "Hutchinson probe vectors per batch", low=1)
     seed: int = option(0, "seed of the Hutchinson probes")
+    quantizer: str = option(
+        "rtn", "how weight-only candidates are rounded: rtn, or gptq (as quantize{method=gptq})", choices=QUANTIZERS
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -121,7 +126,7 @@ class Sensitivity(Analysis):
         traces = (
             _hutchinson_traces(gm, am, chosen, batches, self.samples, self.seed) if self.measure == "hutchinson" else {}
         )
-        reference = _outputs(am, batches) if self.measure == "model" else None
+        reference = model_outputs(am, batches) if self.measure == "model" else None
         for layer in chosen:
             name = layer.node.name
             weight = ir.get_tensor(gm, layer.weight)
@@ -140,7 +145,7 @@ class Sensitivity(Analysis):
             result.error[name][text] = result.weight_change[name][text] = float("inf")
             result.infeasible[name][text] = candidate.problem(tuple(weight.shape))
             return
-        compressed = candidate.apply(weight, hessian)
+        compressed = candidate.apply(weight, hessian, self.quantizer)
         delta = (compressed - weight).to(torch.float64).reshape(weight.shape[0], -1)
         result.weight_change[name][text] = float((delta * delta).sum())
         if self.measure == "layer":
@@ -150,7 +155,7 @@ class Sensitivity(Analysis):
         else:
             ir.set_tensor(gm, layer.weight, compressed)
             try:
-                result.error[name][text] = _relative_error(_outputs(am, batches), reference)
+                result.error[name][text] = relative_error(model_outputs(am, batches), reference)
             finally:
                 ir.set_tensor(gm, layer.weight, weight)
 
@@ -177,7 +182,7 @@ def _check_finite(batches) -> None:
                 )
 
 
-def _outputs(am, batches) -> list[torch.Tensor]:
+def model_outputs(am, batches) -> list[torch.Tensor]:
     out = []
     for args, kwargs in batches:
         leaves = [t for t in pytree.tree_leaves(am.run_model(args, kwargs)) if isinstance(t, torch.Tensor)]
@@ -185,7 +190,7 @@ def _outputs(am, batches) -> list[torch.Tensor]:
     return out
 
 
-def _relative_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+def relative_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
     num = sum(float(((o - r) ** 2).sum()) for o, r in zip(outputs, reference))
     den = sum(float((r**2).sum()) for r in reference)
     return num / den if den > 0 else num

@@ -54,7 +54,9 @@ def test_byte_budget_is_met_to_the_byte():
     dense = model_bytes(fxc.trace(model, (calibration[0],)))
     budget = dense // 5
     compiled = fxc.compile(
-        model, passes=[Auto(bytes=budget, scope="model", candidates=QUANT, **_quiet())], calibration=calibration
+        model,
+        passes=[Auto(bytes=budget, scope="model", candidates=QUANT, verify=0, **_quiet())],
+        calibration=calibration,
     )
     frontier = _frontier(compiled)
     assert model_bytes(compiled.graph) == frontier.chosen[0] <= budget
@@ -107,7 +109,9 @@ def test_choice_is_the_exact_optimum():
     gm = fxc.trace(model, (calibration[0],))
     am = AnalysisManager(gm, Calibration.of(calibration))
     budget = 60_000
-    auto = Auto(bytes=budget, candidates=QUANT, measure="layer", estimate="rtn", apply=False, frontier=0, **_quiet())
+    auto = Auto(
+        bytes=budget, candidates=QUANT, measure="layer", estimate="rtn", apply=False, frontier=0, verify=0, **_quiet()
+    )
     auto.run(gm, am)
     layers = select_layers(gm, kinds=("linear",))
     choices = layer_choices(gm, layers, auto._candidates(), 1e12, 5e10)

@@ -115,3 +115,28 @@ def test_layer_with_no_supported_candidate_is_named():
     gm, am = _odd_model()
     with pytest.raises(FxcError, match=r"no candidate in \['w4', 'w4g32'\] fits layer 0 \(\[64, 97\]\).*skip"):
         run(gm, am, "mixed-precision{avg-bits=4.5,candidates=[w4,w4g32]}")
+
+
+def test_gptq_method_plans_with_gptq_errors(capsys):
+    """mixed-precision{method=gptq} scores candidates by GPTQ's errors, so its plan is optimal for those scores
+    (and its summed GPTQ error is no worse than the RTN-scored plan's)."""
+    model, example = _model()
+    mix = torch.randn(64, 64)
+    gm, am = traced(model, example, [torch.randn(32, 64) @ mix for _ in range(4)])
+    candidates = ("w4", "w4g32", "w8", "keep")
+    spec = f"avg-bits=5.0,candidates=[{','.join(candidates)}]"
+    run(gm, am, f"mixed-precision{{{spec},method=gptq}}")
+    reported = float(capsys.readouterr().out.split("summed sensitivity ")[1].split()[0])
+    layers = ir.weight_layers(gm)
+    gptq_plan = [parse_scheme_of(meta.get(layer.node, meta.LayerPlan)) for layer in layers]
+    run(gm, am, f"mixed-precision{{{spec}}}")
+    rtn_plan = [parse_scheme_of(meta.get(layer.node, meta.LayerPlan)) for layer in layers]
+    scores = am.get("sensitivity", candidates=("w4", "w4g32", "w8"), measure="layer", quantizer="gptq")
+    shapes = [ir.get_tensor(gm, layer.weight).shape for layer in layers]
+    costs = [[parse_scheme(c).storage_bytes(*shape) for c in candidates] for shape in shapes]
+    table = [[0.0 if c == "keep" else scores.score(layer.node.name, c) for c in candidates] for layer in layers]
+    summed = lambda plan: sum(row[candidates.index(c)] for row, c in zip(table, plan))  # noqa: E731
+    budget = int(5.0 * sum(s.numel() for s in shapes) / 8)
+    assert summed(gptq_plan) == pytest.approx(_brute_force(costs, table, budget))
+    assert summed(gptq_plan) <= summed(rtn_plan) + 1e-12
+    assert reported == pytest.approx(summed(gptq_plan), rel=1e-3)  # the pass minimized GPTQ's errors, not RTN's

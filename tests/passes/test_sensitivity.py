@@ -140,3 +140,28 @@ def test_layer_without_any_supported_candidate_is_named():
         am.get(Sensitivity(candidates=("w4", "w4g32"), measure="layer", layers=("2", "4"), skip=()))
     result = am.get(Sensitivity(candidates=("w4", "w4g32"), measure="layer", layers=("2",), skip=()))
     assert result.layers == [ir.weight_layers(gm)[1].node.name]
+
+
+def test_gptq_quantizer_scores_the_error_gptq_leaves():
+    """quantizer=gptq: a weight-only candidate's layer error is that of gptq_quantize's weight (below RTN's on
+    correlated inputs); structured candidates are unchanged."""
+    from fxc import qformat
+    from fxc.passes.gptq import gptq_quantize
+
+    mix = torch.randn(16, 16)  # correlated input columns: where GPTQ's error feedback pays
+    gm, am, batches = _setup(scale=None)
+    am = AnalysisManager(gm, Calibration.of([(torch.randn(32, 16) @ mix,) for _ in range(4)]))
+    rtn = am.get(Sensitivity(candidates=("w4", "2:4"), measure="layer"))
+    gptq = am.get(Sensitivity(candidates=("w4", "2:4"), measure="layer", quantizer="gptq"))
+    hessians = am.get("hessian")
+    for layer in ir.weight_layers(gm):
+        name = layer.node.name
+        weight = ir.get_tensor(gm, layer.weight)
+        q = gptq_quantize(weight, hessians[name], 4, act_order=True)
+        delta = (qformat.dequantize(q.qweight, q.scale, q.zero_point, 4) - weight).double()
+        expected = float(((delta @ hessians[name].double()) * delta).sum())
+        assert gptq.error[name]["w4"] == pytest.approx(expected, rel=1e-6)
+        assert gptq.error[name]["w4"] < rtn.error[name]["w4"]
+        assert gptq.error[name]["2:4"] == rtn.error[name]["2:4"]
+    with pytest.raises(OptionError, match="quantizer"):
+        Sensitivity(quantizer="awq")
