@@ -120,6 +120,9 @@ def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     dequantized = f"dequantized in scratch ({tiles}) + addmm"
     if _shape(gm, scale)[-1] != 1:
         return f"quantized_linear {kind} group-wise -> {dequantized} (int8 planes need per-channel scales)"
+    if backend.torch_compile:
+        fused = f"{torch_fast_weight_only.FUSED_PLANES} int8 planes fused by inductor around one torch._int_mm"
+        return f"quantized_linear {kind} per-channel -> torch.compile: {fused}"
     few_rows = f"rows <= {torch_fast_weight_only.PLANE_ROWS}"
     planes = f"{torch_fast_weight_only.PLANES} int8 planes of x times the int8 weight (torch._int_mm)"
     return f"quantized_linear {kind} per-channel -> {few_rows}: {planes}; else {dequantized}"

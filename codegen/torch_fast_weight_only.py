@@ -15,8 +15,13 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ops.py) within fp32 rou
                     Linears reading one input (q/k/v, gate/up) share its planes (`planes_for_few_rows`,
                     inserted by the backend). int4 weights are unpacked to int8 by arithmetic shifts
                     first (N*K bytes, freed after the call).
-    dequantized     everything else (prefill, group-wise scales, other dtypes, non-finite x, x that
-    tiles           needs a gradient, and always under torch.compile). Compute-bound: the float weight
+    fused planes    under torch.compile (backend_options={"torch_compile": True}), per-channel scales,
+                    float32 x, any number of rows: the same idea with a power-of-two step and base 128,
+                    so the split and the combine are exact float32 elementwise steps that Inductor fuses
+                    around one _int_mm (eager, each step is its own pass and costs more than it saves at
+                    prefill). `fused_plane_linear`.
+    dequantized     everything else (prefill in eager mode, group-wise scales, other dtypes, non-finite
+    tiles           x, x that needs a gradient). Compute-bound: the float weight
                     is built one tile of output rows at a time (TILE_BYTES) into a per-thread scratch
                     buffer reused by every call and layer (a fresh one when autograd keeps the tile),
                     with the same elementwise ops as qformat.dequantize (so the same tile values),
@@ -48,6 +53,9 @@ PLANE_BASE = 254.0  # each plane holds the previous one's residual (|r| <= 1/2) 
 _PLANE_POWERS = torch.tensor([PLANE_BASE**p for p in range(PLANES)], dtype=torch.float64).reshape(PLANES, 1, 1)
 _PLANE_STEPS = 1 / _PLANE_POWERS  # [PLANES, 1, 1] float64
 _TINY = torch.finfo(torch.float64).tiny
+_TINY32 = torch.finfo(torch.float32).tiny
+FUSED_PLANES = 4  # planes of the torch.compile kernel: base 128 (exact in float32), 4 leave max|x_row| * 3.7e-9
+FUSED_BASE = 128.0
 _workspace = threading.local()  # this thread's float32 scratch tile, keyed by device
 
 
@@ -74,6 +82,8 @@ def weight_only_linear(
     `shared_planes`: x already split by `planes_for_few_rows` (shared by the linears reading x)."""
     columns = unpacked_columns(qweight, bits)
     rows = x.reshape(-1, columns)
+    if uses_fused_planes(columns, scale.shape[-1] == 1, x):
+        return fused_plane_linear(rows, qweight, scale, zero_point, bias, bits).reshape(*x.shape[:-1], -1)
     y = None
     if uses_int8_planes(rows.shape[0], columns, scale.shape[-1] == 1, x):
         y = int8_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
@@ -146,6 +156,62 @@ def int8_plane_linear(
     y = torch.mul(acc.view(PLANES, m, n), plane_steps).sum(dim=0, dtype=torch.float32)
     channel_scale = scale.to(torch.float32).reshape(1, n)
     return torch.addcmul(bias, y, channel_scale) if bias is not None else y.mul_(channel_scale)
+
+
+# --- int8 planes under torch.compile ----------------------------------------------------------------
+
+
+def uses_fused_planes(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """Whether torch.compile traces the fused plane kernel (per-channel scales, float32 x on the CPU)."""
+    differentiated = torch.is_grad_enabled() and x.requires_grad
+    return (torch.compiler.is_compiling() and per_channel and columns <= MAX_PLANE_COLUMNS and not differentiated
+            and x.dtype == torch.float32 and x.device.type == "cpu")
+
+
+def split_into_fused_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rows [M, K] float32 -> (planes [FUSED_PLANES*M, K] int8, power-of-two step [M, 1], max|row| [M, 1])
+    with rows = step * sum_p planes[p] / 128^p up to max|row| * 3.7e-9 (finite rows)."""
+    amax = rows.abs().amax(dim=-1, keepdim=True)
+    step = torch.exp2(torch.ceil(torch.log2(amax.clamp_min(_TINY32) * (1 / 127))))
+    z = rows / step
+    planes = []
+    for _ in range(FUSED_PLANES):
+        plane = torch.round(z).clamp_(-127, 127)
+        planes.append(plane)
+        z = (z - plane) * FUSED_BASE
+    return torch.cat(planes).to(torch.int8), step, amax
+
+
+def fused_plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    """int8 planes written for Inductor to fuse: every step but the _int_mm is elementwise float32, exact.
+
+    The step a = 2^ceil(log2(max|row| / 127)) is a power of two, so z = row / a is exact; plane p is
+    round(z_p) with z_{p+1} = (z_p - round(z_p)) * 128 (exact: a power-of-two scaling of an exact
+    difference), |plane 0| <= 127 (clamped where log2 rounds low), |plane p>0| <= 64, and
+    row = a * sum_p plane_p / 128^p up to a * 0.5 / 128^3 < max|row| * 3.7e-9. The int32 accumulators
+    are exact, their float32 sum rounds like a float32 GEMM. A row holding inf or nan gives nan in
+    every output of that row (the reference gives inf or nan there; planes cannot carry inf, and a
+    data-dependent fallback would break the compiled graph)."""
+    stacked, step, amax = split_into_fused_planes(rows)
+    weight = qweight if bits == 8 else unpack_int4_fast(qweight)
+    acc = torch._int_mm(stacked, weight.t())
+    if zero_point is not None:
+        plane_sums = stacked.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        acc = acc - plane_sums * zero_point.reshape(1, -1).to(torch.int32)
+    m = rows.shape[0]
+    y = acc[:m].to(torch.float32)
+    for p in range(1, FUSED_PLANES):
+        y = y + acc[p * m : (p + 1) * m].to(torch.float32) * FUSED_BASE**-p
+    poison = torch.where(torch.isfinite(amax), 0.0, float("nan"))  # [M, 1]: nan rows for inf / nan input
+    y = (y * step + poison) * scale.to(torch.float32).reshape(1, -1)
+    return y if bias is None else y + bias
 
 
 # --- dequantized tiles -------------------------------------------------------------------------------
