@@ -7,8 +7,9 @@
     Prune(method="wanda", pattern="head", sparsity=0.25)         remove 25% of each attention's heads
 
 Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
-(OBS with weight update, passes/sparse_gpt.py). wanda and sparse-gpt calibrate layer by layer
-(fxc/sequential.py): each layer sees the output of the already-pruned layers before it.
+(OBS with weight update, passes/sparse_gpt.py; refine=N then re-solves the kept weights exactly for the
+layer's output error by N conjugate-gradient steps, passes/mask_refine.py). wanda and sparse-gpt calibrate
+layer by layer (fxc/sequential.py): each layer sees the output of the already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
 the `sparsity` option is not used); channel: structured, passes/prune_structured.py (MLP hidden
 channels, conv filters); head: structured, passes/prune_heads.py (whole attention heads: q/k/v rows,
@@ -59,6 +60,9 @@ class Prune(Pass):
     outlier_threshold: float = option(5.0, "owl: outlier = Wanda score above this x the layer mean", low=1.0)
     block_size: int = option(128, "sparse-gpt: columns per block (a multiple of M for N:M)", low=1)
     damp: float = option(0.01, "sparse-gpt: dampening added to diag(H), times its mean", low=0.0)
+    refine: int = option(
+        0, "sparse-gpt: conjugate-gradient steps re-solving the kept weights for the layer's output error", low=0
+    )
     lower: bool = option(False, "lower N:M linears to torch.ops.fxc.sparse_nm_linear")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to prune (empty: all)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave dense")
@@ -76,6 +80,11 @@ class Prune(Pass):
             raise OptionError(
                 f"prune: option 'block-size' ({self.block_size}) must be a multiple of M={nm[1]} "
                 f"for pattern={self.pattern}"
+            )
+        if self.refine and self.method != "sparse-gpt":
+            raise OptionError(
+                f"prune: option 'refine' re-solves sparse-gpt's kept weights; method={self.method} keeps the "
+                "original values (use method=sparse-gpt, or refine=0)"
             )
         if self.lower and not nm:
             raise OptionError("prune: option 'lower' lowers N:M weights only; set pattern=2:4 (or another N:M)")
@@ -99,7 +108,8 @@ class Prune(Pass):
                 for t in am.progress.each(targets, name=lambda t: t.layer.fqn):  # one progress tick per layer
                     ir.set_tensor(gm, t.layer.weight, _magnitude(originals[t.layer.weight], t))
             else:
-                prune_sequentially(gm, self._calibration(am), targets, self.method, self.block_size, self.damp)
+                calibration = self._calibration(am)
+                prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, self.refine)
         except BaseException:
             for weight, tensor in originals.items():
                 ir.set_tensor(gm, weight, tensor)

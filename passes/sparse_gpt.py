@@ -29,6 +29,7 @@ from fxc.calibration import Calibration
 from fxc.errors import CalibrationError
 from fxc.passes.act_stats import channel_rows
 from fxc.passes.hessian import dampen, inverse_cholesky_upper, one_thread, segment_hessians
+from fxc.passes.mask_refine import refine_kept_weights
 from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.sequential import CalibrationRunner, segments
 
@@ -117,8 +118,10 @@ def prune_sequentially(
     method: str,
     block_size: int,
     damp: float,
+    refine: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Prune `targets` segment by segment; returns {weight target: new weight} (already written)."""
+    """Prune `targets` segment by segment; returns {weight target: new weight} (already written). `refine`:
+    conjugate-gradient steps re-solving sparse-gpt's kept weights (passes/mask_refine.py)."""
     by_node = {t.layer.node: t for t in targets}
     runner = CalibrationRunner(gm, calibration)
     written: dict[str, torch.Tensor] = {}
@@ -139,6 +142,7 @@ def prune_sequentially(
                     new = sparse_gpt(
                         weight, stats[name], target.sparsity, target.nm, block_size, damp, target.layer.fqn
                     )
+                    new = refine_kept_weights(new, weight, stats[name], refine, damp, target.layer.fqn)
                 else:
                     new = prune_with_norms(weight, stats[name], target)
                 ir.set_tensor(gm, target.layer.weight, new)
