@@ -7,7 +7,7 @@
     Prune(method="wanda", pattern="head", sparsity=0.25)         remove 25% of each attention's heads
 
 Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
-(OBS with weight update, passes/sparse_gpt.py; refine=N then re-solves the kept weights exactly for the
+(OBS with weight update, passes/sparse_gpt.py; refine=N, default 30, then re-solves the kept weights for the
 layer's output error by N conjugate-gradient steps, passes/mask_refine.py). wanda and sparse-gpt calibrate
 layer by layer (fxc/sequential.py): each layer sees the output of the already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
@@ -61,7 +61,7 @@ class Prune(Pass):
     block_size: int = option(128, "sparse-gpt: columns per block (a multiple of M for N:M)", low=1)
     damp: float = option(0.01, "sparse-gpt: dampening added to diag(H), times its mean", low=0.0)
     refine: int = option(
-        0, "sparse-gpt: conjugate-gradient steps re-solving the kept weights for the layer's output error", low=0
+        30, "sparse-gpt: conjugate-gradient steps re-solving the kept weights for the layer's output error", low=0
     )
     lower: bool = option(False, "lower N:M linears to torch.ops.fxc.sparse_nm_linear")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to prune (empty: all)")
@@ -81,7 +81,7 @@ class Prune(Pass):
                 f"prune: option 'block-size' ({self.block_size}) must be a multiple of M={nm[1]} "
                 f"for pattern={self.pattern}"
             )
-        if self.refine and self.method != "sparse-gpt":
+        if self.refine and self.method != "sparse-gpt" and self.refine != Prune.refine:
             raise OptionError(
                 f"prune: option 'refine' re-solves sparse-gpt's kept weights; method={self.method} keeps the "
                 "original values (use method=sparse-gpt, or refine=0)"
