@@ -83,5 +83,5 @@ class ActStats(Analysis):
             if node in layers:
                 acc.setdefault(node.name, _Accumulator()).add(channel_rows(node, x))
 
-        runner.forward_all(observe)
+        runner.forward_all(observe, keep_outputs=False)
         return {name: a.result() for name, a in acc.items()}

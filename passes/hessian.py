@@ -110,6 +110,6 @@ class Hessian(Analysis):
         runner = CalibrationRunner(gm, am.require_calibration("hessian"))
         linears = {layer.node for layer in ir.weight_layers(gm, kinds=("linear",))}
         by_input, observe = _collect(linears)
-        runner.forward_all(observe)
+        runner.forward_all(observe, keep_outputs=False)
         results = {src: acc.result() for src, acc in by_input.items()}
         return {node.name: results[node.args[0]] for node in linears if node.args[0] in results}
