@@ -10,7 +10,8 @@ its plan out with GPTQ and SparseGPT, which cut those errors by different amount
 candidate (most for per-channel int4, least for int8); planning with the RTN numbers would under-value
 exactly the options GPTQ helps most. Here ΔW comes from
     quantization only        passes/gptq.gptq_quantize (quantize-method=gptq) or fxc.qformat RTN
-    N:M / unstructured (+q)  passes/sparse_gpt.sparse_gpt (prune-method=sparse-gpt), else the candidate's
+    N:M / unstructured (+q)  passes/sparse_gpt.sparse_gpt and prune's kept-weight re-solve
+                             (prune-method=sparse-gpt), else the candidate's
                              own mask (Wanda-style |W|·sqrt(diag H), or |W| for magnitude); then RTN of the
                              quantization part (what auto does for N:M+w8; GPTQ for unstructured+q)
     low rank (+q)            whitened (or plain) SVD factors as the low-rank pass makes them
@@ -40,6 +41,8 @@ from fxc.passes.auto_plan import unfit
 from fxc.passes.candidates import Candidate, parse_candidates
 from fxc.passes.gptq import gptq_quantize
 from fxc.passes.hessian import dampen
+from fxc.passes.mask_refine import refine_kept_weights
+from fxc.passes.prune import Prune
 from fxc.passes.prune_scores import magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sparse_gpt import sparse_gpt
@@ -122,8 +125,9 @@ class MethodError(Analysis):
         return qformat.dequantize(q.qweight, q.scale, q.zero_point, q.bits)
 
     def _prune(self, c: Candidate, weight, hessian, fqn: str) -> torch.Tensor:
-        if self.prune_method == "sparse-gpt":
-            return sparse_gpt(weight, hessian, c.sparsity or 0.0, c.nm, 128, self.damp, fqn)
+        if self.prune_method == "sparse-gpt":  # with prune's default kept-weight re-solve, as auto runs it
+            pruned = sparse_gpt(weight, hessian, c.sparsity or 0.0, c.nm, 128, self.damp, fqn)
+            return refine_kept_weights(pruned, weight, hessian, Prune.refine, self.damp, fqn)
         scores = magnitude_scores(weight)
         if self.prune_method == "wanda":
             scores = scores * torch.diagonal(hessian).clamp(min=0).sqrt().unsqueeze(0)
