@@ -43,6 +43,10 @@ SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
         "mixed-precision{avg-bits=4.5,method=gptq,print-allocation=false}",
         "quantize{method=gptq}",
     ),
+    "mixed 4.5 bits GPTQ (jacobian)": (
+        "mixed-precision{avg-bits=4.5,method=gptq,measure=jacobian,print-allocation=false}",
+        "quantize{method=gptq}",
+    ),
     "mixed 6 bits GPTQ": ("mixed-precision{avg-bits=6.0,method=gptq,print-allocation=false}", "quantize{method=gptq}"),
     "W4 g64 RTN": (None, "quantize{bits=4,group-size=64}"),
     "mixed 4.5 bits RTN": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize"),

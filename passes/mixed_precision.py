@@ -22,7 +22,11 @@ The choice is the multiple-choice knapsack it is, solved exactly (passes/budget_
 bound on a Pareto frontier with Lagrangian bounds; in the rare degenerate case it cannot prove optimality
 the summary says how far from optimal the plan can at most be). A budget below the smallest reachable
 size is an error naming the option and that size; nothing is written then.
-Options: avg-bits | bytes (exactly one), candidates, measure (sensitivity's), method (rtn | gptq: the
+measure=jacobian scores a candidate by its estimated relative model-output error tr(W ΔW H ΔWᵀ)
+(passes/auto_estimate.MethodError with the output metric of passes/auto_gain.py, as the auto pass does):
+unlike measure=layer, whose tr(ΔW H ΔWᵀ) is in each layer's own output units, it is comparable across
+layers (linear layers only).
+Options: avg-bits | bytes (exactly one), candidates, measure (sensitivity's, or jacobian), method (rtn | gptq: the
 quantize method that will carry the plan out; with gptq each weight-only candidate is scored by the
 error GPTQ leaves, not RTN's, since GPTQ recovers more in some formats than others), symmetric (must
 match quantize's), print-allocation, layers, skip.
@@ -40,6 +44,7 @@ from fxc import ir, meta
 from fxc.errors import FxcError, OptionError
 from fxc.options import option
 from fxc.passbase import ALL, Pass, PassResult
+from fxc.passes.auto_estimate import MethodError
 from fxc.passes.budget_solver import InfeasibleBudget, solve_multiple_choice
 from fxc.passes.candidates import QUANTIZERS
 from fxc.passes.quant_scheme import Scheme, parse_scheme
@@ -61,7 +66,7 @@ class MixedPrecision(Pass):
     measure: str = option(
         "layer",
         "how sensitivity is measured (the sensitivity analysis's option)",
-        choices=("layer", "model", "hutchinson"),
+        choices=("layer", "model", "hutchinson", "jacobian"),
     )
     method: str = option(
         "rtn", "the quantize method that carries out the plan: candidates scored by its errors", choices=QUANTIZERS
@@ -148,6 +153,16 @@ class MixedPrecision(Pass):
             texts = tuple(s.text for s in options[layer.node] if not s.keeps)
             if texts:
                 groups.setdefault(texts, []).append(layer)
+        if self.measure == "jacobian":  # relative model-output error estimates, comparable across layers
+            fqns = tuple(layer.fqn for layer in layers)
+            texts = tuple(dict.fromkeys(t for group in groups for t in group))
+            errors = am.get(
+                MethodError(
+                    candidates=texts, weighting="output", quantize_method=self.method, layers=fqns, skip=()
+                )
+            )
+            result = _ErrorTable(errors)
+            return {layer.node: result for layer in layers}
         if len(groups) == 1:  # one analysis over the pass's own selection
             (texts,) = groups
             result = am.get(
@@ -200,6 +215,16 @@ class MixedPrecision(Pass):
                 )
             options[layer.node] = [s for s, _ in kept]
             row[:] = [v for _, v in kept]
+
+
+class _ErrorTable:
+    """method-error's {node name: {candidate: error}} read like a sensitivity result."""
+
+    def __init__(self, errors: dict[str, dict[str, float]]):
+        self.errors = errors
+
+    def score(self, layer: str, candidate: str) -> float:
+        return self.errors[layer][candidate]
 
 
 def _budget_error(p: MixedPrecision, minimum: int, weights: int) -> OptionError:

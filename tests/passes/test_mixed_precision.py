@@ -140,3 +140,25 @@ def test_gptq_method_plans_with_gptq_errors(capsys):
     assert summed(gptq_plan) == pytest.approx(_brute_force(costs, table, budget))
     assert summed(gptq_plan) <= summed(rtn_plan) + 1e-12
     assert reported == pytest.approx(summed(gptq_plan), rel=1e-3)  # the pass minimized GPTQ's errors, not RTN's
+
+
+def test_jacobian_measure_plans_optimally_for_estimated_model_output_error(capsys):
+    """measure=jacobian scores candidates by method-error's output-weighted errors (comparable across layers)."""
+    from fxc.passes.auto_estimate import MethodError
+
+    model, example = _model()
+    gm, am = traced(model, example, [torch.randn(32, 64) for _ in range(4)])
+    candidates = ("w4", "w4g32", "w8", "keep")
+    run(gm, am, f"mixed-precision{{avg-bits=5.0,measure=jacobian,method=gptq,candidates=[{','.join(candidates)}]}}")
+    reported = float(capsys.readouterr().out.split("summed sensitivity ")[1].split()[0])
+    layers = ir.weight_layers(gm)
+    fqns = tuple(layer.fqn for layer in layers)
+    errors = am.get(MethodError(candidates=("w4", "w4g32", "w8"), weighting="output", layers=fqns, skip=()))
+    shapes = [ir.get_tensor(gm, layer.weight).shape for layer in layers]
+    costs = [[parse_scheme(c).storage_bytes(*shape) for c in candidates] for shape in shapes]
+    table = [[0.0 if c == "keep" else errors[layer.node.name][c] for c in candidates] for layer in layers]
+    plan = [parse_scheme_of(meta.get(layer.node, meta.LayerPlan)) for layer in layers]
+    summed = sum(row[candidates.index(c)] for row, c in zip(table, plan))
+    budget = int(5.0 * sum(s.numel() for s in shapes) / 8)
+    assert summed == pytest.approx(_brute_force(costs, table, budget))
+    assert reported == pytest.approx(summed, rel=1e-3)
