@@ -62,11 +62,16 @@ _workspace = threading.local()  # this thread's float32 scratch tile, keyed by d
 MAX_PLANE_COLUMNS = (2**31 - 1) // (127 * 255)  # int32 accumulators of K products |q_p (w - z)| <= 127 * 255
 
 
-def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
-    """Whether the int8-plane kernel applies (before the run-time check that x is finite)."""
+def planes_can_take(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """What both plane kernels need: per-channel scales, int32-safe K, float32 x on the CPU, no gradient."""
     differentiated = torch.is_grad_enabled() and x.requires_grad  # _int_mm on int8 planes has no gradient
-    return (0 < rows <= PLANE_ROWS and per_channel and columns <= MAX_PLANE_COLUMNS and not differentiated
-            and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling())
+    return (per_channel and columns <= MAX_PLANE_COLUMNS and not differentiated
+            and x.dtype == torch.float32 and x.device.type == "cpu")
+
+
+def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """Whether the eager int8-plane kernel applies (before the run-time check that x is finite)."""
+    return 0 < rows <= PLANE_ROWS and not torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
 
 
 def weight_only_linear(
@@ -162,10 +167,8 @@ def int8_plane_linear(
 
 
 def uses_fused_planes(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
-    """Whether torch.compile traces the fused plane kernel (per-channel scales, float32 x on the CPU)."""
-    differentiated = torch.is_grad_enabled() and x.requires_grad
-    return (torch.compiler.is_compiling() and per_channel and columns <= MAX_PLANE_COLUMNS and not differentiated
-            and x.dtype == torch.float32 and x.device.type == "cpu")
+    """Whether torch.compile traces the fused plane kernel."""
+    return torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
 
 
 def split_into_fused_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

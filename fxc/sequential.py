@@ -104,7 +104,6 @@ class CalibrationRunner:
             output = next(n for n in self.gm.graph.nodes if n.op == "output")
             if keep_outputs:
                 outputs.append(torch.fx.node.map_arg(output.args[0], env.__getitem__))
-            del env
             self.progress.advance(layer=f"batch {index + 1}")
         return outputs
 

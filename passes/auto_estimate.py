@@ -41,8 +41,7 @@ from fxc.passes.auto_plan import unfit
 from fxc.passes.candidates import Candidate, parse_candidates
 from fxc.passes.gptq import gptq_quantize
 from fxc.passes.hessian import dampen
-from fxc.passes.mask_refine import refine_kept_weights
-from fxc.passes.prune import Prune
+from fxc.passes.mask_refine import DEFAULT_STEPS, refine_kept_weights
 from fxc.passes.prune_scores import magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sparse_gpt import sparse_gpt
@@ -127,7 +126,7 @@ class MethodError(Analysis):
     def _prune(self, c: Candidate, weight, hessian, fqn: str) -> torch.Tensor:
         if self.prune_method == "sparse-gpt":  # with prune's default kept-weight re-solve, as auto runs it
             pruned = sparse_gpt(weight, hessian, c.sparsity or 0.0, c.nm, 128, self.damp, fqn)
-            return refine_kept_weights(pruned, weight, hessian, Prune.refine, self.damp, fqn)
+            return refine_kept_weights(pruned, weight, hessian, DEFAULT_STEPS, self.damp, fqn)
         scores = magnitude_scores(weight)
         if self.prune_method == "wanda":
             scores = scores * torch.diagonal(hessian).clamp(min=0).sqrt().unsqueeze(0)

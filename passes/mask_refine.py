@@ -18,6 +18,7 @@ import torch
 
 from fxc.passes.hessian import dampen
 
+DEFAULT_STEPS = 30  # what prune{method=sparse-gpt} runs unless told otherwise (and auto estimates with)
 _TINY = 1e-300
 
 

@@ -39,6 +39,7 @@ from fxc.errors import CalibrationError, NodeError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
 from fxc.passes.lower_sparse import lower_nm_layer
+from fxc.passes.mask_refine import DEFAULT_STEPS
 from fxc.passes.prune_scores import apply_mask, magnitude_scores, nm_mask, parse_pattern, unstructured_mask
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.sparse_gpt import Target, prune_sequentially
@@ -60,8 +61,11 @@ class Prune(Pass):
     outlier_threshold: float = option(5.0, "owl: outlier = Wanda score above this x the layer mean", low=1.0)
     block_size: int = option(128, "sparse-gpt: columns per block (a multiple of M for N:M)", low=1)
     damp: float = option(0.01, "sparse-gpt: dampening added to diag(H), times its mean", low=0.0)
-    refine: int = option(
-        30, "sparse-gpt: conjugate-gradient steps re-solving the kept weights for the layer's output error", low=0
+    refine: int | None = option(
+        None,
+        f"sparse-gpt: conjugate-gradient steps re-solving the kept weights for the layer's output error "
+        f"(default {DEFAULT_STEPS}; 0: off)",
+        low=0,
     )
     lower: bool = option(False, "lower N:M linears to torch.ops.fxc.sparse_nm_linear")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to prune (empty: all)")
@@ -81,10 +85,10 @@ class Prune(Pass):
                 f"prune: option 'block-size' ({self.block_size}) must be a multiple of M={nm[1]} "
                 f"for pattern={self.pattern}"
             )
-        if self.refine and self.method != "sparse-gpt" and self.refine != Prune.refine:
+        if self.refine is not None and self.method != "sparse-gpt":
             raise OptionError(
                 f"prune: option 'refine' re-solves sparse-gpt's kept weights; method={self.method} keeps the "
-                "original values (use method=sparse-gpt, or refine=0)"
+                "original values (use method=sparse-gpt, or drop option 'refine')"
             )
         if self.lower and not nm:
             raise OptionError("prune: option 'lower' lowers N:M weights only; set pattern=2:4 (or another N:M)")
@@ -109,7 +113,8 @@ class Prune(Pass):
                     ir.set_tensor(gm, t.layer.weight, _magnitude(originals[t.layer.weight], t))
             else:
                 calibration = self._calibration(am)
-                prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, self.refine)
+                refine = DEFAULT_STEPS if self.refine is None else self.refine
+                prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, refine)
         except BaseException:
             for weight, tensor in originals.items():
                 ir.set_tensor(gm, weight, tensor)
