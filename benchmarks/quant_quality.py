@@ -38,18 +38,20 @@ from fxc.passes.mixed_precision import planned_bytes  # noqa: E402
 SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "W8 per-channel RTN": (None, "quantize{bits=8}"),
     "W4 g64 GPTQ": (None, "quantize{method=gptq,bits=4,group-size=64}"),
-    # mixed GPTQ plans score each candidate by the error GPTQ leaves (method=gptq), not RTN's
+    # mixed GPTQ plans score each candidate by the error GPTQ leaves (method=gptq), not RTN's; the default
+    # measure (auto = jacobian for linear layers) weighs each layer's error by how it reaches the output
     "mixed 4.5 bits GPTQ": (
         "mixed-precision{avg-bits=4.5,method=gptq,print-allocation=false}",
         "quantize{method=gptq}",
     ),
-    "mixed 4.5 bits GPTQ (jacobian)": (
-        "mixed-precision{avg-bits=4.5,method=gptq,measure=jacobian,print-allocation=false}",
+    "mixed 4.5 bits GPTQ (measure=layer)": (
+        "mixed-precision{avg-bits=4.5,method=gptq,measure=layer,print-allocation=false}",
         "quantize{method=gptq}",
     ),
     "mixed 6 bits GPTQ": ("mixed-precision{avg-bits=6.0,method=gptq,print-allocation=false}", "quantize{method=gptq}"),
     "W4 g64 RTN": (None, "quantize{bits=4,group-size=64}"),
     "mixed 4.5 bits RTN": ("mixed-precision{avg-bits=4.5,print-allocation=false}", "quantize"),
+    "mixed 6 bits RTN": ("mixed-precision{avg-bits=6.0,print-allocation=false}", "quantize"),
     "W8A8 dynamic": (None, "quantize{act-bits=8}"),
     "W8A8 dynamic + SmoothQuant": (None, "smooth-quant{alpha=0.5},quantize{act-bits=8}"),
 }

@@ -25,8 +25,11 @@ size is an error naming the option and that size; nothing is written then.
 measure=jacobian scores a candidate by its estimated relative model-output error tr(W ΔW H ΔWᵀ)
 (passes/auto_estimate.MethodError with the output metric of passes/auto_gain.py, as the auto pass does):
 unlike measure=layer, whose tr(ΔW H ΔWᵀ) is in each layer's own output units, it is comparable across
-layers (linear layers only).
-Options: avg-bits | bytes (exactly one), candidates, measure (sensitivity's, or jacobian), method (rtn | gptq: the
+layers (linear layers only). The default, measure=auto, is jacobian when every planned layer is linear and
+layer otherwise (CNNs: measure=model measures each candidate's model-output error directly). On SmolLM2 at
+4.5 bits with GPTQ the jacobian plan reaches 20.3 perplexity where the layer-measured one reaches 23.6 and
+uniform W4 g64 22.8 (benchmarks/RESULTS.md).
+Options: avg-bits | bytes (exactly one), candidates, measure (auto, jacobian, or sensitivity's), method (rtn | gptq: the
 quantize method that will carry the plan out; with gptq each weight-only candidate is scored by the
 error GPTQ leaves, not RTN's, since GPTQ recovers more in some formats than others), symmetric (must
 match quantize's), print-allocation, layers, skip.
@@ -64,9 +67,10 @@ class MixedPrecision(Pass):
         ("w4", "w4g128", "w4g64", "w4g32", "w8", "keep"), "precisions to choose from per layer"
     )
     measure: str = option(
-        "layer",
-        "how sensitivity is measured (the sensitivity analysis's option)",
-        choices=("layer", "model", "hutchinson", "jacobian"),
+        "auto",
+        "how sensitivity is measured: the sensitivity analysis's option, jacobian, or auto (jacobian when every "
+        "planned layer is linear, else layer)",
+        choices=("auto", "layer", "model", "hutchinson", "jacobian"),
     )
     method: str = option(
         "rtn", "the quantize method that carries out the plan: candidates scored by its errors", choices=QUANTIZERS
@@ -102,7 +106,8 @@ class MixedPrecision(Pass):
         minimum = sum(min(cost_of(layer, s) for s in options[layer.node]) for layer in layers)
         if budget < minimum:  # before the (costly) sensitivity analysis
             raise _budget_error(self, minimum, weights)
-        scores = self._scores(am, layers, options)
+        measure = self.resolved_measure(layers)
+        scores = self._scores(am, layers, options, measure)
         self._drop_unmeasurable(layers, options, scores)
         costs = [[cost_of(layer, s) for s in options[layer.node]] for layer in layers]
         minimum = sum(min(c) for c in costs)
@@ -145,7 +150,14 @@ class MixedPrecision(Pass):
             )
         return fitting
 
-    def _sensitivities(self, am, layers, options) -> dict[torch.fx.Node, object]:
+    def resolved_measure(self, layers: list[ir.WeightLayer]) -> str:
+        """The measure used: auto is jacobian (comparable across layers, linear layers only) when every
+        planned layer is linear, else layer."""
+        if self.measure != "auto":
+            return self.measure
+        return "jacobian" if all(layer.kind == "linear" for layer in layers) else "layer"
+
+    def _sensitivities(self, am, layers, options, measure) -> dict[torch.fx.Node, object]:
         """The sensitivity result for each layer. Layers are measured in groups sharing one candidate
         list, so no layer is measured in a scheme it cannot take (and cached runs are reused)."""
         groups: dict[tuple[str, ...], list[ir.WeightLayer]] = {}
@@ -153,7 +165,7 @@ class MixedPrecision(Pass):
             texts = tuple(s.text for s in options[layer.node] if not s.keeps)
             if texts:
                 groups.setdefault(texts, []).append(layer)
-        if self.measure == "jacobian":  # relative model-output error estimates, comparable across layers
+        if measure == "jacobian":  # relative model-output error estimates, comparable across layers
             fqns = tuple(layer.fqn for layer in layers)
             texts = tuple(dict.fromkeys(t for group in groups for t in group))
             errors = am.get(
@@ -168,7 +180,7 @@ class MixedPrecision(Pass):
             result = am.get(
                 "sensitivity",
                 candidates=texts,
-                measure=self.measure,
+                measure=measure,
                 layers=self.layers,
                 skip=self.skip,
                 quantizer=self.method,
@@ -178,13 +190,13 @@ class MixedPrecision(Pass):
         for texts, members in groups.items():
             fqns = tuple(layer.fqn for layer in members)
             result = am.get(
-                "sensitivity", candidates=texts, measure=self.measure, layers=fqns, skip=(), quantizer=self.method
+                "sensitivity", candidates=texts, measure=measure, layers=fqns, skip=(), quantizer=self.method
             )
             out |= {layer.node: result for layer in members}
         return out
 
-    def _scores(self, am, layers, options) -> list[list[float]]:
-        results = self._sensitivities(am, layers, options)
+    def _scores(self, am, layers, options, measure) -> list[list[float]]:
+        results = self._sensitivities(am, layers, options, measure)
         scores = []
         for layer in layers:
             sensitivity = results.get(layer.node)
@@ -197,7 +209,7 @@ class MixedPrecision(Pass):
                     row.append(float(sensitivity.score(layer.node.name, scheme.text)))
                 except KeyError:
                     raise FxcError(
-                        f"mixed-precision: the sensitivity analysis (measure={self.measure}) has no score for "
+                        f"mixed-precision: the sensitivity analysis (measure={measure}) has no score for "
                         f"layer {layer.fqn} (node {layer.node.name}) as {scheme.text}; measure=model covers conv2d "
                         "layers too, or skip the layer"
                     ) from None

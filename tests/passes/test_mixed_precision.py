@@ -36,7 +36,7 @@ def test_plan_is_optimal_for_the_sensitivity_scores_and_bytes_match_after_quanti
     model, example = _model()
     gm, am = traced(model, example, [torch.randn(32, 64) for _ in range(4)])
     candidates = ("w4", "w4g32", "w8", "keep")
-    run(gm, am, f"mixed-precision{{avg-bits=6.0,candidates=[{','.join(candidates)}]}}")
+    run(gm, am, f"mixed-precision{{avg-bits=6.0,measure=layer,candidates=[{','.join(candidates)}]}}")
     assert "mixed-precision: planned 3 layers" in capsys.readouterr().out  # the allocation is printed
     layers = ir.weight_layers(gm)
     sensitivity = am.get("sensitivity", candidates=("w4", "w4g32", "w8"), measure="layer")
@@ -85,7 +85,7 @@ def _odd_model():
     return traced(model, (torch.randn(8, 97),), [torch.randn(16, 97) for _ in range(3)])
 
 
-@pytest.mark.parametrize("measure", ["layer", "model"])
+@pytest.mark.parametrize("measure", ["layer", "model", "jacobian"])
 def test_unsupported_layer_candidate_pairs_are_never_planned(measure):
     gm, am = _odd_model()
     candidates = ("w4", "w4g32", "w8", "keep")
@@ -94,10 +94,10 @@ def test_unsupported_layer_candidate_pairs_are_never_planned(measure):
     plans = [meta.get(layer.node, meta.LayerPlan) for layer in layers]
     assert plans[0].bits in (8, 16) and plans[2].bits in (8, 16)  # 97 and 7 input columns: no int4
     # the plan is the optimum over the supported pairs (the sensitivity analysis scores the others inf)
-    sensitivity = am.get("sensitivity", candidates=("w4", "w4g32", "w8"), measure=measure, skip=())
+    score = _scorer(am, layers, measure)
     shapes = [ir.get_tensor(gm, layer.weight).shape for layer in layers]
     costs = [[parse_scheme(c).storage_bytes(*shape) for c in candidates] for shape in shapes]
-    scores = [[0.0 if c == "keep" else sensitivity.score(layer.node.name, c) for c in candidates] for layer in layers]
+    scores = [[0.0 if c == "keep" else score(layer.node.name, c) for c in candidates] for layer in layers]
     assert [math.isinf(s) for row in scores for s in row] == [
         True, True, False, False, False, False, False, False, True, True, False, False
     ]  # fmt: skip
@@ -109,6 +109,42 @@ def test_unsupported_layer_candidate_pairs_are_never_planned(measure):
     before = model_bytes(gm)
     run(gm, am, "quantize")
     assert model_bytes(gm) == before - dense + expected
+
+
+def test_default_measure_is_jacobian_for_linear_layers_and_layer_for_convs():
+    """measure=auto: output-weighted errors where every planned layer is linear, per-layer errors with convs."""
+    from fxc.passes.mixed_precision import MixedPrecision
+
+    model, example = _model()
+    with torch.no_grad():
+        model.layers[-1].weight.mul_(20)  # the last layer's own output error is large in its units
+    gm, am = traced(model, example, [torch.randn(32, 64) for _ in range(4)])
+    spec = "avg-bits=5.0,candidates=[w4,w4g32,w8,keep],print-allocation=false"
+    plans = {}
+    for measure in ("auto", "jacobian", "layer"):
+        run(gm, am, f"mixed-precision{{{spec},measure={measure}}}")
+        plans[measure] = [parse_scheme_of(meta.get(layer.node, meta.LayerPlan)) for layer in ir.weight_layers(gm)]
+    assert plans["auto"] == plans["jacobian"]
+    assert plans["jacobian"] != plans["layer"]  # the two measures rank this model's layers differently
+    pass_ = MixedPrecision(avg_bits=5.0)
+    assert pass_.resolved_measure(ir.weight_layers(gm)) == "jacobian"
+    conv_model, conv_example = cnn()
+    conv_gm, _ = traced(conv_model, conv_example, [torch.randn(4, 3, 8, 8)])
+    assert pass_.resolved_measure(ir.weight_layers(conv_gm)) == "layer"
+
+
+def _scorer(am, layers, measure):
+    """score(node name, candidate) as the pass reads it for this measure."""
+    if measure == "jacobian":
+        from fxc.passes.auto_estimate import MethodError
+
+        fqns = tuple(layer.fqn for layer in layers)
+        candidates = ("w4", "w4g32", "w8")
+        errors = am.get(
+            MethodError(candidates=candidates, weighting="output", quantize_method="rtn", layers=fqns, skip=())
+        )
+        return lambda name, candidate: errors[name][candidate]
+    return am.get("sensitivity", candidates=("w4", "w4g32", "w8"), measure=measure, skip=()).score
 
 
 def test_layer_with_no_supported_candidate_is_named():
@@ -124,7 +160,7 @@ def test_gptq_method_plans_with_gptq_errors(capsys):
     mix = torch.randn(64, 64)
     gm, am = traced(model, example, [torch.randn(32, 64) @ mix for _ in range(4)])
     candidates = ("w4", "w4g32", "w8", "keep")
-    spec = f"avg-bits=5.0,candidates=[{','.join(candidates)}]"
+    spec = f"avg-bits=5.0,measure=layer,candidates=[{','.join(candidates)}]"
     run(gm, am, f"mixed-precision{{{spec},method=gptq}}")
     reported = float(capsys.readouterr().out.split("summed sensitivity ")[1].split()[0])
     layers = ir.weight_layers(gm)
