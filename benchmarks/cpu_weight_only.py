@@ -173,7 +173,7 @@ def model_rows(tokens_list: list[int], repeats: int) -> list[dict]:
             if node.target is torch_fast_weight_only.weight_only_linear:
                 node.target, node.args = old_dequantized_linear, node.args[:6]
         for node in list(old_graph.nodes):
-            if node.target is torch_fast_weight_only.planes_for_few_rows:
+            if node.target is torch_fast_weight_only.shared_planes:
                 old_graph.erase_node(node)
         old = torch.fx.GraphModule(new.runner, old_graph)
         with torch.no_grad():

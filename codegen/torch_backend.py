@@ -30,7 +30,7 @@ import torch.fx
 
 from fxc import ir
 from fxc.backend import Backend
-from fxc.codegen import numpy_sparse, torch_fast, torch_fast_weight_only
+from fxc.codegen import native_kernels, numpy_sparse, torch_fast, torch_fast_weight_only
 from fxc.ops import densify_nm
 from fxc.options import option, validate_options
 
@@ -120,12 +120,16 @@ def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     dequantized = f"dequantized in scratch ({tiles}) + addmm"
     if _shape(gm, scale)[-1] != 1:
         return f"quantized_linear {kind} group-wise -> {dequantized} (int8 planes need per-channel scales)"
+    native = native_kernels.plane_kernel_status()
+    if native_kernels.plane_kernel() is not None:
+        amx = f"{native}: {torch_fast_weight_only.PLANES} int8 planes of x times the stored int8 weight"
+        return f"quantized_linear {kind} per-channel -> {amx} (float32 x; rows with inf/nan: {dequantized})"
     if backend.torch_compile:
         fused = f"{torch_fast_weight_only.FUSED_PLANES} int8 planes fused by inductor around one torch._int_mm"
         return f"quantized_linear {kind} per-channel -> torch.compile: {fused}"
     few_rows = f"rows <= {torch_fast_weight_only.PLANE_ROWS}"
     planes = f"{torch_fast_weight_only.PLANES} int8 planes of x times the int8 weight (torch._int_mm)"
-    return f"quantized_linear {kind} per-channel -> {few_rows}: {planes}; else {dequantized}"
+    return f"quantized_linear {kind} per-channel -> {few_rows}: {planes}; else {dequantized} (no AMX kernel: {native})"
 
 
 def _shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ...]:
@@ -169,7 +173,7 @@ def _share_activation_quantization(gm: torch.fx.GraphModule) -> None:
 
 def _share_int8_planes(gm: torch.fx.GraphModule) -> None:
     """Per-channel weight-only linears reading the same tensor (q/k/v, gate/up) split it into int8
-    planes once: one planes_for_few_rows node feeds them all (it returns None for many rows)."""
+    planes once: one shared_planes node feeds them all (it returns None where no plane kernel applies)."""
     readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target is torch_fast_weight_only.weight_only_linear:
@@ -179,7 +183,7 @@ def _share_int8_planes(gm: torch.fx.GraphModule) -> None:
         if len(linears) < 2:
             continue
         with gm.graph.inserting_before(linears[0]):
-            planes = gm.graph.call_function(torch_fast_weight_only.planes_for_few_rows, (x,))
+            planes = gm.graph.call_function(torch_fast_weight_only.shared_planes, (x,))
         for linear in linears:
             linear.args = (*linear.args[:6], planes)
 

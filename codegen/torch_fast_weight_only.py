@@ -1,9 +1,15 @@
 """Weight-only quantized linear (fxc.quantized_linear) on the CPU, never holding a float copy of
 the whole weight. What the `torch` backend swaps quantized_linear nodes for.
 
-`weight_only_linear` picks one of two kernels per call; both compute the reference's
+`weight_only_linear` picks one of these kernels per call; each computes the reference's
 x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ops.py) within fp32 rounding:
 
+    AMX planes      per-channel scales, float32 x on a CPU with AMX-int8 (codegen/native_kernels.py,
+                    codegen/native/amx_plane_gemm.c), any number of rows, eager or under torch.compile
+                    (a custom op): x split exactly into 4 int8 planes, every plane times the stored int8
+                    weight on the tile unit, the int32 accumulators combined exactly. Linears reading
+                    one input share its split (`shared_planes`). Rows holding inf or nan take the
+                    dequantized tiles (the reference's inf / nan). Where it cannot load, the kernels below:
     int8 planes     few rows (rows <= PLANE_ROWS: decode), per-channel scales, float32 x on the CPU.
                     Memory-bound, so the weight is read once as int8 by torch._int_mm (oneDNN,
                     VNNI/AMX). Each row of x is split into PLANES int8 planes,
@@ -12,7 +18,7 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ops.py) within fp32 rou
                     stacked as the rows of one _int_mm: int32 accumulators are exact, a zero point
                     is subtracted exactly in int32 (sum q_p (w - z) = acc_p - z sum q_p), the planes
                     are combined with float64 steps and the per-channel scale multiplies the output.
-                    Linears reading one input (q/k/v, gate/up) share its planes (`planes_for_few_rows`,
+                    Linears reading one input (q/k/v, gate/up) share its planes (`shared_planes`,
                     inserted by the backend). int4 weights are unpacked to int8 by arithmetic shifts
                     first (N*K bytes, freed after the call).
     fused planes    under torch.compile (backend_options={"torch_compile": True}), per-channel scales,
@@ -41,6 +47,7 @@ import threading
 
 import torch
 
+from fxc.codegen import native_kernels
 from fxc.ops import unpacked_columns
 from fxc.qformat import apply_group_scales
 
@@ -69,6 +76,16 @@ def planes_can_take(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
             and x.dtype == torch.float32 and x.device.type == "cpu")
 
 
+def uses_native_planes(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """Whether the AMX plane kernel runs this call (planes_can_take, and the kernel loaded on this CPU)."""
+    return planes_can_take(columns, per_channel, x) and native_kernel_loaded()
+
+
+@torch.compiler.assume_constant_result  # torch.compile: a constant of the trace, not code to trace
+def native_kernel_loaded() -> bool:
+    return native_kernels.plane_kernel() is not None
+
+
 def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
     """Whether the eager int8-plane kernel applies (before the run-time check that x is finite)."""
     return 0 < rows <= PLANE_ROWS and not torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
@@ -84,9 +101,12 @@ def weight_only_linear(
     shared_planes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """fxc.quantized_linear: int8 planes for a few rows with per-channel scales, else dequantized tiles.
-    `shared_planes`: x already split by `planes_for_few_rows` (shared by the linears reading x)."""
+    `shared_planes`: x already split by `shared_planes` (shared by the linears reading x)."""
     columns = unpacked_columns(qweight, bits)
     rows = x.reshape(-1, columns)
+    if uses_native_planes(columns, scale.shape[-1] == 1, x):
+        y = native_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
+        return y.reshape(*x.shape[:-1], qweight.shape[0])
     if uses_fused_planes(columns, scale.shape[-1] == 1, x):
         return fused_plane_linear(rows, qweight, scale, zero_point, bias, bits).reshape(*x.shape[:-1], -1)
     y = None
@@ -97,13 +117,57 @@ def weight_only_linear(
     return y.reshape(*x.shape[:-1], qweight.shape[0])
 
 
-def planes_for_few_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """x [..., K] split into int8 planes once for several per-channel linears reading it, or None
-    where the plane kernel does not apply (many rows, not float32, not finite)."""
+def shared_planes(x: torch.Tensor) -> native_kernels.SplitRows | tuple[torch.Tensor, torch.Tensor] | None:
+    """x [..., K] split once for several per-channel linears reading it: the AMX kernel's planes where it
+    runs, else the int8 planes of a few rows; None where neither applies (many rows without the AMX
+    kernel, torch.compile, not float32, not finite)."""
     rows = x.reshape(-1, x.shape[-1])
+    if torch.compiler.is_compiling():
+        return None
+    if uses_native_planes(rows.shape[1], True, x):
+        return native_kernels.split_rows(rows)
     if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x):
         return None
     return split_into_int8_planes(rows)
+
+
+# --- AMX planes (native) -----------------------------------------------------------------------------
+
+
+def native_plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    shared: object = None,
+) -> torch.Tensor:
+    """rows [M, K] through the AMX plane kernel (a custom op under torch.compile); rows holding inf or nan
+    through the dequantized tiles, so the output is the reference's there."""
+    if torch.compiler.is_compiling():
+        return torch.ops.fxc_native.plane_linear(rows, qweight, scale, zero_point, bias, bits)
+    split = shared if isinstance(shared, native_kernels.SplitRows) else native_kernels.split_rows(rows)
+    if split is None:
+        return dequantized_tile_linear(rows, qweight, scale, zero_point, bias, bits)
+    return native_kernels.plane_gemm(split, qweight, scale, zero_point, bias, bits)
+
+
+@torch.library.custom_op("fxc_native::plane_linear", mutates_args=())
+def _plane_linear_op(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    return native_plane_linear(rows, qweight, scale, zero_point, bias, bits)
+
+
+@_plane_linear_op.register_fake
+def _(rows, qweight, scale, zero_point, bias, bits):
+    return rows.new_empty(rows.shape[0], qweight.shape[0])
 
 
 # --- int8 planes -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tests.codegen.numpy_check import assert_close_outputs
 from tests.codegen.test_numpy_fxc_ops import Int8Linear, QuantLinear, SparseLinear
 
 fxc_ops = torch.ops.fxc
+pytestmark = pytest.mark.usefixtures("without_native_kernels")  # the AMX kernel: test_native_planes.py
 
 
 def compile_fast_and_reference(model, x, **options):
@@ -82,7 +83,7 @@ def _reference_and_planes_counted(monkeypatch, model, x):
 @pytest.mark.parametrize("bits,symmetric", [(8, True), (8, False), (4, True), (4, False)])
 @pytest.mark.parametrize("shape", [(1, 1, 66), (3, 66), (2, 5, 66), (16, 67)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_int8_planes_for_few_rows_match_reference_per_channel(monkeypatch, bits, symmetric, shape, bias):
+def test_int8_shared_planes_match_reference_per_channel(monkeypatch, bits, symmetric, shape, bias):
     columns = shape[-1] + (shape[-1] % 2 if bits == 4 else 0)  # int4 packs two columns a byte
     shape = (*shape[:-1], columns)
     model = QuantLinear(torch.randn(24, columns), bits, None, symmetric, bias=bias)
@@ -96,7 +97,8 @@ def test_int8_planes_for_few_rows_match_reference_per_channel(monkeypatch, bits,
     assert ((got.double() - exact).norm() / exact.norm()).item() < 2e-7  # as close as fp32 itself
     zero = "" if symmetric else " zero-point"
     assert notes == [f"quantized_linear: quantized_linear w{bits}{zero} per-channel -> rows <= 16: 4 int8 planes "
-                     "of x times the int8 weight (torch._int_mm); else dequantized in scratch (whole weight) + addmm"]
+                     "of x times the int8 weight (torch._int_mm); else dequantized in scratch (whole weight) + addmm "
+                     "(no AMX kernel: disabled by the test)"]
 
 
 @pytest.mark.parametrize("bits,group_size,symmetric", [(8, 16, True), (4, 16, False), (4, 32, True)])
@@ -222,7 +224,7 @@ def test_llama_linears_reading_one_input_share_its_int8_planes():
     reference = fxc.compile(model, passes="quantize{bits=8}", example_inputs=example, backend="torch",
                             backend_options={"fast": False})
     fast = fxc.compile(reference.graph, example_inputs=example, backend="torch")
-    shared = [n for n in fast.runner.graph.nodes if n.target is torch_fast_weight_only.planes_for_few_rows]
+    shared = [n for n in fast.runner.graph.nodes if n.target is torch_fast_weight_only.shared_planes]
     assert len(shared) == 2  # q/k/v read one input, gate/up another
     assert_close_outputs(fast(*example).logits, reference(*example).logits)
 

@@ -12,6 +12,8 @@ from fxc import qformat
 from fxc.codegen import torch_fast_weight_only as wo
 from tests.codegen.test_numpy_fxc_ops import QuantLinear
 
+pytestmark = pytest.mark.usefixtures("without_native_kernels")  # the AMX kernel: test_native_planes.py
+
 
 def _exact(model: QuantLinear, x: torch.Tensor, bits: int) -> torch.Tensor:
     weight = qformat.dequantize(model.qweight, model.scale, model.zero, bits).double()
