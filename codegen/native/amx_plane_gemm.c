@@ -264,6 +264,8 @@ void fxc_plane_gemm(const int8_t *planes, const double *step, const double *weig
                 const int8_t *b = planes + mb * k_tiles * (TILE * TILE_K);
                 for (int64_t t = 0; t < k_tiles; t++) {
                     const int8_t *bt = b + t * (TILE * TILE_K);
+                    if (mb == 0 && nb + 1 < n_blocks && direct) /* decode reads each weight once: fetch ahead */
+                        for (int r = 0; r < TILE; r++) _mm_prefetch((const char *)(weights + (TILE + r) * K + t * TILE_K), _MM_HINT_T0);
                     _tile_loadd(4, weights + t * TILE_K, weight_stride);
                     _tile_loadd(5, bt, TILE_K);
                     _tile_dpbssd(0, 4, 5);
