@@ -110,13 +110,24 @@ class CalibrationRunner:
     # -- segment by segment ------------------------------------------------------------------------------
 
     def observe(self, segment: Segment, on_layer_input: LayerHook) -> None:
-        """Run the segment on every batch with the current weights, showing each weight layer's input
-        to the hook; the results are discarded."""
+        """Show each weight layer's input on every batch to the hook, as the segment would see it with
+        the current weights. A segment starts at its layer group, whose shared input was computed by an
+        earlier segment, so the inputs are read from the kept values without running anything; a
+        segment whose layers read a value made inside it is run (results discarded)."""
         self._tick_start(segment)
         self.progress.working_on(segment.label)
+        start = self._position[segment.nodes[0]] if segment.nodes else 0
+        inputs = [(layer.node, layer.node.args[0]) for layer in segment.layers]
+        shown = [n for n in segment.nodes if n.target in ir.LAYER_OPS and n.target != ir.aten.embedding.default]
+        ready = shown == [node for node, _ in inputs] and all(
+            isinstance(x, torch.fx.Node) and self._position[x] < start for _, x in inputs
+        )
         for env in self._environments():
-            scratch = dict(env)
-            self._execute(segment.nodes, scratch, on_layer_input, drop_after=None)
+            if ready:
+                for node, x in inputs:
+                    on_layer_input(node, self._value(x, env))
+            else:
+                self._execute(segment.nodes, dict(env), on_layer_input, drop_after=None)
 
     def advance(self, segment: Segment) -> None:
         """Run the segment on every batch and keep what later segments need."""

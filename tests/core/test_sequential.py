@@ -55,3 +55,23 @@ def test_whole_graph_analyses_keep_no_outputs(monkeypatch):
     am.get("hessian")
     am.get("act-stats")
     assert seen == [0, 0]
+
+
+def test_observe_shows_the_inputs_a_run_would_without_running_the_segment(monkeypatch):
+    """Every segment starts at its layer group, whose input an earlier segment made: observe reads it from the
+    kept values (the same tensors a run of the segment shows) and executes nothing."""
+    gm, runner, _, _ = _runner(2)
+    execute = CalibrationRunner._execute
+    executed = []
+    monkeypatch.setattr(CalibrationRunner, "_execute", lambda self, nodes, *a, **k: executed.append(len(nodes))
+                        or execute(self, nodes, *a, **k))  # fmt: skip
+    for segment in segments(gm):
+        wanted, seen = [], []
+        for env in runner._environments():  # what running the segment shows
+            execute(runner, segment.nodes, dict(env), lambda node, x, into=wanted: into.append((node, x.clone())))
+        runner.observe(segment, lambda node, x, into=seen: into.append((node, x.clone())))
+        assert executed == []  # nothing ran
+        assert [n for n, _ in seen] == [n for n, _ in wanted] == [layer.node for layer in segment.layers] * 2
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(seen, wanted))
+        runner.advance(segment)
+        executed.clear()
