@@ -137,6 +137,11 @@ class CalibrationRunner:
             self._execute(segment.nodes, env, None, drop_after=last)
         self.progress.advance(layer=segment.label)
 
+    def values(self, nodes: list[torch.fx.Node]):
+        """For each calibration batch, the kept values of `nodes` (made by the segments advanced so far)."""
+        for env in self._environments():
+            yield [self._value(node, env) for node in nodes]
+
     def _tick_start(self, segment: Segment) -> None:
         """Announce the segment count when the first segment arrives."""
         if self._announced != segment.count:

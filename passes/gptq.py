@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from fxc import ir, qformat
 from fxc.calibration import Calibration
+from fxc.passes.dense_target import DenseTwin, dense_target_weight
 from fxc.passes.hessian import HessianAccumulator, dampen, inverse_cholesky_upper, one_thread, segment_hessians
 from fxc.passes.quant_scheme import Scheme
 from fxc.sequential import CalibrationRunner, Segment, segments
@@ -162,10 +163,13 @@ def gptq_layers(
     damp: float = 0.01,
     act_order: bool = False,
     block_size: int = 128,
+    fit: str = "layer",
 ) -> dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]]:
     """GPTQ every layer in `schemes` in graph order, each segment seeing the quantized output of the
-    segments before it. Returns {node: (quantized weight, method actually used)}."""
+    segments before it. Returns {node: (quantized weight, method actually used)}. `fit`: each linear layer
+    fitted to its own output (layer) or to the dense model's (dense, passes/dense_target.py)."""
     runner = CalibrationRunner(gm, calibration)
+    twin = DenseTwin(gm, calibration) if fit == "dense" else None
     originals: dict[str, torch.Tensor] = {}
     results: dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]] = {}
     try:
@@ -176,10 +180,14 @@ def gptq_layers(
                 convs = [t for t in targets if t.kind == "conv2d" and t not in grouped]
                 hessians = segment_hessians(runner, segment) if any(t.kind == "linear" for t in targets) else {}
                 hessians |= conv_hessians(runner, segment, convs) if convs else {}
+                crosses = twin.cross_covariances(runner, segment) if twin is not None else {}
                 for layer in targets:
                     weight = ir.get_tensor(gm, layer.weight)
                     scheme = schemes[layer.node]
                     flat = weight.detach().reshape(weight.shape[0], -1)
+                    if layer.node.name in crosses:
+                        name = layer.node.name
+                        flat = dense_target_weight(flat, hessians[name], crosses[name], damp, layer.fqn)
                     if layer in grouped:
                         qw, method = qformat.quantize_rtn(flat, scheme.bits, scheme.group_size, scheme.symmetric), "rtn"
                     else:
@@ -200,6 +208,8 @@ def gptq_layers(
                     dequantized = qformat.dequantize(qw.qweight, qw.scale, qw.zero_point, qw.bits)
                     ir.set_tensor(gm, layer.weight, dequantized.view(weight.shape).to(weight.dtype))
             runner.advance(segment)
+            if twin is not None:
+                twin.advance(segment)
     except BaseException:
         for target, weight in originals.items():
             ir.set_tensor(gm, target, weight)

@@ -38,6 +38,7 @@ from fxc import ir, meta
 from fxc.errors import CalibrationError, NodeError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
+from fxc.passes.dense_target import TARGETS
 from fxc.passes.lower_sparse import lower_nm_layer
 from fxc.passes.mask_refine import DEFAULT_STEPS
 from fxc.passes.prune_scores import apply_mask, magnitude_scores, nm_mask, parse_pattern, unstructured_mask
@@ -67,6 +68,12 @@ class Prune(Pass):
         f"(default {DEFAULT_STEPS}; 0: off)",
         low=0,
     )
+    fit: str | None = option(
+        None,
+        "sparse-gpt: fit each layer to its own output on the compressed model's inputs (layer, the default) or to "
+        "the dense model's output there (dense: also absorbs earlier layers' error; runs the dense model beside)",
+        choices=(None, *TARGETS),
+    )
     lower: bool = option(False, "lower N:M linears to torch.ops.fxc.sparse_nm_linear")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to prune (empty: all)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave dense")
@@ -89,6 +96,11 @@ class Prune(Pass):
             raise OptionError(
                 f"prune: option 'refine' re-solves sparse-gpt's kept weights; method={self.method} keeps the "
                 "original values (use method=sparse-gpt, or drop option 'refine')"
+            )
+        if self.fit is not None and self.method != "sparse-gpt":
+            raise OptionError(
+                f"prune: option 'fit' chooses what sparse-gpt's weight update fits; method={self.method} updates no "
+                "weights (use method=sparse-gpt, or drop option 'fit')"
             )
         if self.lower and not nm:
             raise OptionError("prune: option 'lower' lowers N:M weights only; set pattern=2:4 (or another N:M)")
@@ -114,7 +126,8 @@ class Prune(Pass):
             else:
                 calibration = self._calibration(am)
                 refine = DEFAULT_STEPS if self.refine is None else self.refine
-                prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, refine)
+                fit = self.fit or "layer"
+                prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, refine, fit)
         except BaseException:
             for weight, tensor in originals.items():
                 ir.set_tensor(gm, weight, tensor)

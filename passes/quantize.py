@@ -35,6 +35,7 @@ from fxc import ir, meta, qformat
 from fxc.errors import NodeError, OptionError
 from fxc.options import option
 from fxc.passbase import Pass, PassResult
+from fxc.passes.dense_target import TARGETS
 from fxc.passes.gptq import conv_geometry, gptq_layers
 from fxc.passes.quant_scheme import GROUP_SIZES, KEEP_BITS, Scheme
 from fxc.passes.select import DEFAULT_SKIP, select_layers
@@ -63,6 +64,12 @@ class Quantize(Pass):
     act_order: bool = option(True, "gptq: quantize columns in order of decreasing Hessian diagonal (groups "
                              "keep their column sets); SmolLM2 W4 g64: ppl 23.0 with it, 26.9 without")
     block_size: int = option(128, "gptq: columns per lazy error-update block", low=1)
+    fit: str | None = option(
+        None,
+        "gptq: fit each layer to its own output on the quantized model's inputs (layer, the default) or to the "
+        "dense model's output there (dense: also absorbs earlier layers' error; runs the dense model beside)",
+        choices=(None, *TARGETS),
+    )
     layers: tuple[str, ...] = option((), "module-path patterns of layers to quantize (empty: all)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave dense")
 
@@ -72,6 +79,11 @@ class Quantize(Pass):
             raise OptionError(
                 "quantize: act-bits=8 (W8A8) stores int8 weights with one symmetric scale per output channel; "
                 "drop bits / group-size / symmetric=false, or drop act-bits for weight-only quantization"
+            )
+        if self.fit is not None and self.method != "gptq":
+            raise OptionError(
+                "quantize: option 'fit' chooses what GPTQ's error compensation fits; method=rtn rounds each weight "
+                "alone (use method=gptq, or drop option 'fit')"
             )
         if self.static and self.act_bits is None:
             raise OptionError("quantize: option 'static' chooses how int8 activations are scaled; add act-bits=8")
@@ -86,7 +98,8 @@ class Quantize(Pass):
         layers = {layer.node: layer for layer, _ in schemes.values()}
         if self.method == "gptq":
             only = {node: scheme for node, (_, scheme) in schemes.items()}
-            quantized = gptq_layers(gm, calibration, only, self.damp, self.act_order, self.block_size)
+            fit = self.fit or "layer"
+            quantized = gptq_layers(gm, calibration, only, self.damp, self.act_order, self.block_size, fit)
         else:
             steps = am.progress.each(schemes.items(), name=lambda item: item[1][0].fqn)  # one tick per layer
             quantized = {node: (_rtn(gm, layer, scheme), "rtn") for node, (layer, scheme) in steps}

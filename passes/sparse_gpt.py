@@ -28,6 +28,7 @@ from fxc import ir
 from fxc.calibration import Calibration
 from fxc.errors import CalibrationError
 from fxc.passes.act_stats import channel_rows
+from fxc.passes.dense_target import DenseTwin, dense_target_weight
 from fxc.passes.hessian import dampen, inverse_cholesky_upper, one_thread, segment_hessians
 from fxc.passes.mask_refine import refine_kept_weights
 from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
@@ -119,17 +120,22 @@ def prune_sequentially(
     block_size: int,
     damp: float,
     refine: int = 0,
+    fit: str = "layer",
 ) -> dict[str, torch.Tensor]:
     """Prune `targets` segment by segment; returns {weight target: new weight} (already written). `refine`:
-    conjugate-gradient steps re-solving sparse-gpt's kept weights (passes/mask_refine.py)."""
+    conjugate-gradient steps re-solving sparse-gpt's kept weights (passes/mask_refine.py). `fit`: sparse-gpt
+    fits each layer to its own output (layer) or to the dense model's (dense, passes/dense_target.py)."""
     by_node = {t.layer.node: t for t in targets}
     runner = CalibrationRunner(gm, calibration)
+    twin = DenseTwin(gm, calibration) if fit == "dense" and method == "sparse-gpt" else None
     written: dict[str, torch.Tensor] = {}
     for segment in segments(gm):
         chosen = [by_node[layer.node] for layer in segment.layers if layer.node in by_node]
         if chosen:
+            crosses = {}
             if method == "sparse-gpt":
                 stats = segment_hessians(runner, segment)
+                crosses = twin.cross_covariances(runner, segment) if twin is not None else {}
             else:
                 norms = _Norms({t.layer.node for t in chosen})
                 runner.observe(segment, norms)
@@ -139,15 +145,18 @@ def prune_sequentially(
                 _check_finite(stats[name], target.layer)
                 weight = ir.get_tensor(gm, target.layer.weight)
                 if method == "sparse-gpt":
-                    new = sparse_gpt(
-                        weight, stats[name], target.sparsity, target.nm, block_size, damp, target.layer.fqn
-                    )
-                    new = refine_kept_weights(new, weight, stats[name], refine, damp, target.layer.fqn)
+                    goal = weight
+                    if name in crosses:
+                        goal = dense_target_weight(weight, stats[name], crosses[name], damp, target.layer.fqn)
+                    new = sparse_gpt(goal, stats[name], target.sparsity, target.nm, block_size, damp, target.layer.fqn)
+                    new = refine_kept_weights(new, goal, stats[name], refine, damp, target.layer.fqn)
                 else:
                     new = prune_with_norms(weight, stats[name], target)
                 ir.set_tensor(gm, target.layer.weight, new)
                 written[target.layer.weight] = new
         runner.advance(segment)
+        if twin is not None:
+            twin.advance(segment)
     return written
 
 

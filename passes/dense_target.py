@@ -1,0 +1,73 @@
+"""Dense-target calibration for layer-by-layer compression (sparse-gpt, gptq): fit each layer to what the
+*uncompressed* model computes there, not to its own output on the compressed model's inputs.
+
+Layer by layer, sparse-gpt and gptq choose W for min ||W X_c - W0 X_c||², X_c the inputs the model
+compressed so far gives the layer. With target=dense they fit min ||W X_c - W0 X_d||², X_d the inputs the
+dense model gives it, so each layer also absorbs the error the layers before it left. With
+H = 2 X_cᵀX_c / n and C = 2 X_dᵀX_c / n,
+
+    ||W X_c - W0 X_d||² = tr((W - W̃) H (W - W̃)ᵀ) + const,   W̃ = W0 C H⁻¹ = W0 + W0 (C - H) H⁻¹,
+
+so the methods run unchanged on the target weight W̃ (W̃ = W0 exactly where the inputs agree, e.g. the first
+layer; H is dampened as the method dampens it). This is the asymmetric calibration of GPTAQ (Li et al., 2025).
+
+`DenseTwin` runs the dense model beside the compressed one: a copy of the graph with the original weights,
+cut into the same segments and advanced in step, on the same calibration batches. Reads the graph and the
+calibration; writes nothing (the caller writes the compressed weights).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx
+
+from fxc.calibration import Calibration
+from fxc.passes.hessian import dampen
+from fxc.sequential import CalibrationRunner, Segment, segments
+
+TARGETS = ("layer", "dense")
+
+
+class DenseTwin:
+    """The uncompressed model, segment by segment beside a CalibrationRunner of the compressed one."""
+
+    def __init__(self, gm: torch.fx.GraphModule, calibration: Calibration):
+        self.gm = copy.deepcopy(gm)  # the original weights: the compressed graph's change as passes write
+        self.runner = CalibrationRunner(self.gm, calibration)
+        self.segments = {segment.index: segment for segment in segments(self.gm)}
+        self.nodes = {node.name: node for node in self.gm.graph.nodes}
+
+    def cross_covariances(self, runner: CalibrationRunner, segment: Segment) -> dict[str, torch.Tensor]:
+        """{linear node name: C = 2 X_dᵀX_c / n} (float64) for the segment's linear layers, from the inputs
+        the compressed (runner) and the dense model give them on every batch."""
+        linears = [layer.node for layer in segment.layers if layer.kind == "linear"]
+        sources = list(dict.fromkeys(node.args[0] for node in linears))
+        twins = [self.nodes[source.name] for source in sources]
+        sums = [None] * len(sources)
+        tokens = 0
+        for compressed, dense in zip(runner.values(sources), self.runner.values(twins)):
+            for i, (xc, xd) in enumerate(zip(compressed, dense)):
+                rows_c = xc.detach().reshape(-1, xc.shape[-1]).to(torch.float64)
+                rows_d = xd.detach().reshape(-1, xd.shape[-1]).to(torch.float64)
+                sums[i] = rows_d.T @ rows_c if sums[i] is None else sums[i].addmm_(rows_d.T, rows_c)
+            tokens += rows_c.shape[0]
+        by_source = {source: 2.0 * total / max(tokens, 1) for source, total in zip(sources, sums)}
+        return {node.name: by_source[node.args[0]] for node in linears}
+
+    def advance(self, segment: Segment) -> None:
+        """Run the dense model's copy of `segment` on every batch (call after the compressed one's)."""
+        self.runner.advance(self.segments[segment.index])
+
+
+def dense_target_weight(
+    weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, damp: float, layer: str
+) -> torch.Tensor:
+    """W̃ = W0 + W0 (C - H) (H + damp)⁻¹ for a linear weight [N, K]: the weight whose layer-wise fit on the
+    compressed inputs is the dense model's output. Same shape and dtype as `weight`."""
+    h = dampen(hessian, damp, layer)
+    w0 = weight.detach().to(torch.float64)
+    difference = cross.to(torch.float64) - hessian.to(torch.float64)
+    correction = torch.cholesky_solve((w0 @ difference).T, torch.linalg.cholesky(h)).T  # W0 (C - H) H⁻¹
+    return (w0 + correction).to(weight.dtype)
