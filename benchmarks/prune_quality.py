@@ -37,8 +37,10 @@ SMOLLM = {
     "wanda 50%": "prune{method=wanda,sparsity=0.5}",
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
     "sparse-gpt 50% (owl)": "prune{method=sparse-gpt,sparsity=0.5,allocation=owl}",
+    "sparse-gpt 50% (fit=dense)": "prune{method=sparse-gpt,sparsity=0.5,fit=dense}",
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
+    "sparse-gpt 2:4 (fit=dense)": "prune{method=sparse-gpt,pattern=2:4,fit=dense}",
     "channel 25% (wanda)": "prune{method=wanda,pattern=channel,sparsity=0.25}",
     "heads 25% (wanda)": "prune{method=wanda,pattern=head,sparsity=0.25}",
 }
