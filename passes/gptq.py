@@ -17,7 +17,9 @@ weights quantized so far, builds the Hessians (passes/hessian.segment_hessians f
 conv2d the Hessian of the unfolded input patches), quantizes, writes the dequantized weights back so the
 next segment sees the quantized model's activations, and advances. Grouped convolutions (depthwise)
 have one Hessian per group, which this does not build: they are quantized round-to-nearest, and the
-returned method says so. On any error every weight it changed is restored. Reads the graph and
+returned method says so. With fit=dense each linear layer is fitted to the dense model's output on the
+quantized model's inputs (passes/dense_target.py: GPTQ runs on the target weight W̃ = W0 C H⁻¹).
+On any error every weight it changed is restored. Reads the graph and
 calibration; writes (temporarily) the dequantized weights of the layers it quantized.
 """
 

@@ -8,8 +8,10 @@
 
 Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
 (OBS with weight update, passes/sparse_gpt.py; refine=N, default 30, then re-solves the kept weights for the
-layer's output error by N conjugate-gradient steps, passes/mask_refine.py). wanda and sparse-gpt calibrate
-layer by layer (fxc/sequential.py): each layer sees the output of the already-pruned layers before it.
+layer's output error by N conjugate-gradient steps, passes/mask_refine.py; fit=dense fits each layer to
+the dense model's output instead of its own, so it also absorbs the error of the layers before it,
+passes/dense_target.py). wanda and sparse-gpt calibrate layer by layer (fxc/sequential.py): each layer
+sees the output of the already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
 the `sparsity` option is not used); channel: structured, passes/prune_structured.py (MLP hidden
 channels, conv filters); head: structured, passes/prune_heads.py (whole attention heads: q/k/v rows,
