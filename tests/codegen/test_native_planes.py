@@ -18,6 +18,7 @@ from fxc.codegen import native_kernels
 from fxc.codegen import torch_fast_weight_only as wo
 from tests.codegen.numpy_check import assert_close_outputs
 from tests.codegen.test_numpy_fxc_ops import QuantLinear
+from tests.codegen.test_torch_fused_planes import _exact as exact_product
 
 pytestmark = pytest.mark.skipif(
     native_kernels.plane_kernel() is None, reason=f"no AMX plane kernel: {native_kernels.plane_kernel_status()}"
@@ -31,11 +32,6 @@ def _unpacked_planes(split: native_kernels.SplitRows) -> torch.Tensor:
     tiles = planes.reshape(4, m_pad // 16, k_pad // 64, 16, 16, 4)  # p, m block, k tile, r, m in block, k in 4
     dense = tiles.permute(0, 1, 4, 2, 3, 5).reshape(4, m_pad, k_pad)
     return dense[:, : split.rows, : split.columns].long()
-
-
-def _exact(x: torch.Tensor, model: QuantLinear, bits: int) -> torch.Tensor:
-    weight = qformat.dequantize(model.qweight, model.scale, model.zero, bits).double()
-    return x.double() @ weight.T + (model.bias.double() if model.bias is not None else 0)
 
 
 def test_split_rebuilds_rows_within_its_bound_and_fits_int8():
@@ -65,7 +61,7 @@ def test_product_is_as_close_as_float32_itself(bits, symmetric, shape, outputs):
     x[..., 3] *= 300  # an outlier channel: the planes' error is relative to each row's largest value
     rows = x.reshape(-1, columns)
     got = wo.native_plane_linear(rows, model.qweight, model.scale, model.zero, model.bias, bits)
-    exact = _exact(rows, model, bits)
+    exact = exact_product(model, rows, bits)
     float32 = rows @ qformat.dequantize(model.qweight, model.scale, model.zero, bits).T
     float32 = float32 + (model.bias if model.bias is not None else 0)
     error = (got.double() - exact).abs().max()
@@ -84,7 +80,7 @@ def test_ragged_shapes_match_the_exact_product(rows, columns, outputs, bits, sym
     model = QuantLinear(torch.randn(outputs, columns), bits, None, symmetric)
     x = torch.randn(rows, columns)
     got = wo.native_plane_linear(x, model.qweight, model.scale, model.zero, model.bias, bits)
-    exact = _exact(x, model, bits)
+    exact = exact_product(model, x, bits)
     weight = qformat.dequantize(model.qweight, model.scale, model.zero, bits).double()
     magnitude = x.double().abs() @ weight.abs().T + (model.bias.double().abs() if model.bias is not None else 0)
     assert bool(((got.double() - exact).abs() <= (columns + 4) * 2.0**-24 * magnitude + 1e-30).all())
