@@ -84,7 +84,7 @@ def _declare(library: ctypes.CDLL) -> None:
     library.fxc_split_planes.restype = i64
     library.fxc_split_planes.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, i32]
     library.fxc_plane_gemm.restype = None
-    library.fxc_plane_gemm.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, i32, i64, ptr, ptr, ptr, ptr, i32]
+    library.fxc_plane_gemm.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, i32, i64, i64, ptr, ptr, ptr, ptr, i32]
 
 
 def plane_kernel() -> ctypes.CDLL | None:
@@ -104,11 +104,12 @@ def _padded(size: int, multiple: int) -> int:
 @dataclass(frozen=True)
 class SplitRows:
     """x [M, K] split by fxc_split_planes: int8 planes in the tile layout, power-of-two step per row, and the
-    planes' weighted row sums (for zero points). One split serves every linear reading the same x."""
+    planes' weighted sums per row and 64-column tile (for zero points). One split serves every linear
+    reading the same x, whatever its group size."""
 
     planes: torch.Tensor  # int8 [PLANES, Mpad, Kpad] (tile-interleaved inside)
     step: torch.Tensor  # float64 [M]
-    weighted_sums: torch.Tensor  # float64 [M]
+    tile_sums: torch.Tensor  # float64 [M, Kpad / 64]
     rows: int
     columns: int
 
@@ -121,12 +122,18 @@ def split_rows(rows: torch.Tensor) -> SplitRows | None:
     m_pad, k_pad = _padded(m, TILE_M), _padded(k, TILE_K)
     planes = torch.empty(PLANES, m_pad, k_pad, dtype=torch.int8)  # every byte written by the split
     step = torch.empty(m, dtype=torch.float64)
-    weighted_sums = torch.empty(m, dtype=torch.float64)
+    tile_sums = torch.empty(m, k_pad // TILE_K, dtype=torch.float64)
     bad = plane_kernel().fxc_split_planes(
-        rows.data_ptr(), m, k, m_pad, k_pad, planes.data_ptr(), step.data_ptr(), weighted_sums.data_ptr(),
+        rows.data_ptr(), m, k, m_pad, k_pad, planes.data_ptr(), step.data_ptr(), tile_sums.data_ptr(),
         torch.get_num_threads(),
     )  # fmt: skip
-    return None if bad else SplitRows(planes, step, weighted_sums, m, k)
+    return None if bad else SplitRows(planes, step, tile_sums, m, k)
+
+
+def takes_groups(columns: int, groups: int) -> bool:
+    """Whether the kernel takes `groups` scales per output channel over `columns` inputs: per-channel, or
+    groups of a multiple of 64 columns (whole tiles)."""
+    return groups == 1 or (columns % groups == 0 and (columns // groups) % TILE_K == 0)
 
 
 def plane_gemm(
@@ -137,19 +144,19 @@ def plane_gemm(
     bias: torch.Tensor | None,
     bits: int,
 ) -> torch.Tensor:
-    """split x @ dequantize(qweight [N, K or K/2], per-channel scale [N, 1], zero_point)^T + bias, float32
-    [M, N]. The caller checks that K * 127 * 255 fits int32 (planes_can_take)."""
-    n = qweight.shape[0]
+    """split x @ dequantize(qweight [N, K or K/2], scale [N, groups], zero_point)^T + bias, float32 [M, N].
+    The caller checks takes_groups and that K * 127 * 255 fits int32 (planes_can_take)."""
+    n, groups = qweight.shape[0], scale.shape[-1]
     m_pad, k_pad = split.planes.shape[1:]
     weight = qweight.contiguous()
-    scale32 = scale.reshape(n).to(torch.float32).contiguous()
-    zero32 = None if zero_point is None else zero_point.reshape(n).to(torch.int32).contiguous()
+    scale32 = scale.reshape(n, groups).to(torch.float32).contiguous()
+    zero32 = None if zero_point is None else zero_point.reshape(n, groups).to(torch.int32).contiguous()
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
     y = torch.empty(split.rows, n, dtype=torch.float32)
     plane_kernel().fxc_plane_gemm(
-        split.planes.data_ptr(), split.step.data_ptr(), split.weighted_sums.data_ptr(), split.rows, m_pad,
-        split.columns, k_pad, weight.data_ptr(), bits, n, scale32.data_ptr(), _address(zero32), _address(bias32),
-        y.data_ptr(), torch.get_num_threads(),
+        split.planes.data_ptr(), split.step.data_ptr(), split.tile_sums.data_ptr(), split.rows, m_pad,
+        split.columns, k_pad, weight.data_ptr(), bits, n, groups, scale32.data_ptr(), _address(zero32),
+        _address(bias32), y.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return y
 

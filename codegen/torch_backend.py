@@ -118,12 +118,15 @@ def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     tiles = "whole weight" if whole else f"tiles of {torch_fast_weight_only.TILE_BYTES >> 20} MiB"
     kind = f"w{bits}{' zero-point' if zero_point is not None else ''}"
     dequantized = f"dequantized in scratch ({tiles}) + addmm"
-    if _shape(gm, scale)[-1] != 1:
-        return f"quantized_linear {kind} group-wise -> {dequantized} (int8 planes need per-channel scales)"
+    groups = _shape(gm, scale)[-1]
     native = native_kernels.plane_kernel_status()
-    if native_kernels.plane_kernel() is not None:
+    scales = "per-channel" if groups == 1 else f"group-wise ({columns // groups} columns)"
+    if native_kernels.plane_kernel() is not None and native_kernels.takes_groups(columns, groups):
         amx = f"{native}: {torch_fast_weight_only.PLANES} int8 planes of x times the stored int8 weight"
-        return f"quantized_linear {kind} per-channel -> {amx} (float32 x; rows with inf/nan: {dequantized})"
+        return f"quantized_linear {kind} {scales} -> {amx} (float32 x; rows with inf/nan: {dequantized})"
+    if groups != 1:
+        why = "groups of a multiple of 64 columns" if native_kernels.plane_kernel() is not None else native
+        return f"quantized_linear {kind} {scales} -> {dequantized} (int8 planes: {why})"
     if backend.torch_compile:
         fused = f"{torch_fast_weight_only.FUSED_PLANES} int8 planes fused by inductor around one torch._int_mm"
         return f"quantized_linear {kind} per-channel -> torch.compile: {fused}"
@@ -177,7 +180,7 @@ def _share_int8_planes(gm: torch.fx.GraphModule) -> None:
     readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target is torch_fast_weight_only.weight_only_linear:
-            if _shape(gm, node.args[2])[-1] == 1:
+            if _shape(gm, node.args[2])[-1] == 1 or native_kernels.plane_kernel() is not None:  # AMX: any groups
                 readers.setdefault(node.args[0], []).append(node)
     for x, linears in readers.items():
         if len(linears) < 2:

@@ -4,8 +4,9 @@ the whole weight. What the `torch` backend swaps quantized_linear nodes for.
 `weight_only_linear` picks one of these kernels per call; each computes the reference's
 x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ops.py) within fp32 rounding:
 
-    AMX planes      per-channel scales, float32 x on a CPU with AMX-int8 (codegen/native_kernels.py,
-                    codegen/native/amx_plane_gemm.c), any number of rows, eager or under torch.compile
+    AMX planes      per-channel scales or groups of a multiple of 64 columns, float32 x on a CPU with
+                    AMX-int8 (codegen/native_kernels.py, codegen/native/amx_plane_gemm.c), any number
+                    of rows, eager or under torch.compile
                     (a custom op): x split exactly into 4 int8 planes, every plane times the stored int8
                     weight on the tile unit, the int32 accumulators combined exactly. Linears reading
                     one input share its split (`shared_planes`). Rows holding inf or nan take the
@@ -76,9 +77,12 @@ def planes_can_take(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
             and x.dtype == torch.float32 and x.device.type == "cpu")
 
 
-def uses_native_planes(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
-    """Whether the AMX plane kernel runs this call (planes_can_take, and the kernel loaded on this CPU)."""
-    return planes_can_take(columns, per_channel, x) and native_kernel_loaded()
+def uses_native_planes(columns: int, groups: int, x: torch.Tensor) -> bool:
+    """Whether the AMX plane kernel runs this call: float32 x without gradient (planes_can_take), per-channel
+    scales or groups of a multiple of 64 columns, and the kernel loaded on this CPU."""
+    return (
+        planes_can_take(columns, True, x) and native_kernels.takes_groups(columns, groups) and native_kernel_loaded()
+    )
 
 
 @torch.compiler.assume_constant_result  # torch.compile: a constant of the trace, not code to trace
@@ -104,7 +108,7 @@ def weight_only_linear(
     `shared_planes`: x already split by `shared_planes` (shared by the linears reading x)."""
     columns = unpacked_columns(qweight, bits)
     rows = x.reshape(-1, columns)
-    if uses_native_planes(columns, scale.shape[-1] == 1, x):
+    if uses_native_planes(columns, scale.shape[-1], x):
         y = native_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
         return y.reshape(*x.shape[:-1], qweight.shape[0])
     if uses_fused_planes(columns, scale.shape[-1] == 1, x):
@@ -124,7 +128,7 @@ def shared_planes(x: torch.Tensor) -> native_kernels.SplitRows | tuple[torch.Ten
     rows = x.reshape(-1, x.shape[-1])
     if torch.compiler.is_compiling():
         return None
-    if uses_native_planes(rows.shape[1], True, x):
+    if uses_native_planes(rows.shape[1], 1, x):
         return native_kernels.split_rows(rows)
     if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x):
         return None

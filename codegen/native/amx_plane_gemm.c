@@ -7,7 +7,8 @@ fxc_split_planes splits x exactly into int8 planes: per row a power-of-two step 
 (each step is an exact float32 operation: division by a power of two, rounding, an exact difference
 times 128), written in the tile unit's 4-byte-interleaved layout, zero padded to 16 rows and 64 columns.
 fxc_plane_gemm multiplies every plane with the int8 weights on the AMX tile unit (int32 accumulators:
-exact), combines the four accumulators as one integer in double (exact below 2^53) and scales it once,
+exact), combines the four accumulators as one integer in double (exact below 2^53) and scales it once
+per group of columns (per-channel scales: one group; group-wise: groups of a multiple of 64 columns),
 so the result is as close to the exact product of x and the dequantized weight as float32 rounding of
 the output (plus the r term). The weights are read where they are stored (int8 [N, K] with K a multiple
 of 64); int4 (two per byte [N, K/2], low nibble first) and other K are unpacked one panel of 16 output
@@ -58,11 +59,29 @@ static float row_amax(const float *row, int64_t K) {
     return bad ? -1.0f : _mm512_reduce_max_ps(amax);
 }
 
+/* Adds up the lanes of one 64-column tile: tile_sums[m][t] = sum over p of 128^(3-p) times the sum of plane p
+   over the tile's columns of row m (an integer below 2^40: exact in double); the lanes restart at zero. */
+static void flush_tile_sums(__m512i lane_sums[PLANES][4], int64_t m0, int64_t M, int64_t Kpad, int64_t t,
+                            double *tile_sums) {
+    int64_t sums[PLANES][TILE];
+    for (int p = 0; p < PLANES; p++)
+        for (int j = 0; j < 4; j++) {
+            int32_t lanes[16];
+            _mm512_storeu_si512(lanes, lane_sums[p][j]);
+            lane_sums[p][j] = _mm512_setzero_si512();
+            for (int i = 0; i < 4; i++)
+                sums[p][4 * j + i] = lanes[4 * i] + lanes[4 * i + 1] + lanes[4 * i + 2] + lanes[4 * i + 3];
+        }
+    for (int i = 0; i < TILE && m0 + i < M; i++)
+        tile_sums[(m0 + i) * (Kpad / TILE_K) + t] =
+            (double)(((sums[0][i] * 128 + sums[1][i]) * 128 + sums[2][i]) * 128 + sums[3][i]);
+}
+
 /* Planes of 16 rows m0 .. m0+15 (rows past M are zero) whose steps have float32 inverses: for each group of
    4 columns, the 16 rows x 4 columns are one 64-byte tile row of every plane. z = x / a, q_p = round(z)
    (|q_0| <= 127, |q_p| <= 64), z = (z - q_p) 128: each exact in float32. */
 static void split_block_avx512(const float *x, int64_t M, int64_t K, int64_t m0, const float inverse_step[TILE],
-                               int8_t *planes, int64_t Mpad, int64_t Kpad, int64_t sums[PLANES][TILE]) {
+                               int8_t *planes, int64_t Mpad, int64_t Kpad, double *tile_sums) {
     const __m512 base = _mm512_set1_ps(128.0f), high = _mm512_set1_ps(127.0f), low = _mm512_set1_ps(-127.0f);
     __m512 inverse[4];
     __m512i lane_sums[PLANES][4];
@@ -96,37 +115,37 @@ static void split_block_avx512(const float *x, int64_t M, int64_t K, int64_t m0,
                 z[j] = _mm512_mul_ps(_mm512_sub_ps(z[j], q), base);
             }
         }
+        if ((k + 4) % TILE_K == 0) /* the end of a 64-column tile: its weighted sums per row */
+            flush_tile_sums(lane_sums, m0, M, Kpad, k / TILE_K, tile_sums);
     }
-    for (int p = 0; p < PLANES; p++)
-        for (int j = 0; j < 4; j++) {
-            int32_t lanes[16];
-            _mm512_storeu_si512(lanes, lane_sums[p][j]);
-            for (int i = 0; i < 4; i++)
-                sums[p][4 * j + i] = lanes[4 * i] + lanes[4 * i + 1] + lanes[4 * i + 2] + lanes[4 * i + 3];
-        }
 }
 
 /* One row in float64 (a step below 2^-120 has no float32 inverse); rows past M pass K = 0 (zero planes). */
 static void split_row_scalar(const float *row, int64_t K, double a, int8_t *planes, int64_t m, int64_t Mpad,
-                             int64_t Kpad, int64_t sums[PLANES]) {
-    for (int p = 0; p < PLANES; p++) sums[p] = 0;
+                             int64_t Kpad, double *tile_sums /* this row's [Kpad / 64], or NULL past M */) {
+    int64_t weighted = 0;
     for (int64_t k = 0; k < Kpad; k++) {
         double z = k < K ? (double)row[k] / a : 0.0; /* exact */
         for (int p = 0; p < PLANES; p++) {
             double q = nearbyint(z);
             q = q > 127.0 ? 127.0 : (q < -127.0 ? -127.0 : q);
             planes[plane_offset(p, m, k, Mpad, Kpad)] = (int8_t)q;
-            sums[p] += (int64_t)q;
+            weighted += (int64_t)q * ((int64_t)1 << (7 * (PLANES - 1 - p))); /* 128^(3-p) q */
             z = (z - q) * 128.0; /* exact */
+        }
+        if ((k + 1) % TILE_K == 0) {
+            if (tile_sums) tile_sums[k / TILE_K] = (double)weighted;
+            weighted = 0;
         }
     }
 }
 
-/* x [M, K] float32 -> planes (every byte written, layout above), step [M] (a), weighted_sums [M] (sum over
-   p of 128^(3-p) times the sum of row m of plane p: what a zero point multiplies). Returns 1 + the first
-   row holding inf or nan (the planes cannot carry them), 0 when every row is finite. */
+/* x [M, K] float32 -> planes (every byte written, layout above), step [M] (a), tile_sums [M][Kpad / 64] (for
+   each 64-column tile, the sum over p of 128^(3-p) times the sum of plane p over the tile's columns of row
+   m: what a zero point multiplies). Returns 1 + the first row holding inf or nan (the planes cannot carry
+   them), 0 when every row is finite. */
 int64_t fxc_split_planes(const float *x, int64_t M, int64_t K, int64_t Mpad, int64_t Kpad, int8_t *planes,
-                         double *step, double *weighted_sums, int threads) {
+                         double *step, double *tile_sums, int threads) {
     int64_t bad = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(max : bad)
     for (int64_t mb = 0; mb < Mpad / TILE; mb++) {
@@ -151,18 +170,15 @@ int64_t fxc_split_planes(const float *x, int64_t M, int64_t K, int64_t Mpad, int
             tiny |= a[i] < 0x1p-120;
             inverse[i] = (float)(1.0 / a[i]);
         }
-        int64_t sums[PLANES][TILE];
         if (!tiny) {
-            split_block_avx512(x, M, K, m0, inverse, planes, Mpad, Kpad, sums);
+            split_block_avx512(x, M, K, m0, inverse, planes, Mpad, Kpad, tile_sums);
         } else {
             for (int i = 0; i < TILE; i++) {
-                int64_t row_sums[PLANES], m = m0 + i;
-                split_row_scalar(x + (m < M ? m : 0) * K, m < M ? K : 0, a[i], planes, m, Mpad, Kpad, row_sums);
-                for (int p = 0; p < PLANES; p++) sums[p][i] = row_sums[p];
+                int64_t m = m0 + i;
+                double *sums = m < M ? tile_sums + m * (Kpad / TILE_K) : NULL;
+                split_row_scalar(x + (m < M ? m : 0) * K, m < M ? K : 0, a[i], planes, m, Mpad, Kpad, sums);
             }
         }
-        for (int i = 0; i < TILE && m0 + i < M; i++)
-            weighted_sums[m0 + i] = (double)(((sums[0][i] * 128 + sums[1][i]) * 128 + sums[2][i]) * 128 + sums[3][i]);
     }
     return bad;
 }
@@ -195,32 +211,38 @@ static void configure_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* One tile of output: acc[p][n][m] -> y[m0 + m][n0 + n] for valid rows and columns. Per output the four
-   accumulators make one integer in double (each step exact: a power-of-two product plus an integer, below
-   2^53), the zero point's term is subtracted exactly, and one product with step * 128^-3 * scale rounds. */
-static void combine(int32_t acc[PLANES][TILE][TILE], const double *step, const double *weighted_sums,
-                    int64_t m0, int valid_m, int64_t n0, int valid_n, int64_t N, const float *scale,
-                    const int32_t *zero, const float *bias, float *y) {
-    double row_unit[TILE], row_sums[TILE];
-    for (int m = 0; m < TILE; m++) {
-        row_unit[m] = m < valid_m ? step[m0 + m] * (1.0 / (128.0 * 128.0 * 128.0)) : 0.0;
-        row_sums[m] = m < valid_m ? weighted_sums[m0 + m] : 0.0;
-    }
+/* One group of columns of one output tile: total[n][m] += scale[n][g] * (sum_p 128^(3-p) acc_p[n][m] - zero[n][g]
+   * group_sums[m]) * step[m] / 128^3. The four accumulators make one integer in double (each step exact:
+   a power-of-two product plus an integer, below 2^53), the zero point's term is subtracted exactly, one
+   product rounds; across groups the double sum rounds like a float64 GEMM's. */
+static void combine_group(int32_t acc[PLANES][TILE][TILE], const double row_unit[TILE], const double group_sums[TILE],
+                          int64_t n0, int valid_n, int64_t groups, int64_t g, const float *scale, const int32_t *zero,
+                          double total[TILE][TILE]) {
     const __m512d base = _mm512_set1_pd(128.0);
     __m512d units[2] = {_mm512_loadu_pd(row_unit), _mm512_loadu_pd(row_unit + 8)};
-    __m512d sums[2] = {_mm512_loadu_pd(row_sums), _mm512_loadu_pd(row_sums + 8)};
-    float out[TILE][TILE] __attribute__((aligned(64))); /* [n][m] */
+    __m512d sums[2] = {_mm512_loadu_pd(group_sums), _mm512_loadu_pd(group_sums + 8)};
     for (int n = 0; n < TILE; n++) {
-        __m512d s = _mm512_set1_pd(n < valid_n ? (double)scale[n0 + n] : 0.0);
-        __m512d z = _mm512_set1_pd(zero && n < valid_n ? (double)zero[n0 + n] : 0.0);
+        __m512d s = _mm512_set1_pd(n < valid_n ? (double)scale[(n0 + n) * groups + g] : 0.0);
+        __m512d z = _mm512_set1_pd(zero && n < valid_n ? (double)zero[(n0 + n) * groups + g] : 0.0);
         for (int h = 0; h < 2; h++) {
             __m512d t = _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[0][n][8 * h]));
             t = _mm512_fmadd_pd(t, base, _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[1][n][8 * h])));
             t = _mm512_fmadd_pd(t, base, _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[2][n][8 * h])));
             t = _mm512_fmadd_pd(t, base, _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[3][n][8 * h])));
             t = _mm512_fnmadd_pd(z, sums[h], t);
-            _mm256_store_ps(&out[n][8 * h], _mm512_cvtpd_ps(_mm512_mul_pd(t, _mm512_mul_pd(units[h], s))));
+            __m512d sum = _mm512_loadu_pd(&total[n][8 * h]);
+            _mm512_storeu_pd(&total[n][8 * h], _mm512_fmadd_pd(t, _mm512_mul_pd(units[h], s), sum));
         }
+    }
+}
+
+/* total[n][m] (+ bias) -> y[m0 + m][n0 + n] as float32 for valid rows and columns. */
+static void store_tile(double total[TILE][TILE], int64_t m0, int valid_m, int64_t n0, int valid_n, int64_t N,
+                       const float *bias, float *y) {
+    float out[TILE][TILE] __attribute__((aligned(64))); /* [n][m] */
+    for (int n = 0; n < TILE; n++) {
+        _mm256_store_ps(&out[n][0], _mm512_cvtpd_ps(_mm512_loadu_pd(&total[n][0])));
+        _mm256_store_ps(&out[n][8], _mm512_cvtpd_ps(_mm512_loadu_pd(&total[n][8])));
     }
     const __m512i columns = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
     __mmask16 mask = (__mmask16)((1u << valid_n) - 1);
@@ -231,19 +253,23 @@ static void combine(int32_t acc[PLANES][TILE][TILE], const double *step, const d
     }
 }
 
-/* y [M, N] float32 = x @ (scale * (w - zero))^T + bias from fxc_split_planes' output. zero, bias: NULL when
-   absent. K * 127 * 255 must fit int32 (the caller checks). */
-void fxc_plane_gemm(const int8_t *planes, const double *step, const double *weighted_sums, int64_t M, int64_t Mpad,
-                    int64_t K, int64_t Kpad, const int8_t *w, int bits, int64_t N, const float *scale,
+/* y [M, N] float32 = x @ (scale * (w - zero))^T + bias from fxc_split_planes' output, with `groups` scales (and
+   zero points) per output channel: scale [N][groups], zero [N][groups] int32 or NULL, bias [N] or NULL. Each
+   group spans Kpad / 64 / groups whole 64-column tiles (per-channel: groups = 1). K * 127 * 255 must fit
+   int32 (the caller checks). */
+void fxc_plane_gemm(const int8_t *planes, const double *step, const double *tile_sums, int64_t M, int64_t Mpad,
+                    int64_t K, int64_t Kpad, const int8_t *w, int bits, int64_t N, int64_t groups, const float *scale,
                     const int32_t *zero, const float *bias, float *y, int threads) {
     int64_t n_blocks = (N + TILE - 1) / TILE, k_tiles = Kpad / TILE_K, m_blocks = Mpad / TILE;
+    int64_t group_tiles = k_tiles / groups;
     int direct = bits == 8 && K == Kpad; /* weight tiles loaded where the weight is stored */
     int64_t plane_stride = m_blocks * k_tiles * (TILE * TILE_K);
 #pragma omp parallel num_threads(threads)
     {
         configure_tiles();
-        int8_t *panel = direct ? NULL : aligned_alloc(64, Kpad * TILE);
+        int8_t *panel = NULL;
         int32_t acc[PLANES][TILE][TILE] __attribute__((aligned(64)));
+        double total[TILE][TILE], row_unit[TILE], group_sums[TILE];
 #pragma omp for schedule(static)
         for (int64_t nb = 0; nb < n_blocks; nb++) {
             int64_t n0 = nb * TILE;
@@ -257,32 +283,45 @@ void fxc_plane_gemm(const int8_t *planes, const double *step, const double *weig
                 weight_stride = Kpad;
             }
             for (int64_t mb = 0; mb < m_blocks; mb++) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                const int8_t *b = planes + mb * k_tiles * (TILE * TILE_K);
-                for (int64_t t = 0; t < k_tiles; t++) {
-                    const int8_t *bt = b + t * (TILE * TILE_K);
-                    if (mb == 0 && nb + 1 < n_blocks && direct) /* decode reads each weight once: fetch ahead */
-                        for (int r = 0; r < TILE; r++) _mm_prefetch((const char *)(weights + (TILE + r) * K + t * TILE_K), _MM_HINT_T0);
-                    _tile_loadd(4, weights + t * TILE_K, weight_stride);
-                    _tile_loadd(5, bt, TILE_K);
-                    _tile_dpbssd(0, 4, 5);
-                    _tile_loadd(5, bt + plane_stride, TILE_K);
-                    _tile_dpbssd(1, 4, 5);
-                    _tile_loadd(5, bt + 2 * plane_stride, TILE_K);
-                    _tile_dpbssd(2, 4, 5);
-                    _tile_loadd(5, bt + 3 * plane_stride, TILE_K);
-                    _tile_dpbssd(3, 4, 5);
-                }
-                _tile_stored(0, acc[0], 64);
-                _tile_stored(1, acc[1], 64);
-                _tile_stored(2, acc[2], 64);
-                _tile_stored(3, acc[3], 64);
                 int64_t m0 = mb * TILE;
                 int valid_m = M - m0 < TILE ? (int)(M - m0) : TILE;
-                combine(acc, step, weighted_sums, m0, valid_m, n0, valid_n, N, scale, zero, bias, y);
+                for (int m = 0; m < TILE; m++) row_unit[m] = m < valid_m ? step[m0 + m] / (128.0 * 128.0 * 128.0) : 0.0;
+                memset(total, 0, sizeof total);
+                const int8_t *b = planes + mb * k_tiles * (TILE * TILE_K);
+                for (int64_t g = 0; g < groups; g++) {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (int64_t t = g * group_tiles; t < (g + 1) * group_tiles; t++) {
+                        const int8_t *bt = b + t * (TILE * TILE_K);
+                        if (mb == 0 && nb + 1 < n_blocks && direct) /* decode reads each weight once: fetch ahead */
+                            for (int r = 0; r < TILE; r++)
+                                _mm_prefetch((const char *)(weights + (TILE + r) * K + t * TILE_K), _MM_HINT_T0);
+                        _tile_loadd(4, weights + t * TILE_K, weight_stride);
+                        _tile_loadd(5, bt, TILE_K);
+                        _tile_dpbssd(0, 4, 5);
+                        _tile_loadd(5, bt + plane_stride, TILE_K);
+                        _tile_dpbssd(1, 4, 5);
+                        _tile_loadd(5, bt + 2 * plane_stride, TILE_K);
+                        _tile_dpbssd(2, 4, 5);
+                        _tile_loadd(5, bt + 3 * plane_stride, TILE_K);
+                        _tile_dpbssd(3, 4, 5);
+                    }
+                    _tile_stored(0, acc[0], 64);
+                    _tile_stored(1, acc[1], 64);
+                    _tile_stored(2, acc[2], 64);
+                    _tile_stored(3, acc[3], 64);
+                    for (int m = 0; m < TILE; m++) { /* the group's weighted plane sums (zero points) */
+                        double sum = 0.0;
+                        if (zero && m < valid_m)
+                            for (int64_t t = g * group_tiles; t < (g + 1) * group_tiles; t++)
+                                sum += tile_sums[(m0 + m) * k_tiles + t];
+                        group_sums[m] = sum;
+                    }
+                    combine_group(acc, row_unit, group_sums, n0, valid_n, groups, g, scale, zero, total);
+                }
+                store_tile(total, m0, valid_m, n0, valid_n, N, bias, y);
             }
         }
         free(panel);

@@ -47,8 +47,10 @@ def test_split_rebuilds_rows_within_its_bound_and_fits_int8():
     rebuilt = (planes.double() * powers).sum(0) * split.step.unsqueeze(1)
     bound = rows.double().abs().amax(dim=1, keepdim=True) * 3.7e-9
     assert bool(((rebuilt - rows.double()).abs() <= bound).all())
-    weights = torch.tensor([128.0 ** (3 - p) for p in range(4)], dtype=torch.float64)
-    assert torch.equal(split.weighted_sums, (planes.sum(2).double() * weights.unsqueeze(1)).sum(0))
+    weights = torch.tensor([128.0 ** (3 - p) for p in range(4)], dtype=torch.float64).reshape(4, 1, 1)
+    padded = torch.nn.functional.pad(planes.double(), (0, 128 - 100))  # two 64-column tiles
+    tile_sums = (padded.reshape(4, 19, 2, 64).sum(-1) * weights).sum(0)  # [rows, tiles]
+    assert torch.equal(split.tile_sums, tile_sums)
 
 
 @pytest.mark.parametrize("bits,symmetric", [(8, True), (8, False), (4, True), (4, False)])
@@ -108,7 +110,24 @@ def test_backend_runs_the_kernel_and_reports_it(monkeypatch):
     assert "AMX-int8 plane kernel: 4 int8 planes of x times the stored int8 weight" in fast.runner.notes[0]
 
 
-def test_group_wise_scales_keep_the_dequantized_tiles(monkeypatch):
+@pytest.mark.parametrize("bits,symmetric", [(8, True), (4, False)])
+@pytest.mark.parametrize("group_size,columns", [(64, 192), (128, 256), (64, 64)])
+@pytest.mark.parametrize("rows", [1, 21])
+def test_group_wise_scales_of_whole_tiles_run_on_the_kernel(monkeypatch, bits, symmetric, group_size, columns, rows):
+    model = QuantLinear(torch.randn(40, columns), bits, group_size, symmetric)
+    x = torch.randn(rows, columns)
+    x[:, 5] *= 100
+    calls = []
+    gemm = native_kernels.plane_gemm
+    monkeypatch.setattr(native_kernels, "plane_gemm", lambda *a: calls.append(1) or gemm(*a))
+    got = wo.weight_only_linear(x, model.qweight, model.scale, model.zero, model.bias, bits)
+    assert calls == [1]
+    exact = exact_product(model, x, bits)
+    float32 = x @ qformat.dequantize(model.qweight, model.scale, model.zero, bits).T + model.bias
+    assert (got.double() - exact).abs().max() <= max(2 * (float32.double() - exact).abs().max(), 1e-7)
+
+
+def test_group_wise_scales_of_part_tiles_keep_the_dequantized_tiles(monkeypatch):
     model = QuantLinear(torch.randn(24, 64), 4, 32, True)
     x = torch.randn(5, 64)
     calls = []

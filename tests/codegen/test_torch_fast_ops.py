@@ -108,7 +108,7 @@ def test_group_wise_falls_back_to_dequantized_tiles_and_matches(monkeypatch, bit
     got, want, plane_calls, notes = _reference_and_planes_counted(monkeypatch, model, x)
     assert plane_calls == 0
     assert_close_outputs(got, want)
-    assert "group-wise -> dequantized in scratch (whole weight) + addmm" in notes[0]
+    assert f"group-wise ({group_size} columns) -> dequantized in scratch (whole weight) + addmm" in notes[0]
 
 
 def test_many_rows_and_non_finite_rows_take_the_dequantized_path(monkeypatch):
