@@ -1,14 +1,15 @@
 """Weight-only int8 / int4 linear on the CPU, torch backend: fp32 F.linear against the old fast path
 (whole or tiled dequantization per call, freshly allocated) and the new one
-(codegen/torch_fast_weight_only.py: int8 planes via torch._int_mm for few rows, scratch tiles + addmm
-otherwise), side by side, interleaved medians, one thread.
+(codegen/torch_fast_weight_only.py: the AMX-int8 plane kernel where the CPU has one, else int8 planes
+via torch._int_mm for few rows and scratch tiles + addmm otherwise), side by side, interleaved medians.
 
     nice -n 10 python benchmarks/cpu_weight_only.py --threads 1 --repeats 9 [--model]
 
 Layers: SmolLM2-135M's shapes (q/o 576x576, gate/up 1536x576, down 576x1536), each timed over `--layers`
 distinct weights per call round (as a model's 30 layers are, so decode reads weights that are not all
-cache-hot). `--model`: also the whole SmolLM2 (quantize{bits=8}) at 1x1 and 1x512 tokens, fp32 eager vs
-old vs new. Ratios are fp32 time / variant time (>1: faster than fp32). Appends to benchmarks/RESULTS.md.
+cache-hot). `--model`: also the whole SmolLM2 at 1x1 and 1x512 tokens, fp32 eager vs quantize{bits=8}
+on the old and the new kernels, and quantize{bits=4} and {bits=4,group-size=64} on the new ones.
+Ratios are fp32 time / variant time (>1: faster than fp32). Appends to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -176,23 +177,27 @@ def model_rows(tokens_list: list[int], repeats: int) -> list[dict]:
             if node.target is torch_fast_weight_only.shared_planes:
                 old_graph.erase_node(node)
         old = torch.fx.GraphModule(new.runner, old_graph)
+        w4 = {name: fxc.compile(traced, passes=p, example_inputs=(ids,), backend="torch")
+              for name, p in (("w4", "quantize{bits=4}"), ("w4g64", "quantize{bits=4,group-size=64}"))}
         with torch.no_grad():
             want = new.graph(ids).logits  # the reference ops
             error = ((new(ids).logits - want).norm() / want.norm()).item()
             ms = interleaved_ms({"fp32 eager": partial(model, ids), "w8 old": partial(old, ids),
-                                 "w8 new": partial(new, ids)}, repeats)
+                                 "w8 new": partial(new, ids)} | {n: partial(m, ids) for n, m in w4.items()}, repeats)
         rows.append({"tokens": tokens, "fp32_ms": ms["fp32 eager"], "old": ms["fp32 eager"] / ms["w8 old"],
-                     "new": ms["fp32 eager"] / ms["w8 new"], "err": error})
+                     "new": ms["fp32 eager"] / ms["w8 new"], "w4": ms["fp32 eager"] / ms["w4"],
+                     "w4g64": ms["fp32 eager"] / ms["w4g64"], "err": error})
         print(rows[-1], flush=True)
     return rows
 
 
 def model_table(rows: list[dict]) -> str:
-    head = f"{'SmolLM2-135M quantize{bits=8}':<32}{'fp32 ms':>9}{'w8 old':>9}{'w8 new':>9}{'new vs reference op':>21}"
+    head = (f"{'SmolLM2-135M (lm_head fp32)':<32}{'fp32 ms':>9}{'w8 old':>9}{'w8 new':>9}{'w4':>9}{'w4g64':>9}"
+            f"{'w8 new vs reference op':>24}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{'1 x ' + str(r['tokens']) + ' tokens':<32}{r['fp32_ms']:>9.1f}{r['old']:>8.2f}x"
-                     f"{r['new']:>8.2f}x{r['err']:>21.1e}")
+                     f"{r['new']:>8.2f}x{r['w4']:>8.2f}x{r['w4g64']:>8.2f}x{r['err']:>24.1e}")
     return "\n".join(lines)
 
 
