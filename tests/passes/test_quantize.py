@@ -88,8 +88,14 @@ def test_w8a8_dynamic_and_static_scales():
     run(gm, am, "quantize{act-bits=8,static=true}")
     nodes = quantized_nodes(gm)
     assert nodes and all(n.target == torch.ops.fxc.int8_linear.default for n in nodes)
+    dense, _ = traced(model, example)
+    weights = {layer.fqn: ir.get_tensor(dense, layer.weight) for layer in ir.weight_layers(dense)}
     for node in nodes:
-        assert ir.get_tensor(gm, node.args[1].target).dtype == torch.int8
+        qweight = ir.get_tensor(gm, node.args[1].target)
+        assert qweight.dtype == torch.int8 and int(qweight.abs().max()) == 127  # ±127, as the activations
+        weight_scale = ir.get_tensor(gm, node.args[2].target).reshape(-1)
+        amax = weights[meta.get(node, meta.LayerInfo).fqn].abs().amax(dim=1)
+        torch.testing.assert_close(weight_scale, amax / 127, rtol=1e-6, atol=0)
         static_scale = ir.get_tensor(gm, node.args[4].target)
         assert static_scale.item() == pytest.approx(expected_scale[meta.get(node, meta.LayerInfo).fqn], rel=1e-6)
     dynamic = fxc.compile(model, "quantize{act-bits=8}", example_inputs=example, backend="torch")
