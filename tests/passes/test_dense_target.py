@@ -71,3 +71,21 @@ def test_fit_is_for_gptq_only():
 
     with pytest.raises(OptionError, match="option 'fit'.*method=rtn"):
         Quantize(bits=4, fit="dense")
+
+
+def test_gptq_defaults_to_fit_dense_and_convolutions_keep_the_layer_fit():
+    from tiny_models import cnn
+
+    from fxc.passes.quantize import Quantize
+
+    assert Quantize(method="gptq").fit is None  # None: GPTQ fits the dense model's output (quantize.run)
+    model, example = cnn()
+    gm, am = traced(model, example, [torch.randn(4, *example[0].shape[1:]) for _ in range(3)])
+    run(gm, am, "quantize{method=gptq,skip=[]}")  # conv segments have no linear layer: no cross-covariance
+    model_dense, batches = _deep_mlp()
+    outputs = {}
+    for spec in ("", ",fit=dense"):
+        gm, am = traced(copy.deepcopy(model_dense), (batches[0],), batches)
+        run(gm, am, f"quantize{{method=gptq,bits=4{spec}}}")
+        outputs[spec] = gm(batches[0])
+    assert torch.equal(outputs[""], outputs[",fit=dense"])  # the default is fit=dense
