@@ -27,8 +27,8 @@ measure=jacobian scores a candidate by its estimated relative model-output error
 unlike measure=layer, whose tr(ΔW H ΔWᵀ) is in each layer's own output units, it is comparable across
 layers (linear layers only). The default, measure=auto, is jacobian when every planned layer is linear and
 layer otherwise (CNNs: measure=model measures each candidate's model-output error directly). On SmolLM2 at
-4.5 bits with GPTQ the jacobian plan reaches 20.3 perplexity where the layer-measured one reaches 23.6 and
-uniform W4 g64 22.8 (benchmarks/RESULTS.md).
+4.5 bits with classic GPTQ (fit=layer) the jacobian plan reaches 20.3 perplexity where the layer-measured
+one reaches 23.6 and uniform W4 g64 22.8 (benchmarks/RESULTS.md).
 Options: avg-bits | bytes (exactly one), candidates, measure (auto, jacobian, or sensitivity's), method (rtn | gptq: the
 quantize method that will carry the plan out; with gptq each weight-only candidate is scored by the
 error GPTQ leaves, not RTN's, since GPTQ recovers more in some formats than others), symmetric (must
