@@ -1,7 +1,8 @@
 """Native CPU kernels of the torch backend, compiled once per machine and loaded with ctypes.
 
     amx_plane_gemm.c    weight-only int8/int4 linear with float32 activations on the AMX-int8 tile unit
-                        (x split exactly into four int8 planes, int32 accumulators, one exact combine).
+                        (x split exactly into four int8 planes, int32 accumulators combined exactly per
+                        channel, in float32 per group for group-wise scales).
 
 `plane_kernel()` returns the loaded library or None, and `plane_kernel_status()` says why not (no AMX-int8
 on this CPU, not Linux x86-64, no C compiler, the compile failed, the OS refused the tile registers, or

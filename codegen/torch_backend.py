@@ -122,7 +122,7 @@ def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     native = native_kernels.plane_kernel_status()
     scales = "per-channel" if groups == 1 else f"group-wise ({columns // groups} columns)"
     if native_kernels.plane_kernel() is not None and native_kernels.takes_groups(columns, groups):
-        amx = f"{native}: {torch_fast_weight_only.PLANES} int8 planes of x times the stored int8 weight"
+        amx = f"{native}: {native_kernels.PLANES} int8 planes of x times the stored int8 weight"
         return f"quantized_linear {kind} {scales} -> {amx} (float32 x; rows with inf/nan: {dequantized})"
     if groups != 1:
         why = "groups of a multiple of 64 columns" if native_kernels.plane_kernel() is not None else native

@@ -102,10 +102,11 @@ def weight_only_linear(
     zero_point: torch.Tensor | None,
     bias: torch.Tensor | None,
     bits: int,
-    shared_planes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    shared_planes: native_kernels.SplitRows | tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """fxc.quantized_linear: int8 planes for a few rows with per-channel scales, else dequantized tiles.
-    `shared_planes`: x already split by `shared_planes` (shared by the linears reading x)."""
+    """fxc.quantized_linear: the AMX plane kernel where it runs, else int8 planes for a few rows with
+    per-channel scales, else dequantized tiles (module docstring). `shared_planes`: x already split by
+    `shared_planes` (shared by the linears reading x)."""
     columns = unpacked_columns(qweight, bits)
     rows = x.reshape(-1, columns)
     if uses_native_planes(columns, scale.shape[-1], x):

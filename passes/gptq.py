@@ -171,7 +171,8 @@ def gptq_layers(
     segments before it. Returns {node: (quantized weight, method actually used)}. `fit`: each linear layer
     fitted to its own output (layer) or to the dense model's (dense, passes/dense_target.py)."""
     runner = CalibrationRunner(gm, calibration)
-    twin = DenseTwin(gm, calibration) if fit == "dense" else None
+    fits_linears = fit == "dense" and any(node.target == ir.aten.linear.default for node in schemes)
+    twin = DenseTwin(gm, calibration) if fits_linears else None  # conv layers keep the layer-wise fit
     originals: dict[str, torch.Tensor] = {}
     results: dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]] = {}
     try:

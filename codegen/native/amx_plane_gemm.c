@@ -211,37 +211,35 @@ static void configure_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* One group of columns of one output tile: total[n][m] += scale[n][g] * (sum_p 128^(3-p) acc_p[n][m] - zero[n][g]
-   * group_sums[m]) * step[m] / 128^3. The four accumulators make one integer in double (each step exact:
-   a power-of-two product plus an integer, below 2^53), the zero point's term is subtracted exactly, one
-   product rounds; across groups the double sum rounds like a float64 GEMM's. */
-static void combine_group(int32_t acc[PLANES][TILE][TILE], const double row_unit[TILE], const double group_sums[TILE],
-                          int64_t n0, int valid_n, int64_t groups, int64_t g, const float *scale, const int32_t *zero,
-                          double total[TILE][TILE]) {
+/* Per-channel scales: out[n][m] = scale[n] * (sum_p 128^(3-p) acc_p[n][m] - zero[n] * sums[m]) * step[m] / 128^3.
+   The four accumulators make one integer in double (each step exact: a power-of-two product plus an
+   integer, below 2^53), the zero point's term is subtracted exactly, and one product rounds to float32. */
+static void combine_channel(int32_t acc[PLANES][TILE][TILE], const double row_unit[TILE], const double sums_d[TILE],
+                            int64_t n0, int valid_n, const float *scale, const int32_t *zero, float out[TILE][TILE]) {
     const __m512d base = _mm512_set1_pd(128.0);
     __m512d units[2] = {_mm512_loadu_pd(row_unit), _mm512_loadu_pd(row_unit + 8)};
-    __m512d sums[2] = {_mm512_loadu_pd(group_sums), _mm512_loadu_pd(group_sums + 8)};
+    __m512d sums[2] = {_mm512_loadu_pd(sums_d), _mm512_loadu_pd(sums_d + 8)};
     for (int n = 0; n < TILE; n++) {
-        __m512d s = _mm512_set1_pd(n < valid_n ? (double)scale[(n0 + n) * groups + g] : 0.0);
-        __m512d z = _mm512_set1_pd(zero && n < valid_n ? (double)zero[(n0 + n) * groups + g] : 0.0);
+        __m512d s = _mm512_set1_pd(n < valid_n ? (double)scale[n0 + n] : 0.0);
+        __m512d z = _mm512_set1_pd(zero && n < valid_n ? (double)zero[n0 + n] : 0.0);
         for (int h = 0; h < 2; h++) {
             __m512d t = _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[0][n][8 * h]));
             t = _mm512_fmadd_pd(t, base, _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[1][n][8 * h])));
             t = _mm512_fmadd_pd(t, base, _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[2][n][8 * h])));
             t = _mm512_fmadd_pd(t, base, _mm512_cvtepi32_pd(_mm256_load_si256((const __m256i *)&acc[3][n][8 * h])));
             t = _mm512_fnmadd_pd(z, sums[h], t);
-            __m512d sum = _mm512_loadu_pd(&total[n][8 * h]);
-            _mm512_storeu_pd(&total[n][8 * h], _mm512_fmadd_pd(t, _mm512_mul_pd(units[h], s), sum));
+            _mm256_store_ps(&out[n][8 * h], _mm512_cvtpd_ps(_mm512_mul_pd(t, _mm512_mul_pd(units[h], s))));
         }
     }
 }
 
-/* The same for groups > 1 in float32 (16 lanes: half the work of the float64 combine, which costs more
-   than the tile unit's products when a group is one or two tiles): each step rounds as a float32 GEMM's
-   additions do. */
-static void combine_group_float(int32_t acc[PLANES][TILE][TILE], const float row_unit[TILE],
-                                const float group_sums[TILE], int64_t n0, int valid_n, int64_t groups, int64_t g,
-                                const float *scale, const int32_t *zero, float total[TILE][TILE]) {
+/* Group g of `groups` scales per channel: total[n][m] += scale[n][g] * (sum_p 128^(3-p) acc_p[n][m] - zero[n][g]
+   * group_sums[m]) * step[m] / 128^3, in float32 (16 lanes: half the work of the float64 combine, which
+   costs more than the tile unit's products when a group is one or two tiles); each step rounds as a
+   float32 GEMM's additions do. */
+static void combine_group(int32_t acc[PLANES][TILE][TILE], const float row_unit[TILE],
+                          const float group_sums[TILE], int64_t n0, int valid_n, int64_t groups, int64_t g,
+                          const float *scale, const int32_t *zero, float total[TILE][TILE]) {
     const __m512 base = _mm512_set1_ps(128.0f);
     const __m512 units = _mm512_loadu_ps(row_unit), sums = _mm512_loadu_ps(group_sums);
     for (int n = 0; n < valid_n; n++) {
@@ -255,14 +253,9 @@ static void combine_group_float(int32_t acc[PLANES][TILE][TILE], const float row
     }
 }
 
-/* total[n][m] (+ bias) -> y[m0 + m][n0 + n] as float32 for valid rows and columns. */
-static void store_tile(double total[TILE][TILE], int64_t m0, int valid_m, int64_t n0, int valid_n, int64_t N,
+/* out[n][m] (+ bias) -> y[m0 + m][n0 + n] for valid rows and columns. */
+static void store_tile(float out[TILE][TILE], int64_t m0, int valid_m, int64_t n0, int valid_n, int64_t N,
                        const float *bias, float *y) {
-    float out[TILE][TILE] __attribute__((aligned(64))); /* [n][m] */
-    for (int n = 0; n < TILE; n++) {
-        _mm256_store_ps(&out[n][0], _mm512_cvtpd_ps(_mm512_loadu_pd(&total[n][0])));
-        _mm256_store_ps(&out[n][8], _mm512_cvtpd_ps(_mm512_loadu_pd(&total[n][8])));
-    }
     const __m512i columns = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
     __mmask16 mask = (__mmask16)((1u << valid_n) - 1);
     __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
@@ -288,8 +281,9 @@ void fxc_plane_gemm(const int8_t *planes, const double *step, const double *tile
         configure_tiles();
         int8_t *panel = NULL;
         int32_t acc[PLANES][TILE][TILE] __attribute__((aligned(64)));
-        double total[TILE][TILE], row_unit[TILE], group_sums[TILE];
-        float total32[TILE][TILE] __attribute__((aligned(64)));
+        double row_unit[TILE], group_sums[TILE];
+        float unit32[TILE], sums32[TILE];
+        float out[TILE][TILE] __attribute__((aligned(64))); /* [n][m], aligned for the vector stores */
 #pragma omp for schedule(static)
         for (int64_t nb = 0; nb < n_blocks; nb++) {
             int64_t n0 = nb * TILE;
@@ -305,9 +299,11 @@ void fxc_plane_gemm(const int8_t *planes, const double *step, const double *tile
             for (int64_t mb = 0; mb < m_blocks; mb++) {
                 int64_t m0 = mb * TILE;
                 int valid_m = M - m0 < TILE ? (int)(M - m0) : TILE;
-                for (int m = 0; m < TILE; m++) row_unit[m] = m < valid_m ? step[m0 + m] / (128.0 * 128.0 * 128.0) : 0.0;
-                memset(total, 0, sizeof total);
-                memset(total32, 0, sizeof total32);
+                for (int m = 0; m < TILE; m++) {
+                    row_unit[m] = m < valid_m ? step[m0 + m] / (128.0 * 128.0 * 128.0) : 0.0;
+                    unit32[m] = (float)row_unit[m];
+                }
+                if (groups != 1) memset(out, 0, sizeof out); /* group-wise: accumulated over the groups */
                 const int8_t *b = planes + mb * k_tiles * (TILE * TILE_K);
                 for (int64_t g = 0; g < groups; g++) {
                     _tile_zero(0);
@@ -341,17 +337,13 @@ void fxc_plane_gemm(const int8_t *planes, const double *step, const double *tile
                         group_sums[m] = sum;
                     }
                     if (groups == 1) {
-                        combine_group(acc, row_unit, group_sums, n0, valid_n, groups, g, scale, zero, total);
+                        combine_channel(acc, row_unit, group_sums, n0, valid_n, scale, zero, out);
                     } else {
-                        float unit32[TILE], sums32[TILE];
-                        for (int m = 0; m < TILE; m++) unit32[m] = (float)row_unit[m], sums32[m] = (float)group_sums[m];
-                        combine_group_float(acc, unit32, sums32, n0, valid_n, groups, g, scale, zero, total32);
+                        for (int m = 0; m < TILE; m++) sums32[m] = (float)group_sums[m];
+                        combine_group(acc, unit32, sums32, n0, valid_n, groups, g, scale, zero, out);
                     }
                 }
-                if (groups != 1)
-                    for (int n = 0; n < TILE; n++)
-                        for (int m = 0; m < TILE; m++) total[n][m] = total32[n][m];
-                store_tile(total, m0, valid_m, n0, valid_n, N, bias, y);
+                store_tile(out, m0, valid_m, n0, valid_n, N, bias, y);
             }
         }
         free(panel);

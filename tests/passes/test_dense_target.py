@@ -73,15 +73,22 @@ def test_fit_is_for_gptq_only():
         Quantize(bits=4, fit="dense")
 
 
-def test_gptq_defaults_to_fit_dense_and_convolutions_keep_the_layer_fit():
+def test_gptq_defaults_to_fit_dense_and_convolutions_keep_the_layer_fit(monkeypatch):
     from tiny_models import cnn
 
+    from fxc.passes import gptq
     from fxc.passes.quantize import Quantize
 
     assert Quantize(method="gptq").fit is None  # None: GPTQ fits the dense model's output (quantize.run)
+    twins = []
+    twin = gptq.DenseTwin
+    monkeypatch.setattr(gptq, "DenseTwin", lambda *a: twins.append(1) or twin(*a))
     model, example = cnn()
     gm, am = traced(model, example, [torch.randn(4, *example[0].shape[1:]) for _ in range(3)])
-    run(gm, am, "quantize{method=gptq,skip=[]}")  # conv segments have no linear layer: no cross-covariance
+    run(gm, am, "quantize{method=gptq,skip=[],layers=[conv*]}")  # convolutions only: no dense model is run
+    assert twins == []
+    run(gm, am, "quantize{method=gptq,skip=[]}")  # conv segments of a mixed graph have no cross-covariance
+    assert twins == [1]
     model_dense, batches = _deep_mlp()
     outputs = {}
     for spec in ("", ",fit=dense"):
