@@ -79,8 +79,8 @@ def _inductor(scheme: str, case, x):
 
     def w8a8(inp):
         amax = inp.abs().amax(dim=-1, keepdim=True).float()
-        sx = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-        qx = torch.round(inp.float() / sx).clamp(-127, 127).to(torch.int8)
+        sx = torch.where(amax > 0, amax / 127.5, torch.ones_like(amax))
+        qx = torch.round(inp.float() / sx).clamp(-128, 127).to(torch.int8)
         acc = torch._int_mm(qx, qweight.T)
         return (acc.float() * sx * weight_scale.view(1, -1)).to(inp.dtype)
 

@@ -4,7 +4,7 @@
   per-group scales and optional zero points, W = (q - z) * s in float32 by the torch reference's own
   array-neutral step (fxc.qformat.apply_group_scales, numpy operations only here), so dequantized
   weights are bit-identical.
-- `quantize_activations_per_token` / `quantize_activations`: symmetric int8, range ±127,
+- `quantize_activations_per_token` / `quantize_activations`: symmetric int8, [-128, 127] (max|x| / 127.5),
   round-half-to-even (`np.rint`), bit-identical to torch.round.
 - `int8_matmul_exact`: int8 [M, K] x int8 [N, K]^T -> int32, exact. Every product has |p| <= 2^14
   and every partial sum |s| <= K * 2^14, so float32 BLAS is exact while K <= 2^24 / 2^14 = 1024
@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fxc.qformat import apply_group_scales
+from fxc.qformat import ACTIVATION_LEVELS, apply_group_scales
 
 EXACT_FLOAT32_K = 2**24 // 2**14  # 1024: longest exact int8 dot product in float32
 TILE_BYTES = 4 << 20  # float32 weight tile: fits in L2 with its output block
@@ -53,15 +53,15 @@ def dequantize_rows(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarr
 
 
 def quantize_activations(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """int8 of float rows for a per-token [M, 1] or per-tensor scale, clamped to ±127."""
+    """int8 of float rows for a per-token [M, 1] or per-tensor scale, clamped to [-128, 127]."""
     q = np.rint(x.astype(np.float32, copy=False) / scale)
-    return np.clip(q, -127, 127, out=q).astype(np.int8)
+    return np.clip(q, -128, 127, out=q).astype(np.int8)
 
 
 def quantize_activations_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dynamic symmetric int8 per row of x [M, K]: (q int8 [M, K], scale float32 [M, 1])."""
     amax = np.abs(x).max(axis=-1, keepdims=True).astype(np.float32, copy=False)
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32, copy=False)
+    scale = np.where(amax > 0, amax / np.float32(ACTIVATION_LEVELS), np.float32(1.0)).astype(np.float32, copy=False)
     return quantize_activations(x, scale), scale
 
 

@@ -3,13 +3,13 @@
 Two kernels (TEMPLATE) and their wrapper (`launch`):
 
     w8a8_quantize_rows  x [M, K] float -> qx int8 [M, K] and sx float32 [M], ROWS rows per program: per row
-                        sx = max|x| / 127 (1 where the row is all zero), or the static per-tensor
-                        scale; qx = rint(clamp(x / sx, -127, 127)), round half to even
+                        sx = max|x| / 127.5 (1 where the row is all zero), or the static per-tensor
+                        scale; qx = rint(clamp(x / sx, -128, 127)), round half to even
     w8a8_gemm           acc int32 = qx @ qweight^T on the int8 tensor cores, then
                         y = acc * sx[m] * weight_scale[n] in float32, then the epilogue hook
 
 Semantics: fxc.ops.int8_linear. Division is IEEE (div_rn) like the reference; rounding uses the
-float32 trick (v + 1.5 * 2**23) - 1.5 * 2**23, exact half-to-even for |v| <= 127 and portable to
+float32 trick (v + 1.5 * 2**23) - 1.5 * 2**23, exact half-to-even for |v| <= 128 and portable to
 Triton's interpreter (which has no libdevice rint). Hooks: {{epilogue_params}}, {{epilogue}}.
 Reads and writes nothing.
 """
@@ -34,7 +34,7 @@ def w8a8_quantize_rows(
     offs_m = tl.program_id(axis=0) * ROWS + tl.arange(0, ROWS)
     mask_m = offs_m < M
 
-    # -- each row's scale: max |x| / 127 (dynamic) or the per-tensor scale (static) -----------------
+    # -- each row's scale: max |x| / 127.5 (dynamic) or the per-tensor scale (static) -----------------
     if STATIC:
         scale = tl.zeros((ROWS,), dtype=tl.float32) + tl.load(static_scale_ptr).to(tl.float32)
     else:
@@ -45,7 +45,7 @@ def w8a8_quantize_rows(
                         mask=mask_m[:, None] & (offs_k[None, :] < K), other=0.0)
             amax = tl.maximum(amax, tl.abs(x.to(tl.float32)))
         row_max = tl.max(amax, axis=1)
-        scale = tl.where(row_max > 0, tl.math.div_rn(row_max, 127.0), 1.0)
+        scale = tl.where(row_max > 0, tl.math.div_rn(row_max, 127.5), 1.0)
     tl.store(sx_ptr + offs_m, scale, mask=mask_m)
 
     # -- masked loop: divide, clamp, round half to even, store int8 -------------------------------
@@ -54,7 +54,7 @@ def w8a8_quantize_rows(
         mask = mask_m[:, None] & (offs_k[None, :] < K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk, mask=mask, other=0.0)
         v = tl.math.div_rn(x.to(tl.float32), scale[:, None])
-        v = tl.minimum(tl.maximum(v, -127.0), 127.0)
+        v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         v = (v + 12582912.0) - 12582912.0
         tl.store(qx_ptr + offs_m[:, None] * K + offs_k[None, :], v.to(tl.int8), mask=mask)
 

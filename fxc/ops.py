@@ -100,8 +100,8 @@ def int8_linear(
     bias: torch.Tensor | None,
     input_scale: torch.Tensor | None,
 ) -> torch.Tensor:
-    """W8A8 linear. Activations are quantized symmetric int8 (±127): per token from each row's max
-    |x| when input_scale is None (dynamic), else with the given per-tensor scale (static). The int32
+    """W8A8 linear. Activations are quantized symmetric int8 ([-128, 127], max |x| / 127.5): per token
+    from each row's max |x| when input_scale is None (dynamic), else with the given per-tensor scale (static). The int32
     accumulator is scaled by input_scale[m] * weight_scale[n]; bias is added in float32."""
     rows = x.reshape(-1, x.shape[-1])
     if input_scale is None:

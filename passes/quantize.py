@@ -164,7 +164,7 @@ class Quantize(Pass):
         scales = {}
         for node in static:
             absmax = float(stats[node.name].absmax.max())
-            scales[node] = torch.tensor([absmax / 127.0 if absmax > 0 else 1.0], dtype=torch.float32)
+            scales[node] = torch.tensor([absmax / qformat.ACTIVATION_LEVELS if absmax > 0 else 1.0], dtype=torch.float32)
         return scales
 
 

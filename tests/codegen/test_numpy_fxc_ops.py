@@ -142,7 +142,7 @@ def test_activation_quantization_rounds_half_to_even_like_torch():
     scale = torch.tensor([[1.0]])
     got = numpy_qformat.quantize_activations(x.numpy(), scale.numpy())
     assert np.array_equal(got, qformat.quantize_activations(x, scale).numpy())
-    assert got.tolist() == [[0, 2, 2, 0, -2, 127, 127, -127]]
+    assert got.tolist() == [[0, 2, 2, 0, -2, 127, 127, -128]]
 
 
 @pytest.mark.parametrize("crossover,int8_values", [(1.0, False), (0.0, False), (1.0, True), (0.0, True)])

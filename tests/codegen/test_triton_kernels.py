@@ -134,7 +134,7 @@ def test_w8a8_matches_reference(cache, m, n, k, static, with_bias, epilogue):
 
 def test_w8a8_row_quantization_is_exact_with_ties(cache):
     """qx and sx bit-identical to qformat's, including x / s exactly halfway between integers."""
-    halves = torch.tensor([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 126.5, -126.5, 0.0])
+    halves = torch.tensor([127.5, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 126.5, -126.5, -127.5])  # scale 1
     x = torch.cat([halves.repeat(3, 1) * torch.tensor([[1.0], [0.25], [8.0]]), torch.zeros(1, 11)])
     x = torch.cat([x, torch.randn(5, 11) * 4])
     compiled = FusedLinear(fxc_ops.int8_linear.default, Epilogue(()), cache).render_and_load(
@@ -147,6 +147,7 @@ def test_w8a8_row_quantization_is_exact_with_ties(cache):
     assert torch.equal(qx, want_q)
     assert torch.equal(sx, want_s.reshape(-1))
     assert qx[0, 1:4].tolist() == [0, 2, 2]  # round half to even
+    assert qx[0, [0, 10]].tolist() == [127, -128]  # 127.5 rounds to 128 and clamps; -127.5 to -128
 
 
 def _pack_nm(weight: torch.Tensor, n: int, m: int):

@@ -48,8 +48,8 @@ def test_int8_linear_dynamic_is_per_token_int8_matmul():
     qw = qformat.quantize_rtn(w, 8)
     y = torch.ops.fxc.int8_linear(x, qw.qweight, qw.scale.view(-1), b, None)
     rows = x.reshape(-1, 16)
-    sx = rows.abs().amax(-1, keepdim=True) / 127
-    qx = torch.round(rows / sx).clamp(-127, 127)
+    sx = rows.abs().amax(-1, keepdim=True) / 127.5
+    qx = torch.round(rows / sx).clamp(-128, 127)
     expected = (qx @ qw.qweight.float().T) * sx * qw.scale.view(1, -1) + b
     torch.testing.assert_close(y, expected.view(3, 5, 8))
     # and it approximates the float layer: each product is off by at most half a step of x and of w
@@ -61,9 +61,9 @@ def test_int8_linear_dynamic_is_per_token_int8_matmul():
 def test_int8_linear_static_scale_and_exact_accumulator():
     x, w = torch.randn(4, 300), torch.randn(3, 300)
     qw = qformat.quantize_rtn(w, 8)
-    scale = torch.tensor(x.abs().max().item() / 127)
+    scale = torch.tensor(x.abs().max().item() / 127.5)
     y = torch.ops.fxc.int8_linear(x, qw.qweight, qw.scale.view(-1), None, scale)
-    qx = torch.round(x / scale).clamp(-127, 127).to(torch.int64)
+    qx = torch.round(x / scale).clamp(-128, 127).to(torch.int64)
     acc = qx @ qw.qweight.to(torch.int64).T  # exact integer reference
     torch.testing.assert_close(y, acc.float() * scale * qw.scale.view(1, -1))
 
