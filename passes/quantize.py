@@ -164,7 +164,8 @@ class Quantize(Pass):
         scales = {}
         for node in static:
             absmax = float(stats[node.name].absmax.max())
-            scales[node] = torch.tensor([absmax / qformat.ACTIVATION_LEVELS if absmax > 0 else 1.0], dtype=torch.float32)
+            scale = absmax / qformat.ACTIVATION_LEVELS if absmax > 0 else 1.0
+            scales[node] = torch.tensor([scale], dtype=torch.float32)
         return scales
 
 

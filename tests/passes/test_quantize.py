@@ -92,7 +92,7 @@ def test_w8a8_dynamic_and_static_scales():
     weights = {layer.fqn: ir.get_tensor(dense, layer.weight) for layer in ir.weight_layers(dense)}
     for node in nodes:
         qweight = ir.get_tensor(gm, node.args[1].target)
-        assert qweight.dtype == torch.int8 and int(qweight.abs().max()) == 127  # weights on ±127 (activations use [-128, 127])
+        assert qweight.dtype == torch.int8 and int(qweight.abs().max()) == 127  # weights ±127 (activations -128..127)
         weight_scale = ir.get_tensor(gm, node.args[2].target).reshape(-1)
         amax = weights[meta.get(node, meta.LayerInfo).fqn].abs().amax(dim=1)
         torch.testing.assert_close(weight_scale, amax / 127, rtol=1e-6, atol=0)
