@@ -26,7 +26,7 @@ import torch
 import torch.fx
 
 from fxc.calibration import Calibration
-from fxc.passes.hessian import dampen
+from fxc.passes.hessian import GramAccumulator, dampen
 from fxc.progress import SILENT
 from fxc.sequential import CalibrationRunner, Segment, segments
 
@@ -51,15 +51,11 @@ class DenseTwin:
             return {}
         sources = list(dict.fromkeys(node.args[0] for node in linears))
         twins = [self.nodes[source.name] for source in sources]
-        sums = [None] * len(sources)
-        tokens = 0
+        grams = [GramAccumulator() for _ in sources]
         for compressed, dense in zip(runner.values(sources), self.runner.values(twins)):
-            for i, (xc, xd) in enumerate(zip(compressed, dense)):
-                rows_c = xc.detach().reshape(-1, xc.shape[-1]).to(torch.float64)
-                rows_d = xd.detach().reshape(-1, xd.shape[-1]).to(torch.float64)
-                sums[i] = rows_d.T @ rows_c if sums[i] is None else sums[i].addmm_(rows_d.T, rows_c)
-            tokens += rows_c.shape[0]
-        by_source = {source: 2.0 * total / max(tokens, 1) for source, total in zip(sources, sums)}
+            for gram, xc, xd in zip(grams, compressed, dense):
+                gram.add(xd.reshape(-1, xd.shape[-1]), xc.reshape(-1, xc.shape[-1]))
+        by_source = {source: 2.0 * gram.total() / max(gram.rows, 1) for source, gram in zip(sources, grams)}
         return {node.name: by_source[node.args[0]] for node in linears}
 
     def advance(self, segment: Segment) -> None:
