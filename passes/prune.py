@@ -8,10 +8,11 @@
 
 Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
 (OBS with weight update, passes/sparse_gpt.py; refine=N, default 30, then re-solves the kept weights for the
-layer's output error by N conjugate-gradient steps, passes/mask_refine.py; fit=dense fits each layer to
-the dense model's output instead of its own, so it also absorbs the error of the layers before it,
-passes/dense_target.py). wanda and sparse-gpt calibrate layer by layer (fxc/sequential.py): each layer
-sees the output of the already-pruned layers before it.
+layer's output error by N conjugate-gradient steps, passes/mask_refine.py; fit=dense, the default, fits each
+layer to the dense model's output instead of its own, so it also absorbs the error of the layers before it,
+passes/dense_target.py: SmolLM2 50% at 128 x 512 calibration 28.60 perplexity vs 31.65 with fit=layer; with
+only 16 x 512 calibration fit=layer was better, 37.82 vs 41.10). wanda and sparse-gpt calibrate layer by
+layer (fxc/sequential.py): each layer sees the output of the already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
 the `sparsity` option is not used); channel: structured, passes/prune_structured.py (MLP hidden
 channels, conv filters); head: structured, passes/prune_heads.py (whole attention heads: q/k/v rows,
@@ -72,8 +73,8 @@ class Prune(Pass):
     )
     fit: str | None = option(
         None,
-        "sparse-gpt: fit each layer to its own output on the compressed model's inputs (layer, the default) or to "
-        "the dense model's output there (dense: also absorbs earlier layers' error; runs the dense model beside)",
+        "sparse-gpt: fit each layer to the dense model's output on the compressed model's inputs (dense, the "
+        "default: also absorbs earlier layers' error; runs the dense model beside) or to its own output there (layer)",
         choices=(None, *TARGETS),
     )
     lower: bool = option(False, "lower N:M linears to torch.ops.fxc.sparse_nm_linear")
@@ -128,7 +129,7 @@ class Prune(Pass):
             else:
                 calibration = self._calibration(am)
                 refine = DEFAULT_STEPS if self.refine is None else self.refine
-                fit = self.fit or "layer"
+                fit = self.fit or "dense"
                 prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, refine, fit)
         except BaseException:
             for weight, tensor in originals.items():

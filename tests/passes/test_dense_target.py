@@ -1,6 +1,6 @@
 """Dense-target calibration (passes/dense_target.py): the target weight is the least-squares fit of the dense
 model's output from the compressed model's inputs, equals the original weight where the inputs agree, and
-sparse-gpt with fit=dense leaves a smaller model-output error than fit=layer."""
+sparse-gpt with fit=dense leaves a smaller model-output error than fit=layer; both default to it."""
 
 from __future__ import annotations
 
@@ -96,3 +96,14 @@ def test_gptq_defaults_to_fit_dense_and_convolutions_keep_the_layer_fit(monkeypa
         run(gm, am, f"quantize{{method=gptq,bits=4{spec}}}")
         outputs[spec] = gm(batches[0])
     assert torch.equal(outputs[""], outputs[",fit=dense"])  # the default is fit=dense
+
+
+def test_sparse_gpt_defaults_to_fit_dense():
+    model, batches = _deep_mlp()
+    outputs = {}
+    for spec in ("", ",fit=dense", ",fit=layer"):
+        gm, am = traced(copy.deepcopy(model), (batches[0],), batches)
+        run(gm, am, f"prune{{method=sparse-gpt,sparsity=0.6{spec}}}")
+        outputs[spec] = gm(batches[0])
+    assert torch.equal(outputs[""], outputs[",fit=dense"])  # the default is fit=dense
+    assert not torch.equal(outputs[""], outputs[",fit=layer"])
