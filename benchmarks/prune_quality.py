@@ -37,10 +37,10 @@ SMOLLM = {
     "wanda 50%": "prune{method=wanda,sparsity=0.5}",
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
     "sparse-gpt 50% (owl)": "prune{method=sparse-gpt,sparsity=0.5,allocation=owl}",
-    "sparse-gpt 50% (fit=dense)": "prune{method=sparse-gpt,sparsity=0.5,fit=dense}",
+    "sparse-gpt 50% (fit=layer)": "prune{method=sparse-gpt,sparsity=0.5,fit=layer}",  # classic SparseGPT target
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
-    "sparse-gpt 2:4 (fit=dense)": "prune{method=sparse-gpt,pattern=2:4,fit=dense}",
+    "sparse-gpt 2:4 (fit=layer)": "prune{method=sparse-gpt,pattern=2:4,fit=layer}",
     "channel 25% (wanda)": "prune{method=wanda,pattern=channel,sparsity=0.25}",
     "heads 25% (wanda)": "prune{method=wanda,pattern=head,sparsity=0.25}",
 }
