@@ -38,12 +38,13 @@ class GramAccumulator:
     def __init__(self) -> None:
         self.sum: torch.Tensor | None = None
         self.rows = 0
-        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (left, right) row blocks not yet multiplied
         self._pending_rows = 0
 
     def add(self, left: torch.Tensor, right: torch.Tensor | None = None) -> None:
-        """Add leftᵀ right (leftᵀ left without `right`); every call of one accumulator passes right or none."""
-        self._pending.append((left.detach().to(torch.float32), None if right is None else right.detach()))
+        """Add leftᵀ right (leftᵀ left without `right`) for row matrices with the same number of rows."""
+        left = left.detach().to(torch.float32)
+        self._pending.append((left, left if right is None else right.detach().to(torch.float32)))
         self._pending_rows += left.shape[0]
         self.rows += left.shape[0]
         if self._pending_rows >= GRAM_ROWS:
@@ -58,10 +59,12 @@ class GramAccumulator:
         if not self._pending:
             return
         left = torch.cat([pair[0] for pair in self._pending])
-        symmetric = self._pending[0][1] is None
-        right = left if symmetric else torch.cat([pair[1] for pair in self._pending]).to(torch.float32)
-        product = (left.T @ right).to(torch.float64)
-        self.sum = product if self.sum is None else self.sum.add_(product)
+        symmetric = all(right is left for left, right in self._pending)
+        right = left if symmetric else torch.cat([pair[1] for pair in self._pending])
+        for start in range(0, left.shape[0], GRAM_ROWS):  # float32 sums of at most GRAM_ROWS terms
+            rows = slice(start, start + GRAM_ROWS)
+            product = (left[rows].T @ right[rows]).to(torch.float64)
+            self.sum = product if self.sum is None else self.sum.add_(product)
         self._pending, self._pending_rows = [], 0
 
 
