@@ -59,7 +59,7 @@ class GramAccumulator:
         if not self._pending:
             return
         left = torch.cat([pair[0] for pair in self._pending])
-        symmetric = all(right is left for left, right in self._pending)
+        symmetric = all(second is first for first, second in self._pending)
         right = left if symmetric else torch.cat([pair[1] for pair in self._pending])
         for start in range(0, left.shape[0], GRAM_ROWS):  # float32 sums of at most GRAM_ROWS terms
             rows = slice(start, start + GRAM_ROWS)
