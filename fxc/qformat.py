@@ -134,10 +134,10 @@ def quantize_with(
     n, k = weight.shape
     groups = scale.shape[-1]
     w = weight.to(torch.float32).view(n, groups, k // groups)
-    q = torch.round(w / scale.unsqueeze(-1))
+    q = (w / scale.unsqueeze(-1)).round_()  # in place on the quotient: one float32 [N, K] allocation
     if zero_point is not None:
-        q = q + zero_point.unsqueeze(-1)
-    return q.clamp(lo, hi).view(n, k).to(torch.int8)
+        q += zero_point.unsqueeze(-1)
+    return q.clamp_(lo, hi).view(n, k).to(torch.int8)
 
 
 def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
