@@ -104,6 +104,12 @@ def quantize_rtn(
     return QuantizedWeight(pack(q, bits), scale, zero, bits)
 
 
+def weights_full_range(act_bits: int | None) -> bool:
+    """The range rule for stored weights, whatever computes them (rtn, gptq, QAT, candidate scoring):
+    weight-only weights use the full signed range, W8A8 weights stay on ±127 (see group_scales)."""
+    return act_bits is None
+
+
 def group_scales(
     grouped: torch.Tensor, bits: int, symmetric: bool, full_range: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -135,5 +135,5 @@ class MethodError(Analysis):
 
 
 def _rtn(w: torch.Tensor, c: Candidate) -> torch.Tensor:
-    q = qformat.quantize_rtn(w, c.bits, c.group_size, full_range=c.act_bits is None)  # as quantize stores it
+    q = qformat.quantize_rtn(w, c.bits, c.group_size, full_range=qformat.weights_full_range(c.act_bits))
     return qformat.dequantize(q.qweight, q.scale, q.zero_point, q.bits)

@@ -154,7 +154,7 @@ class Candidate:
     def _quantize(self, w: torch.Tensor, group_size: int | None) -> torch.Tensor:
         if self.bits is None:
             return w
-        q = qformat.quantize_rtn(w, self.bits, group_size, full_range=self.act_bits is None)  # as quantize stores it
+        q = qformat.quantize_rtn(w, self.bits, group_size, full_range=qformat.weights_full_range(self.act_bits))
         return qformat.dequantize(q.qweight, q.scale, q.zero_point, q.bits)
 
     def _low_rank(self, w: torch.Tensor, hessian: torch.Tensor | None) -> torch.Tensor:

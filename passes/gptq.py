@@ -25,6 +25,8 @@ calibration; writes (temporarily) the dequantized weights of the layers it quant
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.fx
 import torch.nn.functional as F
@@ -47,8 +49,10 @@ def gptq_quantize(
     act_order: bool = False,
     block_size: int = 128,
     layer: str = "",
+    full_range: bool = True,
 ) -> qformat.QuantizedWeight:
-    """GPTQ-quantize a 2-D weight [N, K] given its input Hessian [K, K] (2·XᵀX/n)."""
+    """GPTQ-quantize a 2-D weight [N, K] given its input Hessian [K, K] (2·XᵀX/n). full_range: the scale rule of
+    qformat.group_scales (False for W8A8 weights: qformat.weights_full_range)."""
     w = weight.detach().to(torch.float32).clone()
     n, k = w.shape
     gs = k if group_size is None else group_size
@@ -59,8 +63,9 @@ def gptq_quantize(
     h = dampen(hessian, damp, layer)
     w[:, torch.diag(hessian) == 0] = 0.0
     static_groups = act_order or group_size is None
+    scales_of = functools.partial(qformat.group_scales, bits=bits, symmetric=symmetric, full_range=full_range)
     if static_groups:
-        scale, zero = qformat.group_scales(w.view(n, k // gs, gs), bits, symmetric)
+        scale, zero = scales_of(w.view(n, k // gs, gs))
     else:
         scale = torch.empty(n, k // gs)
         zero = None if symmetric else torch.empty(n, k // gs)
@@ -80,7 +85,7 @@ def gptq_quantize(
         err = torch.empty(b1 - b0, n)
         with one_thread():  # thousands of tiny ops: thread hand-offs cost more than they save
             _quantize_block(
-                wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, symmetric, static_groups
+                wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, scales_of, static_groups
             )
         if b1 < k:
             wt[b1:].addmm_(hinv[b0:b1, b1:].T, err, alpha=-1)
@@ -91,15 +96,16 @@ def gptq_quantize(
     return qformat.QuantizedWeight(qformat.pack(unpermuted, bits), scale, zero, bits)
 
 
-def _quantize_block(wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, symmetric, static_groups):
-    """Columns b0..b1 one by one: quantize, then push the error onto the block's later columns."""
+def _quantize_block(wt, q, err, hinv, pivots, scale_t, zero_t, groups, b0, b1, gs, bits, scales_of, static_groups):
+    """Columns b0..b1 one by one: quantize, then push the error onto the block's later columns. scales_of: the
+    (scale, zero) rule for weights viewed as [N, G, group]."""
     lo, hi = qformat.qrange(bits)
     for i in range(b1 - b0):
         col = b0 + i
         group = groups[col]
         if not static_groups and col % gs == 0:  # identity order: the group is columns col..col+gs
             current = _current_rows(wt, err[:i], hinv, b0, b1, col, col + gs)
-            s, z = qformat.group_scales(current.T.unsqueeze(1), bits, symmetric)
+            s, z = scales_of(current.T.unsqueeze(1))
             scale_t[group] = s[:, 0]
             if zero_t is not None:
                 zero_t[group] = z[:, 0]
@@ -191,8 +197,10 @@ def gptq_layers(
                     if layer.node.name in crosses:
                         name = layer.node.name
                         flat = dense_target_weight(flat, hessians[name], crosses[name], damp, layer.fqn)
+                    full_range = qformat.weights_full_range(scheme.act_bits)
                     if layer in grouped:
-                        qw, method = qformat.quantize_rtn(flat, scheme.bits, scheme.group_size, scheme.symmetric), "rtn"
+                        rtn = qformat.quantize_rtn(flat, scheme.bits, scheme.group_size, scheme.symmetric, full_range)
+                        qw, method = rtn, "rtn"
                     else:
                         qw = gptq_quantize(
                             flat,
@@ -204,6 +212,7 @@ def gptq_layers(
                             act_order,
                             block_size,
                             layer.fqn,
+                            full_range,
                         )
                         method = "gptq"
                     results[layer.node] = (qw, method)

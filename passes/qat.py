@@ -94,7 +94,7 @@ class FakeCompress(nn.Module):
         if self.target.bits is None:
             return w.view_as(weight).to(weight.dtype)
         grouped = w.view(w.shape[0], -1, self.group_size)
-        full_range = self.target.act_bits is None  # W8A8 weights use ±127, as the quantize pass stores them
+        full_range = qformat.weights_full_range(self.target.act_bits)  # as the quantize pass stores them
         scale, zero = qformat.group_scales(grouped, self.target.bits, self.target.symmetric, full_range)
         q = qformat.quantize_with(w.detach(), scale.detach(), None if zero is None else zero.detach(), self.target.bits)
         shift = 0.0 if zero is None else zero.unsqueeze(-1)

@@ -179,7 +179,7 @@ def _flat_shape(gm: torch.fx.GraphModule, layer: ir.WeightLayer) -> tuple[int, i
 
 def _rtn(gm: torch.fx.GraphModule, layer: ir.WeightLayer, scheme: Scheme) -> qformat.QuantizedWeight:
     weight = ir.get_tensor(gm, layer.weight).detach()
-    full_range = scheme.act_bits is None  # W8A8: weights on the activations' symmetric ±127
+    full_range = qformat.weights_full_range(scheme.act_bits)
     return qformat.quantize_rtn(
         weight.reshape(weight.shape[0], -1), scheme.bits, scheme.group_size, scheme.symmetric, full_range
     )

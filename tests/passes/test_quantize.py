@@ -79,6 +79,22 @@ def test_quantized_model_output_is_close_and_error_grows_with_fewer_bits():
     assert errors["quantize{bits=8}"] < errors["quantize{bits=4,group-size=32}"] < errors["quantize{bits=4}"] < 0.35
 
 
+@pytest.mark.parametrize("method", ["rtn", "gptq,fit=layer"])
+def test_w8a8_weight_scales_follow_one_rule_whatever_the_method(method):
+    """The W8A8 weight rule lives in one place (qformat.weights_full_range): GPTQ's per-channel scales are
+    max|w| / 127 like RTN's, not the weight-only max|w| / 127.5."""
+    model, example = attention_block()
+    gm, am = traced(model, example, [torch.randn(2, 5, 16) for _ in range(3)])
+    dense, _ = traced(model, example)
+    weights = {layer.fqn: ir.get_tensor(dense, layer.weight) for layer in ir.weight_layers(dense)}
+    run(gm, am, f"quantize{{method={method},act-bits=8}}")
+    nodes = quantized_nodes(gm)
+    assert nodes and all(n.target == torch.ops.fxc.int8_linear.default for n in nodes)
+    for node in nodes:
+        amax = weights[meta.get(node, meta.LayerInfo).fqn].abs().amax(dim=1)
+        torch.testing.assert_close(ir.get_tensor(gm, node.args[2].target).reshape(-1), amax / 127, rtol=1e-6, atol=0)
+
+
 def test_w8a8_dynamic_and_static_scales():
     model, example = attention_block()
     calibration = [torch.randn(2, 5, 16) for _ in range(3)]
