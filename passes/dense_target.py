@@ -27,7 +27,7 @@ import torch
 import torch.fx
 
 from fxc.calibration import Calibration
-from fxc.passes.hessian import GramAccumulator, dampen
+from fxc.passes.hessian import DampedHessian, GramAccumulator, damped_hessian
 from fxc.progress import SILENT
 from fxc.sequential import CalibrationRunner, Segment, segments
 
@@ -65,12 +65,18 @@ class DenseTwin:
 
 
 def dense_target_weight(
-    weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, damp: float, layer: str
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    cross: torch.Tensor,
+    damp: float,
+    layer: str,
+    damped: DampedHessian | None = None,
 ) -> torch.Tensor:
     """W̃ = W0 + W0 (C - H) (H + damp)⁻¹ for a linear weight [N, K]: the weight whose layer-wise fit on the
-    compressed inputs is the dense model's output. Same shape and dtype as `weight`."""
-    h = dampen(hessian, damp, layer)
+    compressed inputs is the dense model's output. Same shape and dtype as `weight`. `damped`: `hessian`
+    already dampened and factored, when the caller has it."""
+    damped = damped or damped_hessian(hessian, damp, layer)
     w0 = weight.detach().to(torch.float64)
     difference = cross.to(torch.float64) - hessian.to(torch.float64)
-    correction = torch.cholesky_solve((w0 @ difference).T, torch.linalg.cholesky(h)).T  # W0 (C - H) H⁻¹
+    correction = damped.solve((w0 @ difference).T).T  # W0 (C - H) H⁻¹ (H symmetric)
     return (w0 + correction).to(weight.dtype)

@@ -36,7 +36,7 @@ from fxc.calibration import Calibration
 from fxc.passes.dense_target import DenseTwin, dense_target_weight
 from fxc.passes.hessian import HessianAccumulator, dampen, inverse_cholesky_upper, one_thread, segment_hessians
 from fxc.passes.quant_scheme import Scheme
-from fxc.sequential import CalibrationRunner, Segment, segments
+from fxc.sequential import CalibrationRunner, Segment, segments, segments_through
 
 
 def gptq_quantize(
@@ -182,7 +182,7 @@ def gptq_layers(
     originals: dict[str, torch.Tensor] = {}
     results: dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]] = {}
     try:
-        for segment in segments(gm):
+        for segment in segments_through(segments(gm), set(schemes)):
             targets = [layer for layer in segment.layers if layer.node in schemes]
             if targets:
                 grouped = [t for t in targets if t.kind == "conv2d" and conv_geometry(t.node)["groups"] != 1]

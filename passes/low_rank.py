@@ -50,7 +50,7 @@ from fxc.passes import low_rank_math as lrm
 from fxc.passes.hessian import dampen, segment_hessians
 from fxc.passes.low_rank_split import split_layer
 from fxc.passes.select import DEFAULT_SKIP, select_layers
-from fxc.sequential import CalibrationRunner, segments
+from fxc.sequential import CalibrationRunner, segments, segments_through
 
 AMOUNTS = ("ratio", "energy", "budget", "rank")
 
@@ -228,7 +228,7 @@ class LowRank(Pass):
         originals: dict[str, torch.Tensor] = {}
         factors: dict[str, tuple] = {}
         try:
-            for segment in segments(gm, kinds=("linear",)):
+            for segment in segments_through(segments(gm, kinds=("linear",)), set(by_node)):
                 wanted = [by_node[layer.node] for layer in segment.layers if layer.node in by_node]
                 if wanted:
                     hessians = segment_hessians(runner, segment)

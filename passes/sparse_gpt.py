@@ -29,10 +29,10 @@ from fxc.calibration import Calibration
 from fxc.errors import CalibrationError
 from fxc.passes.act_stats import channel_rows
 from fxc.passes.dense_target import DenseTwin, dense_target_weight
-from fxc.passes.hessian import dampen, inverse_cholesky_upper, one_thread, segment_hessians
+from fxc.passes.hessian import DampedHessian, damped_hessian, one_thread, segment_hessians
 from fxc.passes.mask_refine import refine_kept_weights
 from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
-from fxc.sequential import CalibrationRunner, segments
+from fxc.sequential import CalibrationRunner, segments, segments_through
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,14 @@ def sparse_gpt(
     block_size: int,
     damp: float,
     layer: str,
+    damped: DampedHessian | None = None,
 ) -> torch.Tensor:
-    """The pruned and error-compensated weight (same shape and dtype)."""
+    """The pruned and error-compensated weight (same shape and dtype). `damped`: `hessian` already dampened
+    and factored (passes/hessian.damped_hessian), when the caller has it."""
     w = as_matrix(weight).detach().to(torch.float32).clone()
     dead = torch.diagonal(hessian) == 0
     w[:, dead] = 0.0
-    h = dampen(hessian, damp, layer)
-    hinv_upper = inverse_cholesky_upper(h)
+    hinv_upper = (damped or damped_hessian(hessian, damp, layer)).inverse_cholesky_upper()
     with one_thread():
         _compensate_blocks(w, hinv_upper, sparsity, nm, block_size)
     return w.to(weight.dtype).view_as(weight)
@@ -129,7 +130,7 @@ def prune_sequentially(
     runner = CalibrationRunner(gm, calibration)
     twin = DenseTwin(gm, calibration) if fit == "dense" and method == "sparse-gpt" else None
     written: dict[str, torch.Tensor] = {}
-    for segment in segments(gm):
+    for segment in segments_through(segments(gm), set(by_node)):
         chosen = [by_node[layer.node] for layer in segment.layers if layer.node in by_node]
         if chosen:
             crosses = {}
@@ -145,11 +146,13 @@ def prune_sequentially(
                 _check_finite(stats[name], target.layer)
                 weight = ir.get_tensor(gm, target.layer.weight)
                 if method == "sparse-gpt":
+                    fqn, h = target.layer.fqn, stats[name]
+                    damped = damped_hessian(h, damp, fqn)  # factored once for the three steps
                     goal = weight
                     if name in crosses:
-                        goal = dense_target_weight(weight, stats[name], crosses[name], damp, target.layer.fqn)
-                    new = sparse_gpt(goal, stats[name], target.sparsity, target.nm, block_size, damp, target.layer.fqn)
-                    new = refine_kept_weights(new, goal, stats[name], refine, damp, target.layer.fqn)
+                        goal = dense_target_weight(weight, h, crosses[name], damp, fqn, damped)
+                    new = sparse_gpt(goal, h, target.sparsity, target.nm, block_size, damp, fqn, damped)
+                    new = refine_kept_weights(new, goal, h, refine, damp, fqn, damped)
                 else:
                     new = prune_with_norms(weight, stats[name], target)
                 ir.set_tensor(gm, target.layer.weight, new)

@@ -1,4 +1,4 @@
-"""GramAccumulator: float32 products of gathered rows, summed in float64, match float64 XᵀY."""
+"""GramAccumulator: float32 partial sums (upper tiles only for XᵀX), summed in float64, match float64 XᵀY."""
 
 import pytest
 import torch
@@ -33,3 +33,27 @@ def test_hessian_of_equal_inputs_is_the_cross_covariance_bit_for_bit():
         c.add(x.reshape(-1, 16), x.reshape(-1, 16).clone())
     assert torch.equal(h.gram.total(), c.total())
     torch.testing.assert_close(h.result(), (2 * c.total() / 180).float())
+
+
+@pytest.mark.parametrize("rows_per_flush", [7, 4096])
+def test_equal_and_unequal_inputs_mixed_in_one_accumulator(monkeypatch, rows_per_flush):
+    """Batches whose two inputs agree take the symmetric (upper-tile) product, the others the full one; any
+    mix of the two sums to XᵀY."""
+    monkeypatch.setattr(hessian, "GRAM_ROWS", rows_per_flush)
+    torch.manual_seed(1)
+    lefts = [torch.randn(n, 10) for n in (6, 4, 8, 3)]
+    rights = [lefts[0].clone(), torch.randn(4, 10), lefts[2].clone(), torch.randn(3, 10)]
+    cross = GramAccumulator()
+    for left, right in zip(lefts, rights):
+        cross.add(left, right)
+    x, y = torch.cat(lefts).double(), torch.cat(rights).double()
+    torch.testing.assert_close(cross.total(), x.T @ y, rtol=1e-6, atol=1e-5)
+
+
+def test_symmetric_product_is_exactly_symmetric_for_every_width():
+    for width in (1, 3, 13, 64):
+        gram = GramAccumulator()
+        for _ in range(3):
+            gram.add(torch.randn(9, width))
+        total = gram.total()
+        assert torch.equal(total, total.T)
