@@ -36,6 +36,7 @@ SMOLLM = {
     "magnitude 50%": "prune{method=magnitude,sparsity=0.5}",
     "wanda 50%": "prune{method=wanda,sparsity=0.5}",
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
+    "sparse-gpt 50% (stages=1)": "prune{method=sparse-gpt,sparsity=0.5,stages=1}",  # one step, not gradual
     "sparse-gpt 50% (owl)": "prune{method=sparse-gpt,sparsity=0.5,allocation=owl}",
     "sparse-gpt 50% (fit=layer)": "prune{method=sparse-gpt,sparsity=0.5,fit=layer}",  # classic SparseGPT target
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",

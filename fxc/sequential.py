@@ -141,12 +141,13 @@ class CalibrationRunner:
             else:
                 self._execute(segment.nodes, dict(env), on_layer_input, drop_after=None)
 
-    def advance(self, segment: Segment) -> None:
-        """Run the segment on every batch and keep what later segments need."""
+    def advance(self, segment: Segment, on_layer_output: LayerHook | None = None) -> None:
+        """Run the segment on every batch and keep what later segments need; `on_layer_output` sees each
+        weight layer's output, batch after batch."""
         self._tick_start(segment)
         last = self._position[segment.nodes[-1]]
         for env in self._environments():
-            self._execute(segment.nodes, env, None, drop_after=last)
+            self._execute(segment.nodes, env, None, drop_after=last, on_layer_output=on_layer_output)
         self.progress.advance(layer=segment.label)
 
     def values(self, nodes: list[torch.fx.Node]):
@@ -178,17 +179,23 @@ class CalibrationRunner:
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         return dict(zip(placeholders, flat))
 
-    def _execute(self, nodes, env, on_layer_input: LayerHook | None, drop_after: int | None = None) -> None:
+    def _execute(
+        self,
+        nodes,
+        env,
+        on_layer_input: LayerHook | None,
+        drop_after: int | None = None,
+        on_layer_output: LayerHook | None = None,
+    ) -> None:
         with torch.no_grad():
             for node in nodes:
                 args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: self._value(n, env))
-                if (
-                    on_layer_input is not None
-                    and node.target in ir.LAYER_OPS
-                    and node.target != ir.aten.embedding.default
-                ):
+                layer = node.target in ir.LAYER_OPS and node.target != ir.aten.embedding.default
+                if on_layer_input is not None and layer:
                     on_layer_input(node, args[0])
                 env[node] = node.target(*args, **kwargs)
+                if on_layer_output is not None and layer:
+                    on_layer_output(node, env[node])
         if drop_after is not None:
             for node in [n for n in env if self._last_use.get(n, -1) <= drop_after and n.op != "placeholder"]:
                 del env[node]

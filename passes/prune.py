@@ -46,7 +46,7 @@ from fxc.passes.lower_sparse import lower_nm_layer
 from fxc.passes.mask_refine import DEFAULT_STEPS
 from fxc.passes.prune_scores import apply_mask, magnitude_scores, nm_mask, parse_pattern, unstructured_mask
 from fxc.passes.select import DEFAULT_SKIP, select_layers
-from fxc.passes.sparse_gpt import Target, prune_sequentially
+from fxc.passes.sparse_gpt import DEFAULT_STAGES, SparseGptOptions, Target, prune_sequentially
 
 METHODS = ("magnitude", "wanda", "sparse-gpt")
 ALLOCATIONS = ("uniform", "owl", "sensitivity")
@@ -77,6 +77,12 @@ class Prune(Pass):
         "default: also absorbs earlier layers' error; runs the dense model beside) or to its own output there (layer)",
         choices=(None, *TARGETS),
     )
+    stages: int | None = option(
+        None,
+        f"sparse-gpt, unstructured: prune gradually in this many steps, the kept weights re-solved between them "
+        f"(default {DEFAULT_STAGES}; 1: one step)",
+        low=1,
+    )
     lower: bool = option(False, "lower N:M linears to torch.ops.fxc.sparse_nm_linear")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to prune (empty: all)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave dense")
@@ -99,6 +105,11 @@ class Prune(Pass):
             raise OptionError(
                 f"prune: option 'refine' re-solves sparse-gpt's kept weights; method={self.method} keeps the "
                 "original values (use method=sparse-gpt, or drop option 'refine')"
+            )
+        if self.stages is not None and (self.method != "sparse-gpt" or kind != "unstructured"):
+            raise OptionError(
+                f"prune: option 'stages' prunes gradually with sparse-gpt, pattern=unstructured; here method="
+                f"{self.method}, pattern={self.pattern} (drop option 'stages')"
             )
         if self.fit is not None and self.method != "sparse-gpt":
             raise OptionError(
@@ -128,9 +139,14 @@ class Prune(Pass):
                     ir.set_tensor(gm, t.layer.weight, _magnitude(originals[t.layer.weight], t))
             else:
                 calibration = self._calibration(am)
-                refine = DEFAULT_STEPS if self.refine is None else self.refine
-                fit = self.fit or "dense"
-                prune_sequentially(gm, calibration, targets, self.method, self.block_size, self.damp, refine, fit)
+                options = SparseGptOptions(
+                    block_size=self.block_size,
+                    damp=self.damp,
+                    refine=DEFAULT_STEPS if self.refine is None else self.refine,
+                    fit=self.fit or "dense",
+                    stages=DEFAULT_STAGES if self.stages is None else self.stages,
+                )
+                prune_sequentially(gm, calibration, targets, self.method, options)
         except BaseException:
             for weight, tensor in originals.items():
                 ir.set_tensor(gm, weight, tensor)

@@ -12,7 +12,7 @@ from quant_helpers import run, traced
 from tiny_models import MLP
 
 from fxc.errors import OptionError
-from fxc.passes.dense_target import dense_target_weight
+from fxc.passes.dense_target import Cross, dense_target_weight
 from fxc.passes.prune import Prune
 
 
@@ -23,10 +23,13 @@ def test_target_weight_is_the_least_squares_fit_of_the_dense_output():
     weight = torch.randn(n, k, dtype=torch.float64)
     hessian = 2 * x_compressed.T @ x_compressed / tokens
     cross = 2 * x_dense.T @ x_compressed / tokens
-    got = dense_target_weight(weight, hessian, cross, damp=0.0, layer="l")
+    got = dense_target_weight(weight, hessian, Cross(cross), damp=0.0, layer="l")
     want = torch.linalg.lstsq(x_compressed, x_dense @ weight.T).solution.T  # min ||W X_c - W0 X_d||
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
-    same = dense_target_weight(weight, hessian, hessian, damp=0.01, layer="l")  # inputs agree: W0 itself
+    outputs = 2 * (x_dense @ weight.T).T @ x_compressed / tokens  # W0 C from the dense layer's output
+    got = dense_target_weight(weight, hessian, Cross(outputs, outputs=True), damp=0.0, layer="l")
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    same = dense_target_weight(weight, hessian, Cross(hessian), damp=0.01, layer="l")  # inputs agree: W0 itself
     torch.testing.assert_close(same, weight, rtol=0, atol=1e-12)
 
 
@@ -107,3 +110,36 @@ def test_sparse_gpt_defaults_to_fit_dense():
         outputs[spec] = gm(batches[0])
     assert torch.equal(outputs[""], outputs[",fit=dense"])  # the default is fit=dense
     assert not torch.equal(outputs[""], outputs[",fit=layer"])
+
+
+def test_twin_measures_narrowing_layers_from_their_dense_outputs():
+    """A bias-free layer with fewer outputs than inputs gets W0 C from the dense outputs (the cheaper product),
+    the others C; either form equals W0 C computed from the inputs in float64."""
+    from fxc import ir
+    from fxc.calibration import Calibration
+    from fxc.passes.dense_target import DenseTwin
+    from fxc.sequential import CalibrationRunner, segments
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 48, bias=False), torch.nn.ReLU(), torch.nn.Linear(48, 16, bias=False),
+        torch.nn.ReLU(), torch.nn.Linear(16, 8),
+    ).eval()
+    batches = [(torch.randn(20, 16),) for _ in range(3)]
+    gm, _ = traced(copy.deepcopy(model), batches[0], [b[0] for b in batches])
+    calibration = Calibration.of(batches)
+    runner, twin = CalibrationRunner(gm, calibration), DenseTwin(gm, calibration)
+    forms = {}
+    for segment in segments(gm):
+        (layer,) = segment.layers
+        compressed = [v[0].double() for v in runner.values([layer.node.args[0]])]
+        dense = [v[0].double() for v in twin.runner.values([twin.nodes[layer.node.args[0].name]])]
+        w0 = ir.get_tensor(gm, layer.weight).double()
+        want = w0 @ (2 * sum(d.T @ c for d, c in zip(dense, compressed)) / 60)
+        cross = twin.cross_covariances(runner, segment)[layer.node.name]
+        forms[layer.fqn] = cross.outputs
+        torch.testing.assert_close(cross.times_weight(w0), want, rtol=1e-5, atol=1e-5)
+        ir.set_tensor(gm, layer.weight, ir.get_tensor(gm, layer.weight) * 0.9)  # compress: inputs differ downstream
+        runner.advance(segment)
+        twin.advance(segment)
+    assert forms == {"0": False, "2": True, "4": False}  # 16 -> 48: C; 48 -> 16 bias-free: outputs; bias: C
