@@ -58,6 +58,13 @@ def record(title: str, command: str, table: str, notes: str = "") -> None:
     print(section)
 
 
+def publish(table: str, title: str, notes: str = "", record_it: bool = True) -> None:
+    """Print a benchmark's table, and record it in RESULTS.md (with this command) unless told not to."""
+    print(table)
+    if record_it:
+        record(title, this_command(), table, notes)
+
+
 class timed:
     """with timed() as t: ...; t.seconds"""
 

@@ -87,14 +87,12 @@ def main() -> None:
     lines = [f"{'scheme':<22} {'fxc s':>8} {'torchao s':>10} {'fxc / torchao':>14}", "-" * 57]
     for name, seconds in ours.items():
         lines.append(f"{name:<22} {seconds:>8.2f} {theirs[name]:>10.2f} {seconds / theirs[name]:>13.2f}x")
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_record:
-        notes = (
-            f"1 thread each, medians of {args.repeats}; fxc's time is the pass on a traced graph (rewrite and "
-            "recompile included), torchao's its quantize_ call."
-        )
-        harness.record("One-pass int8 quantization time on SmolLM2-135M", harness.this_command(), table, notes)
+    notes = (
+        f"1 thread each, medians of {args.repeats}; fxc's time is the pass on a traced graph (rewrite and "
+        "recompile included), torchao's its quantize_ call."
+    )
+    title = "One-pass int8 quantization time on SmolLM2-135M"
+    harness.publish("\n".join(lines), title, notes, record_it=not args.no_record)
 
 
 if __name__ == "__main__":

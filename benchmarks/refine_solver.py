@@ -91,15 +91,13 @@ def main() -> None:
     for name, values in errors.items():
         spent = f"{seconds[name]:21.2f}" if name in seconds else f"{'':>21}"
         lines.append(f"{name:26} {sum(values) / len(values):20.4f} {max(values):8.4f} {spent}")
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_record:
-        notes = (
-            f"{len(errors['sparse-gpt alone'])} linear layers of blocks {args.blocks}, SparseGPT 50% on H from "
-            f"{args.calib} x 512 calibration tokens, one thread. error / exact: the layer error over a 400-step "
-            "float64 solve for the same mask."
-        )
-        harness.record("sparse-gpt kept-weight re-solve: accuracy and time", harness.this_command(), table, notes)
+    notes = (
+        f"{len(errors['sparse-gpt alone'])} linear layers of blocks {args.blocks}, SparseGPT 50% on H from "
+        f"{args.calib} x 512 calibration tokens, one thread. error / exact: the layer error over a 400-step "
+        "float64 solve for the same mask."
+    )
+    title = "sparse-gpt kept-weight re-solve: accuracy and time"
+    harness.publish("\n".join(lines), title, notes, record_it=not args.no_record)
 
 
 if __name__ == "__main__":
