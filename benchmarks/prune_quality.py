@@ -36,7 +36,8 @@ SMOLLM = {
     "magnitude 50%": "prune{method=magnitude,sparsity=0.5}",
     "wanda 50%": "prune{method=wanda,sparsity=0.5}",
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
-    "sparse-gpt 50% (stages=1)": "prune{method=sparse-gpt,sparsity=0.5,stages=1}",  # one step, not gradual
+    "sparse-gpt 50% (stages=3)": "prune{method=sparse-gpt,sparsity=0.5,stages=3}",  # gradual: better, slower
+    "sparse-gpt 50% (stages=5)": "prune{method=sparse-gpt,sparsity=0.5,stages=5}",
     "sparse-gpt 50% (owl)": "prune{method=sparse-gpt,sparsity=0.5,allocation=owl}",
     "sparse-gpt 50% (fit=layer)": "prune{method=sparse-gpt,sparsity=0.5,fit=layer}",  # classic SparseGPT target
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",

@@ -13,8 +13,10 @@ be inverted.
 
 `stages` > 1 (unstructured targets) prunes gradually: sparse-gpt to sparsity·1/stages, the kept weights
 re-solved (passes/mask_refine.py, STAGE_REFINE_STEPS), then to sparsity·2/stages from there, and so on; each
-stage chooses its mask on weights already fitted to the ones removed before (layer error 0.95x of one stage
-with 3 stages, 0.93x with 5, on SmolLM2 layers; 3 stages: 27.38 vs 28.23 perplexity at 50%).
+stage chooses its mask on weights already fitted to the ones removed before. SmolLM2 layers: layer error
+0.95x of one stage's with 3 stages, 0.93x with 5. SmolLM2 50% at 128 x 512 calibration (benchmarks/RESULTS.md,
+2026-11-29): perplexity 28.32 with one stage (the default: 491 s, 0.89x llm-compressor's 550 s in the same
+run), 27.76 with 3 (609 s), 27.37 with 5 (733 s, a separate run).
 
 prune_sequentially runs the calibration data segment by segment (fxc/sequential.py): each segment's
 layers see the outputs of the already-pruned segments before them; peak memory is one segment plus
@@ -40,7 +42,7 @@ from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured
 from fxc.sequential import CalibrationRunner, segments, segments_through
 
 STAGE_REFINE_STEPS = 10  # re-solve steps between gradual stages (layer error within 0.2% of 30 steps)
-DEFAULT_STAGES = 3  # what prune{method=sparse-gpt} runs on unstructured targets unless told otherwise
+DEFAULT_STAGES = 1  # what prune{method=sparse-gpt} runs unless told otherwise (more stages: better, slower)
 
 
 @dataclass(frozen=True)
