@@ -12,7 +12,7 @@ layer's output error by N conjugate-gradient steps, passes/mask_refine.py; fit=d
 layer to the dense model's output instead of its own, so it also absorbs the error of the layers before it,
 passes/dense_target.py: SmolLM2 50% at 128 x 512 calibration 28.32 perplexity vs 31.65 with fit=layer; with
 only 16 x 512 calibration fit=layer was better, 37.82 vs 41.10; stages=N prunes unstructured
-targets gradually in N steps: 27.76 with 3 (609 s vs 491 s for one), 27.37 with 5 (733 s, another run)).
+targets gradually in N steps: 27.36 with 3 (about 600 s vs 491 s for one), passes/sparse_gpt.py).
 wanda and sparse-gpt calibrate layer by layer (fxc/sequential.py): each layer sees the output of the
 already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
