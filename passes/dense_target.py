@@ -11,7 +11,7 @@ H = 2 X_cᵀX_c / n and C = 2 X_dᵀX_c / n,
 so the methods run unchanged on the target weight W̃ (W̃ = W0 exactly where the inputs agree, e.g. the first
 layer; H is dampened as the method dampens it). This is the asymmetric calibration of GPTAQ (Li et al., 2025).
 GPTQ and sparse-gpt use it by default (SmolLM2 W4 g64: 20.39 perplexity vs 22.83 with fit=layer at 128 x 512
-calibration, 23.62 vs 23.85 at 16 x 512; 50% sparse-gpt: 28.60 vs 31.65 at 128 x 512, but 41.10 vs 37.82 at
+calibration, 23.62 vs 23.85 at 16 x 512; 50% sparse-gpt: 28.32 vs 31.65 at 128 x 512, but 41.10 vs 37.82 at
 16 x 512: fewer tokens than the fit needs).
 
 `DenseTwin` runs the dense model beside the compressed one: a copy of the graph with the original weights,
