@@ -70,10 +70,12 @@ class DenseTwin:
         linears = [layer for layer in segment.layers if layer.kind == "linear"]
         if not linears:  # conv layers keep the layer-wise fit
             return {}
-        by_output = [layer for layer in linears if self._output_form(layer, linears)]
-        by_input = [layer.node for layer in linears if layer not in by_output]
-        crosses = self._output_crosses(runner, segment, [layer.node for layer in by_output]) if by_output else {}
-        return crosses | self._input_crosses(runner, by_input) if by_input else crosses
+        by_output = [layer.node for layer in linears if self._output_form(layer, linears)]
+        by_input = [layer.node for layer in linears if layer.node not in by_output]
+        crosses = self._output_crosses(runner, segment, by_output) if by_output else {}
+        if by_input:
+            crosses |= self._input_crosses(runner, by_input)
+        return crosses
 
     def advance(self, segment: Segment) -> None:
         """Run the dense model's copy of `segment` on every batch (call after the compressed one's)."""

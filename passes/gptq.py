@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from fxc import ir, qformat
 from fxc.calibration import Calibration
 from fxc.passes.dense_target import DenseTwin, dense_target_weight
-from fxc.passes.hessian import HessianAccumulator, dampen, inverse_cholesky_upper, one_thread, segment_hessians
+from fxc.passes.hessian import (
+    DampedHessian,
+    HessianAccumulator,
+    damped_hessian,
+    inverse_cholesky_upper,
+    one_thread,
+    segment_hessians,
+)
 from fxc.passes.quant_scheme import Scheme
 from fxc.sequential import CalibrationRunner, Segment, segments, segments_through
 
@@ -50,9 +57,11 @@ def gptq_quantize(
     block_size: int = 128,
     layer: str = "",
     full_range: bool = True,
+    damped: DampedHessian | None = None,
 ) -> qformat.QuantizedWeight:
     """GPTQ-quantize a 2-D weight [N, K] given its input Hessian [K, K] (2·XᵀX/n). full_range: the scale rule of
-    qformat.group_scales (False for W8A8 weights: qformat.weights_full_range)."""
+    qformat.group_scales (False for W8A8 weights: qformat.weights_full_range). damped: `hessian` already
+    dampened and factored (passes/hessian.damped_hessian), when the caller has it."""
     w = weight.detach().to(torch.float32).clone()
     n, k = w.shape
     gs = k if group_size is None else group_size
@@ -60,7 +69,8 @@ def gptq_quantize(
         raise ValueError(f"layer {layer}: group size {gs} does not divide the input dimension {k}")
     if hessian.shape != (k, k):
         raise ValueError(f"layer {layer}: Hessian is {tuple(hessian.shape)}, expected ({k}, {k})")
-    h = dampen(hessian, damp, layer)
+    damped = damped or damped_hessian(hessian, damp, layer)
+    h = damped.matrix
     w[:, torch.diag(hessian) == 0] = 0.0
     static_groups = act_order or group_size is None
     scales_of = functools.partial(qformat.group_scales, bits=bits, symmetric=symmetric, full_range=full_range)
@@ -70,8 +80,7 @@ def gptq_quantize(
         scale = torch.empty(n, k // gs)
         zero = None if symmetric else torch.empty(n, k // gs)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
-    h = h[perm][:, perm]
-    hinv = inverse_cholesky_upper(h)
+    hinv = inverse_cholesky_upper(h[perm][:, perm]) if act_order else damped.inverse_cholesky_upper
     # Work on Wᵀ in visiting order: row c is input column perm[c], contiguous, so each step's rank-1
     # update is one BLAS call on a contiguous block.
     wt = w[:, perm].T.contiguous()
@@ -194,9 +203,10 @@ def gptq_layers(
                     weight = ir.get_tensor(gm, layer.weight)
                     scheme = schemes[layer.node]
                     flat = weight.detach().reshape(weight.shape[0], -1)
-                    if layer.node.name in crosses:
-                        name = layer.node.name
-                        flat = dense_target_weight(flat, hessians[name], crosses[name], damp, layer.fqn)
+                    name = layer.node.name
+                    damped = None if layer in grouped else damped_hessian(hessians[name], damp, layer.fqn)
+                    if name in crosses:
+                        flat = dense_target_weight(flat, hessians[name], crosses[name], damp, layer.fqn, damped)
                     full_range = qformat.weights_full_range(scheme.act_bits)
                     if layer in grouped:
                         rtn = qformat.quantize_rtn(flat, scheme.bits, scheme.group_size, scheme.symmetric, full_range)
@@ -213,6 +223,7 @@ def gptq_layers(
                             block_size,
                             layer.fqn,
                             full_range,
+                            damped,
                         )
                         method = "gptq"
                     results[layer.node] = (qw, method)

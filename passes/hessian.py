@@ -16,6 +16,7 @@ Options: none.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -155,9 +156,10 @@ class DampedHessian:
         """H⁻¹ rhs (float64) for rhs [K, n]."""
         return torch.cholesky_solve(rhs.to(torch.float64), self.factor)
 
+    @functools.cached_property
     def inverse_cholesky_upper(self) -> torch.Tensor:
-        """Upper-triangular U with UᵀU = H⁻¹, as float32: row i of U holds the weights by which GPTQ /
-        SparseGPT push column i's error onto the later columns."""
+        """Upper-triangular U with UᵀU = H⁻¹, as float32 (made once; every gradual sparse-gpt stage uses it):
+        row i of U holds the weights by which GPTQ / SparseGPT push column i's error onto the later columns."""
         return torch.linalg.cholesky(torch.cholesky_inverse(self.factor), upper=True).to(torch.float32)
 
 
@@ -183,7 +185,7 @@ def dampen(hessian: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
 
 def inverse_cholesky_upper(h: torch.Tensor) -> torch.Tensor:
     """Upper-triangular U with UᵀU = H⁻¹ for a dampened (positive definite) H, as float32."""
-    return DampedHessian(h, torch.linalg.cholesky(h)).inverse_cholesky_upper()
+    return DampedHessian(h, torch.linalg.cholesky(h)).inverse_cholesky_upper
 
 
 @contextlib.contextmanager

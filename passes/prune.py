@@ -141,12 +141,9 @@ class Prune(Pass):
                     ir.set_tensor(gm, t.layer.weight, _magnitude(originals[t.layer.weight], t))
             else:
                 calibration = self._calibration(am)
+                given = {"refine": self.refine, "fit": self.fit, "stages": self.stages}  # None: the default
                 options = SparseGptOptions(
-                    block_size=self.block_size,
-                    damp=self.damp,
-                    refine=DEFAULT_STEPS if self.refine is None else self.refine,
-                    fit=self.fit or "dense",
-                    stages=DEFAULT_STAGES if self.stages is None else self.stages,
+                    block_size=self.block_size, damp=self.damp, **{k: v for k, v in given.items() if v is not None}
                 )
                 prune_sequentially(gm, calibration, targets, self.method, options)
         except BaseException:

@@ -38,7 +38,7 @@ from fxc.errors import CalibrationError
 from fxc.passes.act_stats import channel_rows
 from fxc.passes.dense_target import DenseTwin, dense_target_weight
 from fxc.passes.hessian import DampedHessian, damped_hessian, one_thread, segment_hessians
-from fxc.passes.mask_refine import refine_kept_weights
+from fxc.passes.mask_refine import DEFAULT_STEPS, refine_kept_weights
 from fxc.passes.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.sequential import CalibrationRunner, segments, segments_through
 
@@ -71,7 +71,7 @@ def sparse_gpt(
     w = as_matrix(weight).detach().to(torch.float32).clone()
     dead = torch.diagonal(hessian) == 0
     w[:, dead] = 0.0
-    hinv_upper = (damped or damped_hessian(hessian, damp, layer)).inverse_cholesky_upper()
+    hinv_upper = (damped or damped_hessian(hessian, damp, layer)).inverse_cholesky_upper
     with one_thread():
         _compensate_blocks(w, hinv_upper, sparsity, nm, block_size)
     return w.to(weight.dtype).view_as(weight)
@@ -127,13 +127,13 @@ class _Norms:
 
 @dataclass(frozen=True)
 class SparseGptOptions:
-    """How prune_sequentially runs sparse-gpt (the prune pass's options of the same names)."""
+    """How prune_sequentially runs sparse-gpt (the prune pass's options of the same names, same defaults)."""
 
     block_size: int = 128
     damp: float = 0.01
-    refine: int = 0  # conjugate-gradient steps re-solving the kept weights (passes/mask_refine.py)
-    fit: str = "layer"  # each layer fitted to its own output (layer) or the dense model's (dense_target.py)
-    stages: int = 1  # gradual pruning for unstructured targets (module docstring)
+    refine: int = DEFAULT_STEPS  # conjugate-gradient steps re-solving the kept weights (passes/mask_refine.py)
+    fit: str = "dense"  # each layer fitted to the dense model's output (dense_target.py) or its own (layer)
+    stages: int = DEFAULT_STAGES  # gradual pruning for unstructured targets (module docstring)
 
 
 def prune_sequentially(
