@@ -39,6 +39,7 @@ SMOLLM = {
     "sparse-gpt 50% (stages=3)": "prune{method=sparse-gpt,sparsity=0.5,stages=3}",  # gradual: better, slower
     "sparse-gpt 50% (stages=5)": "prune{method=sparse-gpt,sparsity=0.5,stages=5}",
     "sparse-gpt 50% (owl)": "prune{method=sparse-gpt,sparsity=0.5,allocation=owl}",
+    "sparse-gpt 50% (fit=dense)": "prune{method=sparse-gpt,sparsity=0.5,fit=dense}",  # no residual-stream fit
     "sparse-gpt 50% (fit=layer)": "prune{method=sparse-gpt,sparsity=0.5,fit=layer}",  # classic SparseGPT target
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",

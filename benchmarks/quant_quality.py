@@ -38,6 +38,7 @@ from fxc.passes.mixed_precision import planned_bytes  # noqa: E402
 SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "W8 per-channel RTN": (None, "quantize{bits=8}"),
     "W4 g64 GPTQ": (None, "quantize{method=gptq,bits=4,group-size=64}"),
+    "W4 g64 GPTQ (fit=dense)": (None, "quantize{method=gptq,bits=4,group-size=64,fit=dense}"),  # no stream fit
     "W4 g64 GPTQ (fit=layer)": (None, "quantize{method=gptq,bits=4,group-size=64,fit=layer}"),  # classic GPTQ
     # mixed GPTQ plans score each candidate by the error GPTQ leaves (method=gptq), not RTN's; the default
     # measure (auto = jacobian for linear layers) weighs each layer's error by how it reaches the output

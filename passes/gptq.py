@@ -18,7 +18,8 @@ conv2d the Hessian of the unfolded input patches), quantizes, writes the dequant
 next segment sees the quantized model's activations, and advances. Grouped convolutions (depthwise)
 have one Hessian per group, which this does not build: they are quantized round-to-nearest, and the
 returned method says so. With fit=dense each linear layer is fitted to the dense model's output on the
-quantized model's inputs (passes/dense_target.py: GPTQ runs on the target weight W̃ = W0 C H⁻¹).
+quantized model's inputs (passes/dense_target.py: GPTQ runs on the target weight W̃ = W0 C H⁻¹); with
+fit=residual (quantize's default) a layer adding into a residual stream also makes up the stream's drift.
 On any error every weight it changed is restored. Reads the graph and
 calibration; writes (temporarily) the dequantized weights of the layers it quantized.
 """
@@ -184,10 +185,12 @@ def gptq_layers(
 ) -> dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]]:
     """GPTQ every layer in `schemes` in graph order, each segment seeing the quantized output of the
     segments before it. Returns {node: (quantized weight, method actually used)}. `fit`: each linear layer
-    fitted to its own output (layer) or to the dense model's (dense, passes/dense_target.py)."""
+    fitted to its own output (layer), to the dense model's (dense) or to the dense model's residual stream
+    (residual, passes/dense_target.py)."""
     runner = CalibrationRunner(gm, calibration)
-    fits_linears = fit == "dense" and any(node.target == ir.aten.linear.default for node in schemes)
-    twin = DenseTwin(gm, calibration) if fits_linears else None  # conv layers keep the layer-wise fit
+    fits_linears = fit != "layer" and any(node.target == ir.aten.linear.default for node in schemes)
+    # conv layers keep the layer-wise fit
+    twin = DenseTwin(gm, calibration, residual=fit == "residual") if fits_linears else None
     originals: dict[str, torch.Tensor] = {}
     results: dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]] = {}
     try:

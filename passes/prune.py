@@ -75,8 +75,9 @@ class Prune(Pass):
     )
     fit: str | None = option(
         None,
-        "sparse-gpt: fit each layer to the dense model's output on the compressed model's inputs (dense, the "
-        "default: also absorbs earlier layers' error; runs the dense model beside) or to its own output there (layer)",
+        "sparse-gpt: fit each layer to the dense model on the compressed model's inputs, layers adding into a "
+        "residual stream also making up its drift (residual, the default; runs the dense model beside), to the "
+        "dense layer's output alone (dense), or to its own output there (layer)",
         choices=(None, *TARGETS),
     )
     stages: int | None = option(

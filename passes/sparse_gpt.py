@@ -132,7 +132,8 @@ class SparseGptOptions:
     block_size: int = 128
     damp: float = 0.01
     refine: int = DEFAULT_STEPS  # conjugate-gradient steps re-solving the kept weights (passes/mask_refine.py)
-    fit: str = "dense"  # each layer fitted to the dense model's output (dense_target.py) or its own (layer)
+    fit: str = "residual"  # each layer fitted to the dense model's stream (residual), its output (dense), or its
+    # own output (layer): passes/dense_target.py
     stages: int = DEFAULT_STAGES  # gradual pruning for unstructured targets (module docstring)
 
 
@@ -146,7 +147,8 @@ def prune_sequentially(
     """Prune `targets` segment by segment; returns {weight target: new weight} (already written)."""
     by_node = {t.layer.node: t for t in targets}
     runner = CalibrationRunner(gm, calibration)
-    twin = DenseTwin(gm, calibration) if options.fit == "dense" and method == "sparse-gpt" else None
+    fitted = options.fit != "layer" and method == "sparse-gpt"
+    twin = DenseTwin(gm, calibration, residual=options.fit == "residual") if fitted else None
     written: dict[str, torch.Tensor] = {}
     for segment in segments_through(segments(gm), set(by_node)):
         chosen = [by_node[layer.node] for layer in segment.layers if layer.node in by_node]
