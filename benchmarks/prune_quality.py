@@ -52,6 +52,7 @@ MINILM = {
     "magnitude 50%": "prune{method=magnitude,sparsity=0.5}",
     "wanda 50%": "prune{method=wanda,sparsity=0.5}",
     "sparse-gpt 50%": "prune{method=sparse-gpt,sparsity=0.5}",
+    "sparse-gpt 50% (fit=dense)": "prune{method=sparse-gpt,sparsity=0.5,fit=dense}",
     "wanda 2:4": "prune{method=wanda,pattern=2:4}",
     "sparse-gpt 2:4": "prune{method=sparse-gpt,pattern=2:4}",
     "heads 25% (wanda)": "prune{method=wanda,pattern=head,sparsity=0.25}",

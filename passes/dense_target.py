@@ -10,24 +10,25 @@ H = 2 X_cᵀX_c / n and C = 2 X_dᵀX_c / n,
 
 so the methods run unchanged on the target weight W̃ (W̃ = W0 exactly where the inputs agree, e.g. the first
 layer; H is dampened as the method dampens it). This is the asymmetric calibration of GPTAQ (Li et al., 2025).
-GPTQ and sparse-gpt use it by default (SmolLM2 W4 g64: 20.39 perplexity vs 22.83 with fit=layer at 128 x 512
-calibration, 23.62 vs 23.85 at 16 x 512; 50% sparse-gpt: 28.32 vs 31.65 at 128 x 512, but 41.10 vs 37.82 at
-16 x 512: fewer tokens than the fit needs).
+With fit=dense, SmolLM2 W4 g64 GPTQ: 20.39 perplexity vs 22.83 with fit=layer at 128 x 512 calibration, 23.62
+vs 23.85 at 16 x 512; 50% sparse-gpt: 28.32 vs 31.65 at 128 x 512, but 41.10 vs 37.82 at 16 x 512: fewer
+tokens than the fit needs.
 
 fit=residual (the default) goes one step further for a layer whose output is added to another value, the
 residual stream (o_proj and down_proj: `h' = h + W x`): the dense model's sum is h_d + W0 X_d and the
 compressed model's h_c + W X_c, so the layer fits W X_c to W0 X_d + (h_d - h_c) and also makes up, as far as
 its inputs can, the drift the layers before left in the stream, which every later layer reads. In the
 output form below this adds (h_d - h_c) to the dense output before pairing it with X_c: no extra work.
-SmolLM2 50% sparse-gpt at 128 x 512 calibration: 25.89 perplexity vs 28.32 with fit=dense.
+SmolLM2 at 128 x 512 calibration: 50% sparse-gpt 25.89 perplexity vs 28.32 with fit=dense; W4 g64 GPTQ 19.90
+vs 20.39. On a toy residual stack (tests/passes/test_dense_target.py) the model-output error drops 0.84x.
 
 `DenseTwin` runs the dense model beside the compressed one: a copy of the graph with the original weights,
 cut into the same segments and advanced in step, on the same calibration batches. What the fit needs of a
 layer is W0 C; it is measured in the cheaper form (`Cross`): C = 2 X_dᵀX_c / n, a [K, K] product, or,
-for bias-free layers whose outputs are fewer than their inputs (a down projection: 576 vs 1536 on SmolLM2),
-W0 C = 2 Y_dᵀX_c / n directly from the dense layer's output Y_d = X_d W0ᵀ, which the twin computes anyway
-([N, K]: 0.375x the work for SmolLM2's down projections, the largest of these products; the residual fit
-always takes this form, and a layer's bias is subtracted from its output). Reads the graph
+for layers whose outputs are fewer than their inputs (a down projection: 576 vs 1536 on SmolLM2),
+W0 C = 2 Y_dᵀX_c / n directly from the dense layer's output less its bias, Y_d = X_d W0ᵀ, which the twin
+computes anyway ([N, K]: 0.375x the work for SmolLM2's down projections, the largest of these products; the
+residual fit always takes this form). Reads the graph
 and the calibration; writes nothing (the caller writes the compressed weights).
 """
 
@@ -148,19 +149,31 @@ class DenseTwin:
         return {node.name: Cross(2.0 * gram.total() / max(gram.rows, 1), outputs=True) for node, gram in grams.items()}
 
     def _residual(self, node: torch.fx.Node) -> torch.fx.Node | None:
-        """With fit=residual, the stream `node`'s output is added to (the other operand of its only user, an
-        add); else None."""
-        users = list(node.users)
-        if not self.residual or len(users) != 1 or users[0].target != ir.aten.add.Tensor or users[0].kwargs:
+        """With fit=residual, the stream `node`'s output is added to (the other operand of the add that is its
+        only user, through an eval-mode dropout: Bert's `LayerNorm(dropout(dense(x)) + h)`); else None."""
+        if not self.residual:
+            return None
+        value = node
+        while len(value.users) == 1 and _is_identity(next(iter(value.users))):
+            value = next(iter(value.users))
+        users = list(value.users)
+        if len(users) != 1 or users[0].target != ir.aten.add.Tensor or users[0].kwargs:
             return None
         left, right = users[0].args[:2]
-        stream = right if left is node else left
-        return stream if isinstance(stream, torch.fx.Node) else None
+        stream = right if left is value else left
+        return stream if isinstance(stream, torch.fx.Node) and stream is not value else None
 
     def _without_bias(self, twin_node: torch.fx.Node, output: torch.Tensor) -> torch.Tensor:
         """The dense layer's output less its bias: what W0 X_d alone gives."""
         bias = _bias(twin_node)
         return output if bias is None else output - ir.get_tensor(self.gm, bias.target)
+
+
+def _is_identity(node: torch.fx.Node) -> bool:
+    """A node that passes its input through unchanged: dropout in eval mode (train=False), clone."""
+    if node.target == ir.aten.dropout.default:
+        return len(node.args) > 2 and node.args[2] is False
+    return node.target == ir.aten.clone.default
 
 
 def _bias(node: torch.fx.Node) -> torch.fx.Node | None:

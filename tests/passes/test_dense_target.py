@@ -220,3 +220,25 @@ def test_twin_measures_narrowing_layers_from_their_dense_outputs():
         runner.advance(segment)
         twin.advance(segment)
     assert forms == {"0": False, "2": True, "4": True}  # 16 -> 48: C; 48 -> 16 and 16 -> 8 (bias): outputs
+
+
+@pytest.mark.parametrize(
+    "factory,writers",
+    [
+        ("tiny_llama", {"self_attn.o_proj", "mlp.down_proj"}),
+        ("tiny_bert", {"attention.output.dense", "output.dense"}),  # through the eval-mode dropout before the add
+    ],
+)
+def test_the_layers_adding_into_the_residual_stream_are_found(factory, writers):
+    import tiny_models
+
+    from fxc import ir
+    from fxc.calibration import Calibration
+    from fxc.passes.dense_target import DenseTwin
+
+    model, example = getattr(tiny_models, factory)()
+    gm = traced(model, example)[0]
+    twin = DenseTwin(gm, Calibration.of([example]), residual=True)
+    found = {layer.fqn.split(".", 3)[-1] for layer in ir.weight_layers(gm, ("linear",)) if twin._residual(layer.node)}
+    assert found == writers
+    assert DenseTwin(gm, Calibration.of([example])).residual is False  # fit=dense: no stream
