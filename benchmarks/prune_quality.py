@@ -252,18 +252,20 @@ def start_peer(args, data: Path) -> subprocess.Popen:
         "--threads",
         str(args.threads),
     ]
-    # stderr (the peer's progress bars) goes to a file: a pipe nobody reads until the fxc worker ends fills
-    # up and stalls the peer, which would then not run side by side with fxc
-    log = tempfile.TemporaryFile(mode="w+")
-    peer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    peer.stderr_log = log
+    # stdout (llm-compressor's log lines and the RESULT lines) and stderr (progress bars) go to files: a pipe
+    # nobody reads until the fxc worker ends fills up (64 KiB) and stalls the peer, which would then neither
+    # run side by side with fxc nor report its own time (2026-11-29: its stdout log filled the pipe part-way)
+    out, err = tempfile.TemporaryFile(mode="w+"), tempfile.TemporaryFile(mode="w+")
+    peer = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+    peer.stdout_log, peer.stderr_log = out, err
     return peer
 
 
 def peer_rows(peer: subprocess.Popen, dense: float) -> list[tuple]:
-    out, _ = peer.communicate()
+    peer.wait()
+    peer.stdout_log.seek(0)
     peer.stderr_log.seek(0)
-    err = peer.stderr_log.read()
+    out, err = peer.stdout_log.read(), peer.stderr_log.read()
     rows = []
     for line in out.splitlines():
         if line.startswith("RESULT "):
