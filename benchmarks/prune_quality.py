@@ -239,7 +239,7 @@ def start_peer(args, data: Path) -> subprocess.Popen:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     calib, evaluation = harness.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
     torch.save({"calib": calib, "eval": evaluation}, data)
-    configs = [x for c in PEER_CONFIGS for x in ("--config", c)]
+    configs = [x for c in peer_configs(args) for x in ("--config", c)]
     script = Path(__file__).with_name("prune_peers.py")
     command = [
         args.peer,
@@ -257,8 +257,17 @@ def start_peer(args, data: Path) -> subprocess.Popen:
     # run side by side with fxc nor report its own time (2026-11-29: its stdout log filled the pipe part-way)
     out, err = tempfile.TemporaryFile(mode="w+"), tempfile.TemporaryFile(mode="w+")
     peer = subprocess.Popen(command, stdout=out, stderr=err, text=True)
-    peer.stdout_log, peer.stderr_log = out, err
+    peer.stdout_log, peer.stderr_log, peer.configs = out, err, peer_configs(args)
     return peer
+
+
+def peer_configs(args) -> list[str]:
+    """--peer-configs picks the peer's configurations (default: all of PEER_CONFIGS)."""
+    wanted = args.peer_configs.split(",") if args.peer_configs else list(PEER_CONFIGS)
+    unknown = [c for c in wanted if c not in PEER_CONFIGS]
+    if unknown:
+        raise SystemExit(f"--peer-configs: unknown {unknown}; choose from {list(PEER_CONFIGS)}")
+    return wanted
 
 
 def peer_rows(peer: subprocess.Popen, dense: float) -> list[tuple]:
@@ -272,7 +281,7 @@ def peer_rows(peer: subprocess.Popen, dense: float) -> list[tuple]:
             r = json.loads(line[len("RESULT ") :])
             name = f"llm-compressor {r['config']}"
             rows.append((name, r["ppl"], r["ppl"] / dense, r["seconds"], r["cpu"], r["peak_rss_mb"]))
-    if len(rows) < len(PEER_CONFIGS):
+    if len(rows) < len(peer.configs):
         print(f"peer failed:\n{err[-3000:]}", flush=True)
     return rows
 
@@ -283,11 +292,11 @@ def chosen(name: str, args) -> bool:
 
 
 def minilm_table(args) -> str:
-    head = f"{'configuration':22} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"
+    head = f"{'configuration':26} {'cosine vs dense':>15} {'WordSim-353 rho':>15} {'prune s':>8} {'peak RSS MiB':>12}"
     lines = [head]
     for r in run_worker("minilm", [n for n in MINILM if chosen(n, args)], args):
         lines.append(
-            f"{r['name']:22} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}"
+            f"{r['name']:26} {r['cosine']:15.4f} {r['wordsim']:15.4f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f}"
         )
     return "\n".join(lines)
 
@@ -316,6 +325,11 @@ def main() -> None:
     )
     parser.add_argument("--parts", default="smollm,minilm,latency", help="which tables")
     parser.add_argument("--configs", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument(
+        "--peer-configs",
+        default="",
+        help="comma-separated, of " + ", ".join(PEER_CONFIGS).replace("%", "%%") + " (default: all)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="", help=argparse.SUPPRESS)

@@ -27,7 +27,7 @@ from fxc.errors import FxcError
 from fxc.passbase import Analysis
 from fxc.sequential import CalibrationRunner, Segment
 
-GRAM_ROWS = 4096  # rows summed in float32 before a GramAccumulator adds them to its float64 total
+GRAM_ROWS = 16384  # rows summed in float32 before a GramAccumulator adds them to its float64 total
 SYMMETRIC_TILES = 4  # a self-product is computed on the upper tiles of a 4 x 4 tiling: 0.68x the time
 
 
@@ -35,8 +35,10 @@ class GramAccumulator:
     """Σ leftᵀ right over streamed row matrices [n, K] (left = right for a Hessian), in float64.
     Each batch is added into a float32 partial sum by one GEMM (addmm, no copies); every GRAM_ROWS rows the
     partial sum is added to the float64 total: float32 rounding only inside sums of at most GRAM_ROWS
-    terms (relative error ~1e-6, far below the 1% dampening every user adds to the diagonal), 2x faster
-    than float64 products. A self-product (no `right`, or `right` equal to `left`) is symmetric: only the
+    terms (relative error 7e-8 for 65536 rows of 576 columns, 2e-8 flushing every 4096 rows; far below the
+    1% dampening every user adds to the diagonal), 2x faster than float64 products; a flush costs a few passes
+    over the [K, K] matrix, so 16384 rather than 4096 rows between flushes saves SmolLM2 ~18 s at 128 x 512.
+    A self-product (no `right`, or `right` equal to `left`) is symmetric: only the
     tiles on and above the diagonal are computed, then mirrored, so the cross-covariance of identical inputs
     is exactly the Hessian."""
 

@@ -8,11 +8,12 @@
 
 Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
 (OBS with weight update, passes/sparse_gpt.py; refine=N, default 20, then re-solves the kept weights for the
-layer's output error by N conjugate-gradient steps, passes/mask_refine.py; fit=dense, the default, fits each
-layer to the dense model's output instead of its own, so it also absorbs the error of the layers before it,
-passes/dense_target.py: SmolLM2 50% at 128 x 512 calibration 28.32 perplexity vs 31.65 with fit=layer; with
-only 16 x 512 calibration fit=layer was better, 37.82 vs 41.10; stages=N prunes unstructured
-targets gradually in N steps: 27.36 with 3 (about 600 s vs 491 s for one), passes/sparse_gpt.py).
+layer's output error by N conjugate-gradient steps, passes/mask_refine.py; fit=residual, the default, fits each
+layer to the dense model instead of its own output, so it also absorbs the error of the layers before it, and
+a layer adding into a residual stream also makes up the stream's drift, passes/dense_target.py: SmolLM2 50%
+at 128 x 512 calibration 25.89 perplexity vs 28.32 with fit=dense (the dense layer output alone) and 31.65 with
+fit=layer; with only 16 x 512 calibration fit=layer was better than fit=dense, 37.82 vs 41.10; stages=N prunes
+unstructured targets gradually in N steps: 25.37 with 3, about 1.25x the time of one, passes/sparse_gpt.py).
 wanda and sparse-gpt calibrate layer by layer (fxc/sequential.py): each layer sees the output of the
 already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and

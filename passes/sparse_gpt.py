@@ -78,29 +78,31 @@ def sparse_gpt(
 
 
 def _compensate_blocks(w, hinv_upper, sparsity, nm, block_size) -> None:
-    """SparseGPT's blocked loop, updating w [N, K] in place."""
+    """SparseGPT's blocked loop, updating w [N, K] in place. Each block is held transposed ([B, N]: column i
+    is a contiguous row) and a column's error is its pruned entries times 1/[H⁻¹]ᵢᵢ (`scale`, zero where
+    kept), so a column costs two tensor ops: its error and the rank-1 update of the columns after it. The
+    pruned entries are zeroed once at the end of the block (the update leaves them at rounding level)."""
     cols = w.shape[1]
     for start in range(0, cols, block_size):
         end = min(start + block_size, cols)
-        block = w[:, start:end].clone()
+        block = w[:, start:end].T.contiguous()
         u = hinv_upper[start:end, start:end]
-        diag = torch.diagonal(u)
-        pruned = torch.zeros_like(block, dtype=torch.bool)
+        diag = torch.diagonal(u).unsqueeze(1)
         if nm is None:
-            pruned = unstructured_mask(block**2 / diag.unsqueeze(0) ** 2, sparsity, per_row=False)
-        errors = torch.zeros_like(block)
+            pruned = unstructured_mask(block**2 / diag**2, sparsity, per_row=False)
+            scale = pruned / diag
+        else:
+            pruned, scale = torch.zeros_like(block, dtype=torch.bool), torch.zeros_like(block)
+        errors = torch.empty_like(block)
         for i in range(end - start):
-            if nm is not None and i % nm[1] == 0:
+            if nm is not None and i % nm[1] == 0:  # the group's mask, chosen on the columns updated so far
                 group = slice(i, i + nm[1])
-                pruned[:, group] = nm_mask(block[:, group] ** 2 / diag[group].unsqueeze(0) ** 2, *nm)
-            column = block[:, i]
-            kept = column.masked_fill(pruned[:, i], 0.0)
-            error = (column - kept) / diag[i]
-            block[:, i:].addr_(error, u[i, i:], alpha=-1.0)  # rank-1 update, in place
-            block[:, i] = kept
-            errors[:, i] = error
-        w[:, start:end] = block
-        w[:, end:] -= errors @ hinv_upper[start:end, end:]
+                pruned[group] = nm_mask((block[group] ** 2 / diag[group] ** 2).T, *nm).T
+                torch.div(pruned[group], diag[group], out=scale[group])
+            torch.mul(block[i], scale[i], out=errors[i])
+            block[i + 1 :].addr_(u[i, i + 1 :], errors[i], alpha=-1.0)
+        w[:, start:end] = block.masked_fill_(pruned, 0.0).T
+        w[:, end:].addmm_(errors.T, hinv_upper[start:end, end:], alpha=-1.0)
 
 
 def prune_with_norms(weight: torch.Tensor, input_l2: torch.Tensor, target: Target) -> torch.Tensor:
