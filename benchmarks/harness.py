@@ -34,6 +34,12 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """The commit this process started from (read once, at import: a long run records the code it ran, not
+    the HEAD that later commits moved on to while it ran)."""
+    return STARTED_AT
+
+
+def _head() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
@@ -44,6 +50,9 @@ def commit() -> str:
         return out.stdout.strip() + ("+uncommitted" if dirty else "")
     except OSError:
         return "unknown"
+
+
+STARTED_AT = _head()
 
 
 def record(title: str, command: str, table: str, notes: str = "") -> None:
