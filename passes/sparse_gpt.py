@@ -15,9 +15,9 @@ be inverted.
 weights re-solved (passes/mask_refine.py, STAGE_REFINE_STEPS), then in even steps from there up to the target
 (stage_sparsities); each stage chooses its mask on weights already fitted to the ones removed before.
 SmolLM2 layers: layer error 0.95x of one stage's with 3 stages, 0.93x with 5. SmolLM2 50% at 128 x 512
-calibration (benchmarks/RESULTS.md, 2026-11-29): perplexity 28.32 with one stage (the default: 491 s, 0.89x
-llm-compressor's 550 s in the same run); 3 stages 0.2, 0.35, 0.5: 27.36 (the schedule here); even thirds:
-27.76 (609 s); 5 even stages 0.1 .. 0.5: 27.37 (733 s, a separate run).
+calibration (benchmarks/RESULTS.md, 2026-11-29), fit=residual: perplexity 25.89 with one stage (the default;
+631 s vs llm-compressor's 634 s side by side, before the faster column loop below), 25.37 with 3 stages
+0.2, 0.35, 0.5 (810 s); with fit=dense 28.32 and 27.36 (even thirds 27.76, 5 even stages 27.37).
 
 prune_sequentially runs the calibration data segment by segment (fxc/sequential.py): each segment's
 layers see the outputs of the already-pruned segments before them; peak memory is one segment plus
