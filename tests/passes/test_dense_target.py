@@ -54,15 +54,23 @@ def _output_error(gm, dense, batches) -> float:
 )
 def test_fit_dense_leaves_less_model_output_error_than_fit_layer(pipeline, ratio):
     model, batches = _deep_mlp()
-    errors = {}
-    for fit in ("layer", "dense"):
-        gm, am = traced(copy.deepcopy(model), (batches[0],), batches)
-        run(gm, am, pipeline % fit)
-        if pipeline.startswith("prune"):
+    errors, graphs = _errors_by_fit(model, batches, pipeline, ("layer", "dense"))
+    if pipeline.startswith("prune"):
+        for gm in graphs:
             weights = [t for t in gm.state_dict().values() if t.dim() == 2]
             assert len(weights) == 5 and all(abs((w == 0).float().mean().item() - 0.6) < 0.01 for w in weights)
-        errors[fit] = _output_error(gm, model, batches)
     assert errors["dense"] < ratio * errors["layer"]
+
+
+def _errors_by_fit(model, batches, pipeline: str, fits: tuple[str, ...]):
+    """({fit: model-output error vs the dense model}, the compressed graphs) of `pipeline` % fit for each fit."""
+    errors, graphs = {}, []
+    for fit in fits:
+        gm, am = traced(copy.deepcopy(model), (batches[0],), batches)
+        run(gm, am, pipeline % fit)
+        errors[fit] = _output_error(gm, model, batches)
+        graphs.append(gm)
+    return errors, graphs
 
 
 def test_fit_is_for_sparse_gpt_only():
@@ -146,11 +154,7 @@ def _residual_stack():
 def test_fit_residual_leaves_less_model_output_error_than_fit_dense(pipeline, ratio):
     """The blocks' layers compressed, the head kept dense: the stream reaching it is closer to the dense one."""
     model, batches = _residual_stack()
-    errors = {}
-    for fit in ("dense", "residual"):
-        gm, am = traced(copy.deepcopy(model), (batches[0],), batches)
-        run(gm, am, pipeline % fit)
-        errors[fit] = _output_error(gm, model, batches)
+    errors, _ = _errors_by_fit(model, batches, pipeline, ("dense", "residual"))
     assert errors["residual"] < ratio * errors["dense"]
 
 
