@@ -81,9 +81,12 @@ class DenseTwin:
         linears = [layer for layer in segment.layers if layer.kind == "linear"]
         if not linears:  # conv layers keep the layer-wise fit
             return {}
-        by_output = [layer.node for layer in linears if self._output_form(layer, linears) or self._residual(layer.node)]
+        inside = set(segment.nodes)  # a stream must be made before the segment (kept in both runners)
+        streams = {layer.node: self._residual(layer.node) for layer in linears}
+        streams = {node: stream for node, stream in streams.items() if stream is not None and stream not in inside}
+        by_output = [layer.node for layer in linears if layer.node in streams or self._output_form(layer, linears)]
         by_input = [layer.node for layer in linears if layer.node not in by_output]
-        crosses = self._output_crosses(runner, segment, by_output) if by_output else {}
+        crosses = self._output_crosses(runner, segment, by_output, streams) if by_output else {}
         if by_input:
             crosses |= self._input_crosses(runner, by_input)
         return crosses
@@ -97,8 +100,8 @@ class DenseTwin:
     def _output_form(self, layer: ir.WeightLayer, linears: list[ir.WeightLayer]) -> bool:
         """Whether W0 C is cheaper from the dense outputs: the bias (if any) a weight, and the layers reading
         its input have fewer outputs in all than it has inputs."""
-        node = layer.node
-        if _bias(node) is not None and _bias(node).op != "get_attr":
+        node, bias = layer.node, _bias(layer.node)
+        if bias is not None and bias.op != "get_attr":
             return False
         readers = [other for other in linears if other.node.args[0] is node.args[0]]
         outputs = sum(ir.get_tensor(self.gm, other.weight).shape[0] for other in readers)
@@ -115,15 +118,16 @@ class DenseTwin:
         return {node.name: Cross(by_source[node.args[0]]) for node in linears}
 
     def _output_crosses(
-        self, runner: CalibrationRunner, segment: Segment, linears: list[torch.fx.Node]
+        self,
+        runner: CalibrationRunner,
+        segment: Segment,
+        linears: list[torch.fx.Node],
+        streams: dict[torch.fx.Node, torch.fx.Node],
     ) -> dict[str, Cross]:
         """Run the dense segment now (it does not depend on the compression), pairing each layer's dense
         output with the compressed model's input to it, batch by batch."""
         sources = list(dict.fromkeys(node.args[0] for node in linears))
         compressed = list(runner.values(sources))  # per batch, the kept inputs (no copies)
-        inside = set(segment.nodes)
-        streams = {node: self._residual(node) for node in linears}
-        streams = {node: stream for node, stream in streams.items() if stream is not None and stream not in inside}
         stream_nodes = list(dict.fromkeys(streams.values()))
         streams_compressed = _stream_values(runner, stream_nodes)
         streams_dense = _stream_values(self.runner, [self.nodes[n.name] for n in stream_nodes])
