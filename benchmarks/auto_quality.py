@@ -27,17 +27,18 @@ import torch
 from harness import peak_rss_mb, record, this_command, timed
 
 import fxc
-import fxc.quality
-import fxc.realdata
-from fxc import ir, meta
-from fxc.analysis import AnalysisManager
-from fxc.calibration import Calibration
-from fxc.cost import model_bytes
-from fxc.passes.auto import DEFAULT_CANDIDATES, Auto
-from fxc.passes.auto_plan import layer_choices, stored_bytes, unfit
-from fxc.passes.candidates import parse_candidate
+import fxc.eval.quality
+import fxc.eval.realdata
+from fxc import ir
+from fxc.ir import meta
+from fxc.ir.cost import model_bytes
+from fxc.passes.auto.candidates import parse_candidate
+from fxc.passes.auto.plan import layer_choices, stored_bytes, unfit
+from fxc.passes.rewrites.auto import DEFAULT_CANDIDATES, Auto
 from fxc.passes.select import DEFAULT_SKIP, select_layers
-from fxc.pipeline import Pipeline
+from fxc.passmgr.analysis_manager import AnalysisManager
+from fxc.passmgr.calibration import Calibration
+from fxc.passmgr.pipeline import Pipeline
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -52,23 +53,23 @@ HERE = Path(__file__).parent
 
 
 def smollm2(args):
-    model, tokenizer = fxc.realdata.load_smollm2()
-    calib, evaluation = fxc.realdata.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
-    quality = lambda fn: {"ppl": fxc.quality.perplexity(fn, evaluation)}
+    model, tokenizer = fxc.eval.realdata.load_smollm2()
+    calib, evaluation = fxc.eval.realdata.wiki_splits(tokenizer, args.seq, args.calib, args.eval)
+    quality = lambda fn: {"ppl": fxc.eval.quality.perplexity(fn, evaluation)}
     return model, calib, calib[0], DEFAULT_SKIP, quality, ("ppl", "lower")
 
 
 def minilm(args):
-    from fxc.quality import embed, mean_cosine, wiki_sentences, wordsim_spearman
+    from fxc.eval.quality import embed, mean_cosine, wiki_sentences, wordsim_spearman
 
-    model, tokenizer = fxc.realdata.load_minilm()
-    ids, _ = fxc.realdata.wiki_splits(tokenizer, args.seq, args.calib, 1)
+    model, tokenizer = fxc.eval.realdata.load_minilm()
+    ids, _ = fxc.eval.realdata.wiki_splits(tokenizer, args.seq, args.calib, 1)
     batch = lambda i: {"input_ids": i, "attention_mask": torch.ones_like(i), "token_type_ids": torch.zeros_like(i)}
     calib = [batch(torch.cat(ids[i : i + 4])) for i in range(0, len(ids), 4)]
-    text = fxc.realdata.wiki_text()
+    text = fxc.eval.realdata.wiki_text()
     sentences = wiki_sentences(text[int(0.6 * len(text)) :], 32 * args.eval)  # the held-out part
     dense = embed(model, tokenizer, sentences)
-    pairs = fxc.realdata.wordsim353()
+    pairs = fxc.eval.realdata.wordsim353()
 
     def quality(fn):
         return {
@@ -106,7 +107,7 @@ def bench(key: str, args) -> tuple[list[dict], dict]:
     fixed = model_bytes(gm0) - dense_weights
     am0 = AnalysisManager(gm0, calibration)
     common = {"skip": skip, "print_plan": False, "gain_batches": args.gain_batches, "probes": args.probes}
-    common["candidates"] = CANDIDATES if "low-rank" in fxc.registry.names("fxc.passes") else FULL_RANK
+    common["candidates"] = CANDIDATES if "low-rank" in fxc.passmgr.registry.names("fxc.passes") else FULL_RANK
     rows = []
 
     def run(name: str, auto: Auto | None):

@@ -9,7 +9,7 @@ sparse-vs-dense crossover the backends' N:M kernel choice uses.
 Every variant of one model is timed in the same loop, interleaved (one call of each per round), so
 machine load hits them alike; the table shows the median of the rounds. Threads: torch's intra-op
 pool and numpy's BLAS (threadpoolctl) are both limited to --threads. Reads the real models from
-their packages (fxc.realdata); appends a section to benchmarks/RESULTS.md. int8 weight-only: every
+their packages (fxc.eval.realdata); appends a section to benchmarks/RESULTS.md. int8 weight-only: every
 linear, the LM head included (quantize{bits=8,skip=[]}), per-channel round-to-nearest.
 """
 
@@ -42,7 +42,7 @@ def interleaved_ms(candidates: dict, repeats: int, warmup: int = 1) -> dict[str,
 
 
 def load(name: str, tokens: int):
-    from fxc.realdata import load_minilm, load_smollm2
+    from fxc.eval.realdata import load_minilm, load_smollm2
 
     model, tokenizer = load_minilm() if name == "minilm" else load_smollm2()
     ids = torch.randint(100, tokenizer.vocab_size - 100, (1, tokens), generator=torch.Generator().manual_seed(0))

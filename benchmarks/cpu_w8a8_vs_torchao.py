@@ -25,7 +25,7 @@ from cpu_backends import interleaved_ms
 from harness import record, this_command
 
 import fxc
-from fxc.realdata import load_smollm2, smollm2_gguf
+from fxc.eval.realdata import load_smollm2, smollm2_gguf
 
 
 def fxc_side(tokens: int, repeats: int) -> list[dict]:

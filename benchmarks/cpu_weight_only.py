@@ -1,6 +1,6 @@
 """Weight-only int8 / int4 linear on the CPU, torch backend: fp32 F.linear against the old fast path
 (whole or tiled dequantization per call, freshly allocated) and the new one
-(codegen/torch_fast_weight_only.py: the AMX-int8 plane kernel where the CPU has one, else int8 planes
+(codegen/torch/weight_only.py: the AMX-int8 plane kernel where the CPU has one, else int8 planes
 via torch._int_mm for few rows and scratch tiles + addmm otherwise), side by side, interleaved medians.
 
     nice -n 10 python benchmarks/cpu_weight_only.py --threads 1 --repeats 9 [--model]
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from cpu_backends import interleaved_ms
 from harness import record, this_command
 
-from fxc import qformat
-from fxc.codegen import torch_fast_weight_only
-from fxc.ops import unpacked_columns
+from fxc.codegen.torch import weight_only as torch_fast_weight_only
+from fxc.ir import qformat
+from fxc.ir.ops import unpacked_columns
 
 SHAPES = [(576, 576), (1536, 576), (576, 1536)]  # [N, K]: q/o, gate/up, down
 SCHEMES = {"w8": (8, None, True), "w4": (4, None, True), "w4g64 asym": (4, 64, False)}
@@ -161,7 +161,7 @@ def candidate_table(rows: list[dict]) -> str:
 
 def model_rows(tokens_list: list[int], repeats: int) -> list[dict]:
     import fxc
-    from fxc.realdata import load_smollm2
+    from fxc.eval.realdata import load_smollm2
 
     model, _ = load_smollm2()
     rows = []

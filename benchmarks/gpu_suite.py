@@ -43,11 +43,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
 
-from fxc.codegen import triton_gemv  # noqa: E402
-from fxc.codegen.triton_cache import KernelCache, interpreter_active, time_on_gpu  # noqa: E402
-from fxc.codegen.triton_epilogue import Epilogue, Step, apply_reference  # noqa: E402
-from fxc.codegen.triton_linear import FusedLinear  # noqa: E402
-from fxc.codegen.triton_template import config_label  # noqa: E402
+from fxc.codegen.triton.cache import KernelCache, interpreter_active, time_on_gpu  # noqa: E402
+from fxc.codegen.triton.epilogue import Epilogue, Step, apply_reference  # noqa: E402
+from fxc.codegen.triton.kernels import gemv as triton_gemv  # noqa: E402
+from fxc.codegen.triton.picker import FusedLinear  # noqa: E402
+from fxc.codegen.triton.template import config_label  # noqa: E402
 
 NO_EPILOGUE = Epilogue(())
 SWIGLU_RESIDUAL = Epilogue((Step("silu"), Step("mul", operand=0), Step("add", operand=1)))
@@ -114,7 +114,11 @@ def correctness(device: str, small: bool, cache: KernelCache, quick: bool = Fals
 
 
 def _template(name: str):
-    from fxc.codegen import triton_block_sparse, triton_sparse, triton_w4a16, triton_w8a8, triton_w8a16
+    from fxc.codegen.triton.kernels import block_sparse as triton_block_sparse
+    from fxc.codegen.triton.kernels import sparse_nm as triton_sparse
+    from fxc.codegen.triton.kernels import w4a16 as triton_w4a16
+    from fxc.codegen.triton.kernels import w8a8 as triton_w8a8
+    from fxc.codegen.triton.kernels import w8a16 as triton_w8a16
 
     modules = (triton_w8a16, triton_w4a16, triton_gemv, triton_w8a8, triton_sparse, triton_block_sparse)
     return next(m.TEMPLATE for m in modules if m.TEMPLATE.name == name)

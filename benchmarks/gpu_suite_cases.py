@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fxc import qformat
+from fxc.ir import qformat
 
 fxc_ops = torch.ops.fxc
 SCHEMES = ("w8a16", "w4a16", "w8a8", "sparse24", "block50")
@@ -64,7 +64,7 @@ def make_case(scheme: str, n: int, k: int, device: str, group_size: int = 128, d
 
 
 def pack_nm(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Magnitude N:M pruning of `weight` packed as (values, uint8 indices), fxc.ops layout."""
+    """Magnitude N:M pruning of `weight` packed as (values, uint8 indices), fxc.ir.ops layout."""
     rows, cols = weight.shape
     groups = weight.view(rows, cols // m, m)
     keep = groups.abs().topk(n, dim=-1).indices.sort(dim=-1).values

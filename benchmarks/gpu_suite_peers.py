@@ -20,7 +20,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from fxc import ops, qformat
+from fxc.ir import ops, qformat
 
 PEER_SHAPES = {(1, 4096, 4096), (2048, 4096, 4096), (8192, 8192, 8192)}
 

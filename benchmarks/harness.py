@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: the real models and metrics come from fxc.realdata / fxc.quality;
+"""Shared benchmark plumbing: the real models and metrics come from fxc.eval.realdata / fxc.eval.quality;
 this file adds what only benchmarks need. Writes: appends sections to benchmarks/RESULTS.md.
 
     from harness import record, peak_rss_mb, timed, machine
@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from fxc.quality import embed, mean_cosine, perplexity, wiki_sentences, wordsim_spearman  # noqa: F401
-from fxc.realdata import load_minilm, load_smollm2, wiki_splits, wiki_text, wordsim353  # noqa: F401
+from fxc.eval.quality import embed, mean_cosine, perplexity, wiki_sentences, wordsim_spearman  # noqa: F401
+from fxc.eval.realdata import load_minilm, load_smollm2, wiki_splits, wiki_text, wordsim353  # noqa: F401
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

@@ -5,7 +5,7 @@ linear-layer parameters, uniform per-layer ratio vs a model-wide budget allocate
     python benchmarks/low_rank_quality.py --calib 16 --eval 8 --no-record         # a quick look
     python benchmarks/low_rank_quality.py --only smollm --configs "whitened r0.8"  # one row
 
-SmolLM2-135M: perplexity on held-out Wikipedia text (fxc.realdata.wiki_splits: calibration windows from
+SmolLM2-135M: perplexity on held-out Wikipedia text (fxc.eval.realdata.wiki_splits: calibration windows from
 the first 60% of the dump, evaluation from the last 40%). MiniLM (all-MiniLM-L6-v2): mean cosine of
 sentence embeddings against the dense model on held-out Wikipedia sentences, and WordSim-353 Spearman.
 Each model is traced once; every configuration compiles a copy of that graph. "kept" is the fraction
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import harness  # noqa: E402
 
 import fxc  # noqa: E402
-from fxc import ir, meta  # noqa: E402
+from fxc import ir  # noqa: E402
+from fxc.ir import meta
 
 CONFIGS = {
     "dense": None,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 
 def perplexity(model, batches) -> float:
-    """exp of the mean next-token NLL over every position, exactly as fxc.quality.perplexity computes it."""
+    """exp of the mean next-token NLL over every position, exactly as fxc.eval.quality.perplexity computes it."""
     total, count = 0.0, 0
     with torch.no_grad():
         for ids in batches:

@@ -8,7 +8,7 @@ Runs in its OWN venv (never fxc's), e.g.
 benchmarks/prune_quality.py --peer /tmp/peer-llmc/bin/python writes tokens.pt ({"calib": [[1, T] ids],
 "eval": [[1, T] ids]}) and calls this once with every configuration. Prints one RESULT line per
 --config (the original weights are restored between configs) with the config, the perplexity
-(computed exactly as fxc.quality.perplexity does), the prune wall time (oneshot) and the peak RSS so
+(computed exactly as fxc.eval.quality.perplexity does), the prune wall time (oneshot) and the peak RSS so
 far. Imports nothing from fxc. Reads the GGUF and the token file; writes nothing.
 """
 

@@ -233,7 +233,7 @@ PEER_CONFIGS = ("sparsegpt 50%", "wanda 50%", "sparsegpt 2:4", "wanda 2:4")
 def start_peer(args, data: Path) -> subprocess.Popen:
     from transformers import AutoTokenizer
 
-    from fxc.realdata import smollm2_gguf
+    from fxc.eval.realdata import smollm2_gguf
 
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

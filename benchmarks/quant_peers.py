@@ -8,7 +8,7 @@ Runs in the peer's OWN venv (never fxc's), e.g.
 
 quant_quality.py writes tokens.pt ({"calib": [[1, T] ids], "eval": [[1, T] ids]}) and calls this once per
 configuration. Prints `RESULT {"ppl", "seconds", "bits", "mb", "note"}`: perplexity computed exactly as
-fxc.quality.perplexity does, the quantization call's wall time, nominal stored bits per quantized weight
+fxc.eval.quality.perplexity does, the quantization call's wall time, nominal stored bits per quantized weight
 (these peers keep fake-quantized or tensor-subclass weights in memory, so no in-memory size is
 comparable), and a note. Imports nothing from fxc. Reads the GGUF and the token file; writes nothing.
 """

@@ -10,7 +10,7 @@ MiniLM embeddings and WordSim-353, EfficientNet-Lite0 top-1 agreement on real ph
 SmolLM2: one trace, then every configuration compiles a copy of that graph with the same wiki_splits
 calibration (first 60% of the dump) and is scored on the same held-out windows (last 40%). Mixed precision
 runs plan and quantize as two pipelines on one graph, so the size the plan promised is checked against
-fxc.cost.model_bytes of the quantized graph. Peers run in their own venvs (benchmarks/quant_peers.py) on
+fxc.ir.cost.model_bytes of the quantized graph. Peers run in their own venvs (benchmarks/quant_peers.py) on
 the same token ids. MiniLM and EfficientNet live in benchmarks/quant_quality_vision.py. Reads the
 real-model packages; appends to benchmarks/RESULTS.md; writes a temporary token file for the peers.
 """
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import harness  # noqa: E402
 
 import fxc  # noqa: E402
-from fxc.calibration import Calibration  # noqa: E402
-from fxc.cost import model_bytes  # noqa: E402
-from fxc.passes.mixed_precision import planned_bytes  # noqa: E402
+from fxc.ir.cost import model_bytes  # noqa: E402
+from fxc.passes.rewrites.mixed_precision import planned_bytes  # noqa: E402
+from fxc.passmgr.calibration import Calibration  # noqa: E402
 
 SMOLLM = {  # name: (plan pipeline or None, quantize pipeline)
     "W8 per-channel RTN": (None, "quantize{bits=8}"),
@@ -67,7 +67,8 @@ PEERS = {  # peer config: which venv option runs it
 
 def quantized_layer_bits(gm) -> tuple[int, int]:
     """(stored bytes, weights) of the layers quantize replaced: their buffers except the bias."""
-    from fxc import cost, ir
+    from fxc import ir
+    from fxc.ir import cost
 
     stored = weights = 0
     for node in cost.layer_nodes(gm):
@@ -160,7 +161,7 @@ def run_peers(args, calib, evaluation) -> list[tuple]:
 
 
 def _gguf() -> str:
-    from fxc.realdata import smollm2_gguf
+    from fxc.eval.realdata import smollm2_gguf
 
     return str(smollm2_gguf())
 

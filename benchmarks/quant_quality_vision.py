@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 import fxc
-from fxc.calibration import Calibration
-from fxc.cost import model_bytes
-from fxc.passes.mixed_precision import planned_bytes
+from fxc.ir.cost import model_bytes
+from fxc.passes.rewrites.mixed_precision import planned_bytes
+from fxc.passmgr.calibration import Calibration
 
 MINILM = {
     "W8 per-channel RTN": "quantize{bits=8}",
@@ -69,8 +69,8 @@ def run(which: str, args) -> tuple[str, str]:
 
 
 def minilm(args) -> tuple[str, str]:
-    from fxc.quality import embed, mean_cosine, wiki_sentences, wordsim_spearman
-    from fxc.realdata import load_minilm, wiki_text, wordsim353
+    from fxc.eval.quality import embed, mean_cosine, wiki_sentences, wordsim_spearman
+    from fxc.eval.realdata import load_minilm, wiki_text, wordsim353
 
     model, tokenizer = load_minilm()
     sentences = wiki_sentences(wiki_text(), 384)
@@ -188,7 +188,8 @@ def efficientnet(args) -> tuple[str, str]:
 
 
 def _bits(gm) -> str:
-    from fxc import cost, ir
+    from fxc import ir
+    from fxc.ir import cost
 
     stored = weights = 0
     for node in cost.layer_nodes(gm):

@@ -65,7 +65,7 @@ def fxc_seconds(repeats: int) -> dict[str, float]:
 
 
 def torchao_seconds(python: str, repeats: int) -> dict[str, float]:
-    from fxc.realdata import smollm2_gguf
+    from fxc.eval.realdata import smollm2_gguf
 
     script = PEER.format(folder=str(Path(__file__).parent), gguf=str(smollm2_gguf()), repeats=repeats)
     done = subprocess.run([python, "-c", script], capture_output=True, text=True)

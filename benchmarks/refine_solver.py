@@ -1,4 +1,4 @@
-"""How well and how fast sparse-gpt's kept-weight re-solve (passes/mask_refine.py) reaches the exact
+"""How well and how fast sparse-gpt's kept-weight re-solve (passes/algorithms/mask_refine.py) reaches the exact
 least-squares weights for SparseGPT's mask, on SmolLM2-135M layers.
 
     python benchmarks/refine_solver.py [--calib 16] [--blocks 10,15,19] [--no-record]
@@ -25,10 +25,10 @@ import harness  # noqa: E402
 
 import fxc  # noqa: E402
 from fxc import ir  # noqa: E402
-from fxc.calibration import Calibration  # noqa: E402
-from fxc.passes.hessian import damped_hessian  # noqa: E402
-from fxc.passes.mask_refine import refine_kept_weights  # noqa: E402
-from fxc.passes.sparse_gpt import sparse_gpt  # noqa: E402
+from fxc.passes.algorithms.mask_refine import refine_kept_weights  # noqa: E402
+from fxc.passes.algorithms.sparse_gpt import sparse_gpt  # noqa: E402
+from fxc.passes.analyses.hessian import damped_hessian  # noqa: E402
+from fxc.passmgr.calibration import Calibration  # noqa: E402
 
 
 def float64_cg(pruned: torch.Tensor, goal: torch.Tensor, h: torch.Tensor, steps: int) -> torch.Tensor:

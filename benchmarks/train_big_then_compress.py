@@ -6,7 +6,7 @@ model compressed to the byte size of a smaller one beat the smaller one trained 
 
 Data: Fashion-MNIST from the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/),
 or scikit-learn's digits where that is missing. Models: MLPs 784-h-h-10 (ReLU). For each target width
-t (a dense fp32 model), the widths whose int8 and int4 (per-channel, fxc.qformat) weights fit in the
+t (a dense fp32 model), the widths whose int8 and int4 (per-channel, fxc.ir.qformat) weights fit in the
 bytes of fp32 width t are trained too. Every model gets the same training FLOPs (6 x params per
 sample), so larger models see fewer samples. Adam, batch 128, cosine learning rate.
 
@@ -15,7 +15,7 @@ Arms, all lowered by fxc.compile and measured on the compiled model (bytes = eve
     ptq-rtn   the larger model after the whole budget, `quantize{bits=B}` (round to nearest)
     ptq-gptq  the same, `quantize{method=gptq,bits=B}` with 512 calibration images
     qat       the larger model's checkpoint at (1 - qat_fraction) of its budget, trained the rest of
-              the budget with fxc.passes.qat (plan recorded from the same quantize pass), then lowered
+              the budget with fxc.passes.training.qat (plan recorded from the same quantize pass), then lowered
               by that pass: same total compute as every other arm
 Writes: the table (stdout), a PNG of accuracy against bytes, and a section in benchmarks/RESULTS.md.
 """
@@ -36,8 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxc
-from fxc.cost import model_bytes
-from fxc.passes import qat
+from fxc.ir.cost import model_bytes
+from fxc.passes.training import qat
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import record, this_command, timed  # noqa: E402

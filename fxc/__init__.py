@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import importlib
 
-from fxc import ops  # noqa: F401  (registers torch.ops.fxc.*)
-from fxc.analysis import AnalysisManager
-from fxc.backend import Backend, CompiledModule
-from fxc.budget import Budget
-from fxc.calibration import Calibration
-from fxc.compiler import compile
+from fxc.api.backend import Backend, CompiledModule
+from fxc.api.budget import Budget
+from fxc.api.compiler import compile
+from fxc.api.serialize import load, save
 from fxc.errors import (
     BackendError,
     CalibrationError,
@@ -33,13 +31,15 @@ from fxc.errors import (
     TraceError,
     UnknownNameError,
 )
-from fxc.frontend import canonicalize_dynamo_graph, lift_dynamo_graph, trace
-from fxc.instruments import Instrument, IRDump, NumericDrift, Progress, Timing
-from fxc.options import option
-from fxc.passbase import ALL, Analysis, Pass, PassResult
-from fxc.pipeline import Pipeline
-from fxc.registry import register
-from fxc.serialize import load, save
+from fxc.frontend.trace import canonicalize_dynamo_graph, lift_dynamo_graph, trace
+from fxc.ir import ops  # noqa: F401  (registers torch.ops.fxc.*)
+from fxc.passmgr.analysis_manager import AnalysisManager
+from fxc.passmgr.calibration import Calibration
+from fxc.passmgr.instruments import Instrument, IRDump, NumericDrift, Progress, Timing
+from fxc.passmgr.options import option
+from fxc.passmgr.passbase import ALL, Analysis, Pass, PassResult
+from fxc.passmgr.pipeline import Pipeline
+from fxc.passmgr.registry import register
 
 __version__ = "0.1.0"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 import fxc
-from fxc import ir, meta, qformat
-from fxc.calibration import Calibration
+from fxc import ir
+from fxc.ir import meta, qformat
+from fxc.passmgr.calibration import Calibration
 
 
 def traced(model, example, calibration=None):

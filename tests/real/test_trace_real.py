@@ -12,7 +12,7 @@ pytestmark = pytest.mark.real
 
 
 def test_minilm_traces_and_matches():
-    from fxc.realdata import load_minilm
+    from fxc.eval.realdata import load_minilm
 
     model, tokenizer = load_minilm()
     batch = dict(

@@ -1,0 +1,2 @@
+"""Pieces more than one backend uses (the CPU choice between sparse and dense N:M kernels).
+"""

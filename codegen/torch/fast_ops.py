@@ -1,0 +1,86 @@
+"""Fast torch kernels for fxc's op set on the CPU: what the `torch` backend swaps fxc op nodes for.
+
+Each function computes what the op's reference implementation (fxc/ir/ops.py) computes:
+
+    int8_linear_int_mm     activations quantized like the reference, int32 accumulators from
+                           torch._int_mm (oneDNN; VNNI/AMX where the CPU has them), bit-exact;
+                           shapes _int_mm does not take (CUDA: M <= 16 is padded, K or N not a
+                           multiple of 8 falls back to the exact float64 GEMM)
+    weight_only_linear     weight-only int8/int4 (codegen/torch/weight_only.py): int8 planes
+                           of x through torch._int_mm for a few rows, else the float weight built
+                           tile by tile in a reused scratch buffer, never materialized whole
+    csr_linear             N:M sparse weight as a torch CSR matrix (MKL sparse) past the crossover
+    dense_linear           the densified N:M weight through ordinary BLAS below it
+
+Reads and writes nothing but its arguments.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fxc.ir import qformat
+from fxc.ir.ops import int8_matmul_reference
+
+
+def int_mm_supported(rows: int, columns: int, outputs: int, device: torch.device) -> bool:
+    """Whether torch._int_mm takes [rows, columns] x [columns, outputs] on `device` (after padding
+    rows to 17 on CUDA, whose kernel needs M > 16 and K, N multiples of 8)."""
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and columns % 8 == 0 and outputs % 8 == 0 and columns >= 16
+
+
+def int8_matmul(qx: torch.Tensor, qweight: torch.Tensor) -> torch.Tensor:
+    """Exact int32 accumulators of int8 qx [M, K] @ qweight [N, K]^T."""
+    rows, columns = qx.shape
+    if not int_mm_supported(rows, columns, qweight.shape[0], qx.device):
+        return int8_matmul_reference(qx, qweight)
+    if qx.device.type == "cuda" and rows <= 16:
+        padded = torch.cat([qx, qx.new_zeros(17 - rows, columns)])
+        return torch._int_mm(padded, qweight.t())[:rows]
+    return torch._int_mm(qx, qweight.t())
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic int8 rows of x [..., K] as the reference quantizes them: (q [M, K], scale [M, 1])."""
+    return qformat.quantize_activations_per_token(x.reshape(-1, x.shape[-1]))
+
+
+def int8_linear_int_mm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_scale: torch.Tensor | None,
+    quantized: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """fxc.int8_linear through torch._int_mm (same quantization and scaling order as the reference).
+    `quantized`: x already quantized per token by `quantize_per_token` (shared by linears reading x)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if quantized is not None:
+        qx, sx = quantized
+    elif input_scale is None:
+        qx, sx = qformat.quantize_activations_per_token(rows)
+    else:
+        sx = input_scale.to(torch.float32).reshape(1, 1)
+        qx = qformat.quantize_activations(rows, sx)
+    y = int8_matmul(qx, qweight) * sx  # int32 -> float32 and the first scale in one pass, as (acc.float() * sx)
+    y.mul_(weight_scale.to(torch.float32).reshape(1, -1))
+    if bias is not None:
+        y.add_(bias.to(torch.float32))
+    return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
+
+
+def csr_linear(x: torch.Tensor, weight_csr: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., K] @ W^T with W a [N, K] sparse CSR tensor."""
+    rows = x.reshape(-1, x.shape[-1])
+    y = (weight_csr @ rows.t()).t()
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], weight_csr.shape[0])
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.linear(x, weight, bias)

@@ -1,0 +1,352 @@
+"""Weight-only quantized linear (fxc.quantized_linear) on the CPU, never holding a float copy of
+the whole weight. What the `torch` backend swaps quantized_linear nodes for.
+
+`weight_only_linear` picks one of these kernels per call; each computes the reference's
+x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 rounding:
+
+    AMX planes      per-channel scales or groups of a multiple of 64 columns, float32 x on a CPU with
+                    AMX-int8 (codegen/torch/native/build.py, codegen/native/amx_plane_gemm.c), any number
+                    of rows, eager or under torch.compile
+                    (a custom op): x split exactly into 4 int8 planes, every plane times the stored int8
+                    weight on the tile unit, the int32 accumulators combined exactly. Linears reading
+                    one input share its split (`shared_planes`). Rows holding inf or nan take the
+                    dequantized tiles (the reference's inf / nan). Where it cannot load, the kernels below:
+    int8 planes     few rows (rows <= PLANE_ROWS: decode), per-channel scales, float32 x on the CPU.
+                    Memory-bound, so the weight is read once as int8 by torch._int_mm (oneDNN,
+                    VNNI/AMX). Each row of x is split into PLANES int8 planes,
+                        x = a * (q0 + q1/254 + q2/254^2 + q3/254^3) + r,   a = max|x_row| / 127,
+                        |r| <= max|x_row| * 2.4e-10 (below fp32 rounding of the row's largest element),
+                    stacked as the rows of one _int_mm: int32 accumulators are exact, a zero point
+                    is subtracted exactly in int32 (sum q_p (w - z) = acc_p - z sum q_p), the planes
+                    are combined with float64 steps and the per-channel scale multiplies the output.
+                    Linears reading one input (q/k/v, gate/up) share its planes (`shared_planes`,
+                    inserted by the backend). int4 weights are unpacked to int8 by arithmetic shifts
+                    first (N*K bytes, freed after the call).
+    fused planes    under torch.compile (backend_options={"torch_compile": True}), per-channel scales,
+                    float32 x, any number of rows: the same idea with a power-of-two step and base 128,
+                    so the split and the combine are exact float32 elementwise steps that Inductor fuses
+                    around one _int_mm (eager, each step is its own pass and costs more than it saves at
+                    prefill). `fused_plane_linear`.
+    dequantized     everything else (prefill in eager mode, group-wise scales, other dtypes, non-finite
+    tiles           x, x that needs a gradient). Compute-bound: the float weight
+                    is built one tile of output rows at a time (TILE_BYTES) into a per-thread scratch
+                    buffer reused by every call and layer (a fresh one when autograd keeps the tile),
+                    with the same elementwise ops as qformat.dequantize (so the same tile values),
+                    then one addmm per tile with the bias fused.
+
+Why not torch's own kernels: with float32 activations aten._weight_int8pack_mm and
+aten._weight_int4pack_mm_for_cpu run 0.5x / 0.2x of fp32 at decode and 0.01-0.03x at prefill here
+(their bf16 paths are fast but round the output to bf16). Measured: benchmarks/cpu_weight_only.py,
+RESULTS.md ("weight-only" sections).
+Reads and writes nothing but its arguments and this thread's scratch buffer.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+from fxc.codegen.torch.native import build as native_kernels
+from fxc.ir.ops import unpacked_columns
+from fxc.ir.qformat import apply_group_scales
+
+TILE_BYTES = 16 << 20  # float32 weight tile for the dequantized path: whole for every SmolLM2 layer but
+# the LM head (smaller tiles measured 0.9x: the GEMM on column slices of the output loses more than L2 gains)
+PLANE_ROWS = 16  # at most this many activation rows go through the int8-plane kernel
+PLANES = 4  # int8 planes per activation row (3 leave max|x_row| * 6e-8, 4 leave 2.4e-10)
+PLANE_BASE = 254.0  # each plane holds the previous one's residual (|r| <= 1/2) times 254: |q| <= 127
+
+_PLANE_POWERS = torch.tensor([PLANE_BASE**p for p in range(PLANES)], dtype=torch.float64).reshape(PLANES, 1, 1)
+_PLANE_STEPS = 1 / _PLANE_POWERS  # [PLANES, 1, 1] float64
+_TINY = torch.finfo(torch.float64).tiny
+_TINY32 = torch.finfo(torch.float32).tiny
+FUSED_PLANES = 4  # planes of the torch.compile kernel: base 128 (exact in float32), 4 leave max|x_row| * 3.7e-9
+FUSED_BASE = 128.0
+_workspace = threading.local()  # this thread's float32 scratch tile, keyed by device
+
+
+MAX_PLANE_COLUMNS = (2**31 - 1) // (127 * 255)  # int32 accumulators of K products |q_p (w - z)| <= 127 * 255
+
+
+def planes_can_take(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """What both plane kernels need: per-channel scales, int32-safe K, float32 x on the CPU, no gradient."""
+    differentiated = torch.is_grad_enabled() and x.requires_grad  # _int_mm on int8 planes has no gradient
+    return (per_channel and columns <= MAX_PLANE_COLUMNS and not differentiated
+            and x.dtype == torch.float32 and x.device.type == "cpu")
+
+
+def uses_native_planes(columns: int, groups: int, x: torch.Tensor) -> bool:
+    """Whether the AMX plane kernel runs this call: float32 x without gradient (planes_can_take), per-channel
+    scales or groups of a multiple of 64 columns, and the kernel loaded on this CPU."""
+    return (
+        planes_can_take(columns, True, x) and native_kernels.takes_groups(columns, groups) and native_kernel_loaded()
+    )
+
+
+@torch.compiler.assume_constant_result  # torch.compile: a constant of the trace, not code to trace
+def native_kernel_loaded() -> bool:
+    return native_kernels.plane_kernel() is not None
+
+
+def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """Whether the eager int8-plane kernel applies (before the run-time check that x is finite)."""
+    return 0 < rows <= PLANE_ROWS and not torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
+
+
+def weight_only_linear(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    shared_planes: native_kernels.SplitRows | tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """fxc.quantized_linear: the AMX plane kernel where it runs, else int8 planes for a few rows with
+    per-channel scales, else dequantized tiles (module docstring). `shared_planes`: x already split by
+    `shared_planes` (shared by the linears reading x)."""
+    columns = unpacked_columns(qweight, bits)
+    rows = x.reshape(-1, columns)
+    if uses_native_planes(columns, scale.shape[-1], x):
+        y = native_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
+        return y.reshape(*x.shape[:-1], qweight.shape[0])
+    if uses_fused_planes(columns, scale.shape[-1] == 1, x):
+        return fused_plane_linear(rows, qweight, scale, zero_point, bias, bits).reshape(*x.shape[:-1], -1)
+    y = None
+    if uses_int8_planes(rows.shape[0], columns, scale.shape[-1] == 1, x):
+        y = int8_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
+    if y is None:
+        y = dequantized_tile_linear(rows, qweight, scale, zero_point, bias, bits)
+    return y.reshape(*x.shape[:-1], qweight.shape[0])
+
+
+def shared_planes(x: torch.Tensor) -> native_kernels.SplitRows | tuple[torch.Tensor, torch.Tensor] | None:
+    """x [..., K] split once for several per-channel linears reading it: the AMX kernel's planes where it
+    runs, else the int8 planes of a few rows; None where neither applies (many rows without the AMX
+    kernel, torch.compile, not float32, not finite)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if torch.compiler.is_compiling():
+        return None
+    if uses_native_planes(rows.shape[1], 1, x):
+        return native_kernels.split_rows(rows)
+    if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x):
+        return None
+    return split_into_int8_planes(rows)
+
+
+# --- AMX planes (native) -----------------------------------------------------------------------------
+
+
+def native_plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    shared: object = None,
+) -> torch.Tensor:
+    """rows [M, K] through the AMX plane kernel (a custom op under torch.compile); rows holding inf or nan
+    through the dequantized tiles, so the output is the reference's there."""
+    if torch.compiler.is_compiling():
+        return torch.ops.fxc_native.plane_linear(rows, qweight, scale, zero_point, bias, bits)
+    split = shared if isinstance(shared, native_kernels.SplitRows) else native_kernels.split_rows(rows)
+    if split is None:
+        return dequantized_tile_linear(rows, qweight, scale, zero_point, bias, bits)
+    return native_kernels.plane_gemm(split, qweight, scale, zero_point, bias, bits)
+
+
+@torch.library.custom_op("fxc_native::plane_linear", mutates_args=())
+def _plane_linear_op(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    return native_plane_linear(rows, qweight, scale, zero_point, bias, bits)
+
+
+@_plane_linear_op.register_fake
+def _(rows, qweight, scale, zero_point, bias, bits):
+    return rows.new_empty(rows.shape[0], qweight.shape[0])
+
+
+# --- int8 planes -------------------------------------------------------------------------------------
+
+
+def split_into_int8_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """rows [M, K] float32 -> (planes [PLANES*M, K] int8, plane steps [PLANES, M, 1] float64) with
+    rows = sum_p steps[p] * planes[p*M:(p+1)*M] up to max|row| * 2.4e-10, steps[p] = a / PLANE_BASE^p,
+    a = max|row| / 127; None when a row is not finite (the planes cannot represent inf or nan).
+
+    With z = rows / a (|z| <= 127) and R_p = round(z * PLANE_BASE^p) (in float64, which carries
+    |R_p| <= 127 * 254^3 < 2^31 with 22 bits to spare), plane p >= 1 is R_p - PLANE_BASE * R_{p-1} =
+    round(PLANE_BASE * (u - round(u))) for u = z * PLANE_BASE^(p-1), so |plane| <= 127, and the planes
+    telescope: sum_p plane_p / PLANE_BASE^p = R_{PLANES-1} / PLANE_BASE^(PLANES-1) = z +- 0.5 / 254^3."""
+    rows64 = rows.to(torch.float64)
+    amax = rows64.abs().amax(dim=-1, keepdim=True)
+    if not math.isfinite(amax.max().item()):  # max propagates nan
+        return None
+    step = amax.mul_(1 / 127).add_(_TINY)  # > 0: an all-zero row gets planes of 0
+    scaled = rows64.div_(step).unsqueeze(0).mul(_PLANE_POWERS).round_()  # R_p: [PLANES, M, K]
+    planes = scaled.clone()
+    planes[1:].sub_(scaled[:-1], alpha=PLANE_BASE)
+    return planes.view(-1, rows.shape[1]).to(torch.int8), _PLANE_STEPS * step
+
+
+def unpack_int4_fast(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] -> int8 [N, K] (low nibble = even column), by arithmetic shifts; as qformat.unpack_int4."""
+    signed = packed.view(torch.int8)
+    low = torch.bitwise_right_shift(torch.bitwise_left_shift(signed, 4), 4)
+    high = torch.bitwise_right_shift(signed, 4)
+    return torch.stack([low, high], dim=-1).flatten(-2)
+
+
+def int8_plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    shared_planes: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """rows [M, K] float32 through torch._int_mm on PLANES int8 planes; None when rows are not finite."""
+    split = shared_planes if shared_planes is not None else split_into_int8_planes(rows)
+    if split is None:
+        return None
+    planes, plane_steps = split
+    weight = qweight if bits == 8 else unpack_int4_fast(qweight)
+    acc = torch._int_mm(planes, weight.t())  # [PLANES*M, N], exact
+    if zero_point is not None:
+        plane_sums = planes.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        acc.sub_(plane_sums * zero_point.reshape(1, -1).to(torch.int32))  # exact: |q_p (w - z)| sums fit int32
+    m, n = rows.shape[0], qweight.shape[0]
+    # int32 * float64 steps in one pass (float64: the last plane's step of a 1e-30 row is no float32 subnormal)
+    y = torch.mul(acc.view(PLANES, m, n), plane_steps).sum(dim=0, dtype=torch.float32)
+    channel_scale = scale.to(torch.float32).reshape(1, n)
+    return torch.addcmul(bias, y, channel_scale) if bias is not None else y.mul_(channel_scale)
+
+
+# --- int8 planes under torch.compile ----------------------------------------------------------------
+
+
+def uses_fused_planes(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
+    """Whether torch.compile traces the fused plane kernel."""
+    return torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
+
+
+def split_into_fused_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rows [M, K] float32 -> (planes [FUSED_PLANES*M, K] int8, power-of-two step [M, 1], max|row| [M, 1])
+    with rows = step * sum_p planes[p] / 128^p up to max|row| * 3.7e-9 (finite rows)."""
+    amax = rows.abs().amax(dim=-1, keepdim=True)
+    step = torch.exp2(torch.ceil(torch.log2(amax.clamp_min(_TINY32) * (1 / 127))))
+    z = rows / step
+    planes = []
+    for _ in range(FUSED_PLANES):
+        plane = torch.round(z).clamp_(-127, 127)
+        planes.append(plane)
+        z = (z - plane) * FUSED_BASE
+    return torch.cat(planes).to(torch.int8), step, amax
+
+
+def fused_plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    """int8 planes written for Inductor to fuse: every step but the _int_mm is elementwise float32, exact.
+
+    The step a = 2^ceil(log2(max|row| / 127)) is a power of two, so z = row / a is exact; plane p is
+    round(z_p) with z_{p+1} = (z_p - round(z_p)) * 128 (exact: a power-of-two scaling of an exact
+    difference), |plane 0| <= 127 (clamped where log2 rounds low), |plane p>0| <= 64, and
+    row = a * sum_p plane_p / 128^p up to a * 0.5 / 128^3 < max|row| * 3.7e-9. The int32 accumulators
+    are exact, their float32 sum rounds like a float32 GEMM. A row holding inf or nan gives nan in
+    every output of that row (the reference gives inf or nan there; planes cannot carry inf, and a
+    data-dependent fallback would break the compiled graph)."""
+    stacked, step, amax = split_into_fused_planes(rows)
+    weight = qweight if bits == 8 else unpack_int4_fast(qweight)
+    acc = torch._int_mm(stacked, weight.t())
+    if zero_point is not None:
+        plane_sums = stacked.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        acc = acc - plane_sums * zero_point.reshape(1, -1).to(torch.int32)
+    m = rows.shape[0]
+    y = acc[:m].to(torch.float32)
+    for p in range(1, FUSED_PLANES):
+        y = y + acc[p * m : (p + 1) * m].to(torch.float32) * FUSED_BASE**-p
+    poison = torch.where(torch.isfinite(amax), 0.0, float("nan"))  # [M, 1]: nan rows for inf / nan input
+    y = (y * step + poison) * scale.to(torch.float32).reshape(1, -1)
+    return y if bias is None else y + bias
+
+
+# --- dequantized tiles -------------------------------------------------------------------------------
+
+
+def scratch_tile(numel: int, device: torch.device) -> torch.Tensor:
+    """This thread's float32 scratch of `numel` elements on `device`, grown when too small, reused after."""
+    buffers = getattr(_workspace, "buffers", None)
+    if buffers is None:
+        buffers = _workspace.buffers = {}
+    buffer = buffers.get(device)
+    if buffer is None or buffer.numel() < numel:
+        with torch.inference_mode(False):  # a normal tensor: written in and out of inference mode
+            buffer = buffers[device] = torch.empty(numel, dtype=torch.float32, device=device)
+    return buffer[:numel]
+
+
+def dequantize_into(
+    out: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, bits: int
+) -> torch.Tensor:
+    """out [n, K] float32 = qformat.dequantize(qweight [n, ...], scale [n, G], zero_point, bits), by the
+    same elementwise float32 ops (so the same values), without allocating a float weight."""
+    out.copy_(qweight if bits == 8 else unpack_int4_fast(qweight))
+    zero = zero_point.to(torch.float32) if zero_point is not None else None
+    return apply_group_scales(out, scale.to(torch.float32), zero)
+
+
+def tile_rows(columns: int) -> int:
+    """Output rows per float32 weight tile of TILE_BYTES (at least one)."""
+    return max(TILE_BYTES // (4 * columns), 1)
+
+
+def dequantized_tile_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    """rows [M, K] @ dequantize(...)^T + bias, the float weight built tile by tile in scratch."""
+    outputs, columns = qweight.shape[0], rows.shape[1]
+    tile = min(tile_rows(columns), outputs)
+    keeps_weight = torch.is_grad_enabled() and rows.requires_grad  # autograd saves the tile for backward
+    if keeps_weight or torch.compiler.is_compiling():  # torch.compile: no thread-local state, inductor fuses
+        scratch = torch.empty(tile * columns, dtype=torch.float32, device=rows.device)
+    else:
+        scratch = scratch_tile(tile * columns, rows.device)
+
+    def weight_tile(n0: int, n1: int) -> torch.Tensor:
+        zero = zero_point[n0:n1] if zero_point is not None else None
+        weight = dequantize_into(scratch[: (n1 - n0) * columns].view(n1 - n0, columns),
+                                 qweight[n0:n1], scale[n0:n1], zero, bits)
+        return weight.to(rows.dtype)
+
+    if tile >= outputs:
+        weight = weight_tile(0, outputs)
+        return torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
+    y = rows.new_empty(rows.shape[0], outputs)
+    for n0 in range(0, outputs, tile):
+        n1 = min(n0 + tile, outputs)
+        if bias is not None:
+            torch.addmm(bias[n0:n1], rows, weight_tile(n0, n1).t(), out=y[:, n0:n1])
+        else:
+            torch.mm(rows, weight_tile(n0, n1).t(), out=y[:, n0:n1])
+    return y

@@ -1,0 +1,192 @@
+"""The `triton` backend: each compressed linear plus its epilogue becomes one generated Triton kernel;
+every other node runs through torch.
+
+    cm = fxc.compile(model.cuda(), passes="quantize{bits=4,group-size=128}", example_inputs=(ids,),
+                     backend="triton", backend_options={"autotune": True})
+    cm.runner.summary()          # which nodes were fused into which kernels, which fell back
+    cm.runner.source("mul_19")   # the kernel text of one fused call (names: cm.runner.calls)
+
+Method tree of `TritonBackend.compile(gm, example_inputs)`:
+
+    check_environment    triton importable; CUDA tensors, or Triton's interpreter (TRITON_INTERPRET=1)
+    partition            codegen/triton/partition.py: fxc op + elementwise chain -> FusionGroup
+    lower                a copy of the graph with one call_function(FusedLinear) per group;
+                         FusedLinear (codegen/triton/picker.py) picks the template per call, renders
+                         it, loads it through the KernelCache and autotunes it once per shape
+    -> TritonProgram     an nn.Module running the lowered graph, with summary()/source()/kernels()
+
+Options (backend_options): fuse_epilogue (fold elementwise followers into the kernel), autotune
+(time the template's config table on the GPU; off: its first config), decode_max_m (largest M the
+GEMV template serves), block_sparse_block / block_sparse_min_zero (a dense linear whose weight has
+at least that fraction of all-zero block x block tiles runs the block-sparse template; above 1: never),
+cache_dir (where generated kernel files go), poison_outputs (fill outputs with NaN before each
+launch, so an element a kernel fails to write shows up; for tests).
+Inference only: the kernels record no autograd history. The IR `gm` is never modified; the
+lowered graph shares its tensors. Writes kernel source files under cache_dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import torch
+import torch.fx
+
+from fxc.api.backend import Backend
+from fxc.errors import BackendError, OptionError
+
+INTERPRETER_HINT = (
+    "to run the Triton kernels on the CPU (slowly, for testing), start Triton's interpreter: set "
+    "TRITON_INTERPRET=1 in the environment before triton is imported (e.g. `TRITON_INTERPRET=1 python ...`)"
+)
+
+
+class TritonBackend(Backend):
+    name = "triton"
+
+    def __init__(self, *, fuse_epilogue: bool = True, autotune: bool = True, decode_max_m: int = 16,
+                 block_sparse_block: int = 64, block_sparse_min_zero: float = 0.3, cache_dir: str | None = None,
+                 poison_outputs: bool = False, **unknown):
+        if unknown:
+            raise OptionError(
+                f"backend 'triton' has no option {', '.join(map(repr, unknown))}; it takes fuse_epilogue, "
+                "autotune, decode_max_m, block_sparse_block, block_sparse_min_zero, cache_dir, poison_outputs"
+            )
+        if block_sparse_block not in (16, 32, 64, 128):
+            raise OptionError(
+                f"backend 'triton': block_sparse_block must be 16, 32, 64 or 128, got {block_sparse_block}"
+            )
+        if not 0 <= decode_max_m <= 16:
+            raise OptionError(
+                f"backend 'triton': decode_max_m must be in 0..16 (the GEMV template's limit), got {decode_max_m}"
+            )
+        self.fuse_epilogue, self.autotune, self.decode_max_m = fuse_epilogue, autotune, decode_max_m
+        self.cache_dir, self.poison_outputs = cache_dir, poison_outputs
+        self.block_sparse_block, self.block_sparse_min_zero = block_sparse_block, block_sparse_min_zero
+
+    def compile(self, gm: torch.fx.GraphModule, example_inputs) -> TritonProgram:
+        interpret = check_environment(gm, example_inputs)
+        from fxc.codegen.triton.cache import KernelCache
+        from fxc.codegen.triton.partition import BlockSparse, partition
+
+        cache = KernelCache(self.cache_dir, interpret=interpret, autotune=self.autotune)
+        block_sparse = None
+        if self.block_sparse_min_zero <= 1:
+            block_sparse = BlockSparse(self.block_sparse_block, self.block_sparse_min_zero)
+        part = partition(gm, fuse_epilogue=self.fuse_epilogue, block_sparse=block_sparse)
+        module, calls = self.lower(gm, part, cache)
+        return TritonProgram(module, calls, part, cache)
+
+    def lower(self, gm: torch.fx.GraphModule, part, cache):
+        from fxc.codegen.triton.partition import op_arguments
+        from fxc.codegen.triton.picker import FusedLinear
+
+        graph = torch.fx.Graph()
+        copies: dict[torch.fx.Node, torch.fx.Node] = {}
+        graph.output(graph.graph_copy(gm.graph, copies))
+        graph._codegen = copy.deepcopy(gm.graph._codegen)
+        calls = {}
+        for group in part.groups:
+            name = group.output.name
+            out_val = group.output.meta.get("val")
+            call = FusedLinear(
+                group.op_node.target, group.epilogue, cache, name=f"fused_{name}",
+                out_dtype=out_val.dtype if isinstance(out_val, torch.Tensor) else None,
+                fallback=group_module(group), decode_max_m=self.decode_max_m,
+                poison_outputs=self.poison_outputs,
+                block=self.block_sparse_block,
+            )
+            last = copies[group.output]
+            mapped = lambda a: copies[a] if isinstance(a, torch.fx.Node) else a
+            args = tuple(mapped(a) for a in op_arguments(group.op_node)) + tuple(copies[o] for o in group.operands)
+            with graph.inserting_before(last):
+                fused = graph.call_function(call, args)
+            fused.meta.update({k: v for k, v in last.meta.items() if k == "val" or k.startswith("fxc.")})
+            fused.meta["stack_trace"] = last.meta.get("stack_trace")
+            last.replace_all_uses_with(fused)
+            for node in reversed(group.nodes):
+                graph.erase_node(copies[node])
+            copies[group.output] = fused  # later groups that read this output read the fused call
+            calls[name] = call
+        module = torch.fx.GraphModule(gm, graph)
+        module.recompile()
+        return module, calls
+
+
+class TritonProgram(torch.nn.Module):
+    """The callable backend="triton" returns: the lowered graph plus what it fused and compiled.
+
+    module        the lowered GraphModule (print(module.code) shows the fused calls)
+    calls         {output node name: FusedLinear}
+    partition     the Partition (groups fused, fxc ops left to torch and why)
+    summary()     fused groups, fallbacks, and per call the templates launched and torch fallbacks
+    source(name)  kernel text the fused call `name` last launched; kernels() every compiled source
+    """
+
+    def __init__(self, module: torch.fx.GraphModule, calls: dict, part, cache):
+        super().__init__()
+        self.module = module
+        self.calls = calls
+        self.partition = part
+        self.cache = cache
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def kernels(self) -> list:
+        return self.cache.entries()
+
+    def source(self, name: str) -> str:
+        if name not in self.calls:
+            raise KeyError(f"no fused call '{name}'; fused calls: {', '.join(self.calls) or 'none'}")
+        return self.calls[name].source()
+
+    def summary(self) -> str:
+        lines = [self.partition.summary()]
+        for name, call in self.calls.items():
+            launched = ", ".join(f"{t} x{c}" for t, c in call.launches.items()) or "not run yet"
+            lines.append(f"  {name}: {launched}")
+            lines += [f"    ran in torch x{c}: {reason}" for reason, c in call.fallbacks.items()]
+        lines.append(f"  {len(self.cache)} kernel sources compiled (cache: {self.cache.directory})")
+        return "\n".join(lines)
+
+    def report_notes(self) -> list[str]:
+        return self.summary().splitlines()
+
+
+def check_environment(gm: torch.fx.GraphModule, example_inputs) -> bool:
+    """Raise BackendError unless the kernels can run; return whether Triton's interpreter is on."""
+    if importlib.util.find_spec("triton") is None:
+        raise BackendError("backend 'triton' needs the triton package: pip install triton (or fxc[triton])")
+    from fxc.codegen.triton.cache import interpreter_active
+
+    if interpreter_active():
+        return True
+    tensors = [t for t in list(gm.parameters()) + list(gm.buffers())]
+    tensors += [t for t in torch.utils._pytree.tree_leaves(example_inputs) if isinstance(t, torch.Tensor)]
+    devices = sorted({t.device.type for t in tensors})
+    if not torch.cuda.is_available():
+        raise BackendError(f"backend 'triton' needs a CUDA GPU and none is available; {INTERPRETER_HINT}")
+    if devices != ["cuda"]:
+        raise BackendError(
+            f"backend 'triton' needs the model and its inputs on a CUDA device; found {', '.join(devices) or 'no'} "
+            f"tensors. Move them with model.cuda() before fxc.compile, or {INTERPRETER_HINT}"
+        )
+    return False
+
+
+def group_module(group) -> torch.fx.GraphModule:
+    """The group's nodes as a small torch graph taking the fused call's arguments (its fallback)."""
+    from fxc.codegen.triton.partition import op_arguments
+
+    graph = torch.fx.Graph()
+    op_args = op_arguments(group.op_node)
+    inputs = [graph.placeholder(f"arg{i}") for i in range(len(op_args) + len(group.operands))]
+    env = {operand: inputs[len(op_args) + i] for i, operand in enumerate(group.operands)}
+    env[group.op_node] = graph.call_function(group.op_node.target, tuple(inputs[: len(op_args)]))
+    for node in group.epilogue_nodes:
+        env[node] = graph.node_copy(node, lambda a: env[a])
+    graph.output(env[group.output])
+    return torch.fx.GraphModule(torch.nn.Module(), graph)
+

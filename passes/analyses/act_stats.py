@@ -1,0 +1,87 @@
+"""act-stats: per-layer input statistics over the calibration batches (an analysis).
+
+Reads: calibration (required). Writes: nothing in the graph; returns {layer node name: InputStats}
+for every linear and conv2d layer, streamed batch by batch (one batch's activations in memory):
+per input channel the L2 norm over all tokens (Wanda's ||x||), min, max and mean |x|.
+Options: none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+
+from fxc import ir
+from fxc.passmgr.passbase import Analysis
+from fxc.passmgr.sequential import CalibrationRunner
+
+
+@dataclass(frozen=True)
+class InputStats:
+    l2: torch.Tensor  # [K] sqrt(sum over tokens of x^2)
+    min: torch.Tensor  # [K]
+    max: torch.Tensor  # [K]
+    mean_abs: torch.Tensor  # [K]
+    tokens: int
+
+    @property
+    def absmax(self) -> torch.Tensor:
+        return torch.maximum(self.min.abs(), self.max.abs())
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.sq = self.lo = self.hi = self.abs_sum = None
+        self.tokens = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().to(torch.float64)
+        if self.sq is None:
+            self.sq = torch.zeros(rows.shape[1], dtype=torch.float64)
+            self.abs_sum = torch.zeros_like(self.sq)
+            self.lo = torch.full_like(self.sq, float("inf"))
+            self.hi = torch.full_like(self.sq, float("-inf"))
+        self.sq += (rows * rows).sum(0)
+        self.abs_sum += rows.abs().sum(0)
+        self.lo = torch.minimum(self.lo, rows.amin(0))
+        self.hi = torch.maximum(self.hi, rows.amax(0))
+        self.tokens += rows.shape[0]
+
+    def result(self) -> InputStats:
+        f = torch.float32
+        return InputStats(
+            self.sq.sqrt().to(f),
+            self.lo.to(f),
+            self.hi.to(f),
+            (self.abs_sum / self.tokens).to(f),
+            self.tokens,
+        )
+
+
+def channel_rows(node: torch.fx.Node, x: torch.Tensor) -> torch.Tensor:
+    """A layer's input as [tokens, channels]: linear inputs flatten leading dims, conv inputs move
+    channels last."""
+    if node.target == ir.aten.conv2d.default:
+        return x.movedim(1, -1).reshape(-1, x.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+@dataclass(frozen=True)
+class ActStats(Analysis):
+    """Per-input-channel L2 norm, min, max and mean |x| of every linear/conv layer's input."""
+
+    name = "act-stats"
+
+    def compute(self, gm: torch.fx.GraphModule, am) -> dict[str, InputStats]:
+        runner = CalibrationRunner(gm, am.require_calibration("act-stats"))
+        layers = {layer.node for layer in ir.weight_layers(gm)}
+        acc: dict[str, _Accumulator] = {}
+
+        def observe(node: torch.fx.Node, x: torch.Tensor) -> None:
+            if node in layers:
+                acc.setdefault(node.name, _Accumulator()).add(channel_rows(node, x))
+
+        runner.forward_all(observe, keep_outputs=False)
+        return {name: a.result() for name, a in acc.items()}

@@ -1,0 +1,2 @@
+"""Helpers of the `quantize` and `mixed-precision` passes: quantization schemes (scheme.py).
+"""

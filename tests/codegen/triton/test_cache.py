@@ -1,0 +1,68 @@
+"""Templates render only with exactly their hooks; the kernel cache is keyed by the source's hash and
+keeps one chosen config per (source, shapes, dtypes)."""
+
+import pytest
+
+pytest.importorskip("triton")
+
+from fxc.codegen.triton.cache import KernelCache  # noqa: E402
+from fxc.codegen.triton.epilogue import Epilogue, Step  # noqa: E402
+from fxc.codegen.triton.kernels import gemv as triton_gemv  # noqa: E402
+from fxc.codegen.triton.kernels import sparse_nm as triton_sparse
+from fxc.codegen.triton.kernels import w4a16 as triton_w4a16
+from fxc.codegen.triton.kernels import w8a8 as triton_w8a8
+from fxc.codegen.triton.kernels import w8a16 as triton_w8a16
+from fxc.codegen.triton.template import KernelTemplate  # noqa: E402
+
+TEMPLATES = [triton_w8a16.TEMPLATE, triton_w4a16.TEMPLATE, triton_gemv.TEMPLATE, triton_w8a8.TEMPLATE,
+             triton_sparse.TEMPLATE]
+EPILOGUE = Epilogue((Step("add", operand=0), Step("silu"), Step("mul", scalar=2.0)))
+
+
+def _fills(template, epilogue=EPILOGUE):
+    fills = {"epilogue_params": epilogue.params(), "epilogue": epilogue.code(), "compute_dtype": "tl.float32",
+             "dot_precision": '"ieee"', "load_weight": triton_gemv.LOAD_INT4}
+    return {name: text for name, text in fills.items() if name in template.hooks}
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.name)
+def test_every_template_renders_to_valid_python_with_its_kernels(template):
+    source = template.render(**_fills(template))
+    assert "{{" not in source and "}}" not in source
+    compile(source, template.name, "exec")
+    for kernel in template.kernels:
+        assert f"def {kernel}(" in source
+    assert "epi0_ptr, epi0_stride_m, epi0_stride_n, epi2_value," in source
+    assert "acc = acc * epi2_value" in source
+    assert template.configs and all("num_warps" in c for c in (*template.configs, template.interpreter_config))
+
+
+def test_render_rejects_missing_and_unknown_hooks():
+    template = KernelTemplate("t", "def f(\n    {{params}}\n):\n    {{body}}\n", ("f",), ({},), {})
+    with pytest.raises(ValueError, match=r"missing \['body'\]"):
+        template.render(params="")
+    with pytest.raises(ValueError, match=r"unknown \['bogus'\]"):
+        template.render(params="", body="", bogus="")
+    assert template.render(params="", body="") == "def f(\n\n):\n    pass\n"
+
+
+def test_cache_is_keyed_by_source_and_writes_it(tmp_path):
+    cache = KernelCache(tmp_path, interpret=True)
+    source = triton_w8a16.TEMPLATE.render(**_fills(triton_w8a16.TEMPLATE))
+    first = cache.load(source, triton_w8a16.TEMPLATE.kernels)
+    assert cache.load(source, triton_w8a16.TEMPLATE.kernels) is first and len(cache) == 1
+    assert first.path.read_text() == source == first.source
+    other = triton_w8a16.TEMPLATE.render(**_fills(triton_w8a16.TEMPLATE, Epilogue((Step("relu"),))))
+    assert cache.load(other, triton_w8a16.TEMPLATE.kernels).digest != first.digest and len(cache) == 2
+
+
+def test_config_choice_is_cached_per_key(tmp_path):
+    cache = KernelCache(tmp_path, interpret=True)
+    template = triton_w8a16.TEMPLATE
+    compiled = cache.load(template.render(**_fills(template)), template.kernels)
+    runs = []
+    key = ("w8a16_gemm", 32, 24, 64, "torch.float32", "torch.float32")
+    assert cache.choose(compiled, key, template, runs.append) == template.interpreter_config
+    assert compiled.configs[key] == template.interpreter_config and runs == []  # no timing in the interpreter
+    forced = dict(template.interpreter_config, BLOCK_K=16)
+    assert cache.choose(compiled, key, template, runs.append, forced=forced) == forced

@@ -1,0 +1,109 @@
+"""The op set: each op's reference semantics against a plain float computation, and a graph holding
+the ops still runs, exports and compiles."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fxc  # noqa: F401  (registers the ops)
+from fxc.ir import qformat
+
+
+@pytest.mark.parametrize("bits,group", [(8, None), (8, 16), (4, None), (4, 8)])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_quantized_linear_matches_float_dequantized_weight(bits, group, symmetric):
+    w, x, b = torch.randn(6, 32), torch.randn(3, 32), torch.randn(6)
+    q = qformat.quantize_rtn(w, bits, group, symmetric)
+    # the float computation, written out from the format's definition
+    ints = qformat.unpack(q.qweight, bits).float()
+    gs = group or 32
+    zero = torch.zeros_like(q.scale) if q.zero_point is None else q.zero_point
+    w_hat = (ints - zero.repeat_interleave(gs, 1)) * q.scale.repeat_interleave(gs, 1)
+    y = torch.ops.fxc.quantized_linear(x, q.qweight, q.scale, q.zero_point, b, bits)
+    torch.testing.assert_close(y, x @ w_hat.T + b)
+    lo, hi = qformat.qrange(bits)
+    # error bound of round-to-nearest: half a step per weight
+    assert ((w - w_hat).abs() <= q.scale.repeat_interleave(gs, 1) / 2 + 1e-6).all()
+    assert ints.min() >= lo and ints.max() <= hi
+
+
+def test_int4_packing_round_trips_and_halves_bytes():
+    q = torch.randint(-8, 8, (5, 12), dtype=torch.int8)
+    packed = qformat.pack_int4(q)
+    assert packed.dtype == torch.uint8 and packed.shape == (5, 6)
+    assert torch.equal(qformat.unpack_int4(packed), q)
+    assert packed[0, 0] == (int(q[0, 0]) & 0xF) | ((int(q[0, 1]) & 0xF) << 4)
+
+
+def test_quantized_conv2d_matches_float_conv():
+    w, x = torch.randn(4, 2, 3, 3), torch.randn(1, 4, 6, 6)
+    q = qformat.quantize_rtn(w.reshape(4, -1), 8)
+    w_hat = qformat.dequantize(q.qweight, q.scale, None, 8).view(4, 2, 3, 3)
+    y = torch.ops.fxc.quantized_conv2d(x, q.qweight, q.scale, None, None, 8, [4, 2, 3, 3], [1, 1], [1, 1], [1, 1], 2)
+    torch.testing.assert_close(y, F.conv2d(x, w_hat, None, 1, 1, 1, 2))
+
+
+def test_int8_linear_dynamic_is_per_token_int8_matmul():
+    x, w, b = torch.randn(3, 5, 16), torch.randn(8, 16), torch.randn(8)
+    qw = qformat.quantize_rtn(w, 8)
+    y = torch.ops.fxc.int8_linear(x, qw.qweight, qw.scale.view(-1), b, None)
+    rows = x.reshape(-1, 16)
+    sx = rows.abs().amax(-1, keepdim=True) / 127.5
+    qx = torch.round(rows / sx).clamp(-128, 127)
+    expected = (qx @ qw.qweight.float().T) * sx * qw.scale.view(1, -1) + b
+    torch.testing.assert_close(y, expected.view(3, 5, 8))
+    # and it approximates the float layer: each product is off by at most half a step of x and of w
+    half_x, half_w = sx / 2, qw.scale.view(1, -1) / 2
+    bound = rows.abs().sum(-1, keepdim=True) * half_w + half_x * w.abs().sum(-1).view(1, -1) + 16 * half_x * half_w
+    assert ((y.view(-1, 8) - F.linear(rows, w, b)).abs() <= bound * 1.0001 + 1e-5).all()
+
+
+def test_int8_linear_static_scale_and_exact_accumulator():
+    x, w = torch.randn(4, 300), torch.randn(3, 300)
+    qw = qformat.quantize_rtn(w, 8)
+    scale = torch.tensor(x.abs().max().item() / 127.5)
+    y = torch.ops.fxc.int8_linear(x, qw.qweight, qw.scale.view(-1), None, scale)
+    qx = torch.round(x / scale).clamp(-128, 127).to(torch.int64)
+    acc = qx @ qw.qweight.to(torch.int64).T  # exact integer reference
+    torch.testing.assert_close(y, acc.float() * scale * qw.scale.view(1, -1))
+
+
+def test_sparse_nm_linear_matches_dense_masked_weight():
+    w, x = torch.randn(4, 8), torch.randn(2, 8)
+    keep = w.abs().view(4, 2, 4).topk(2, dim=-1).indices.sort(-1).values  # 2:4
+    values = torch.gather(w.view(4, 2, 4), 2, keep).reshape(4, 4)
+    dense = torch.zeros(4, 2, 4).scatter(2, keep, values.view(4, 2, 2)).view(4, 8)
+    y = torch.ops.fxc.sparse_nm_linear(x, values, keep.reshape(4, 4).to(torch.uint8), None, None, 2, 4)
+    torch.testing.assert_close(y, x @ dense.T)
+    assert (dense.view(4, 2, 4) == 0).sum(-1).eq(2).all()
+
+
+class Quantized(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        q = qformat.quantize_rtn(torch.randn(8, 16), 4, 8)
+        self.register_buffer("qweight", q.qweight)
+        self.register_buffer("scale", q.scale)
+
+    def forward(self, x):
+        return torch.relu(torch.ops.fxc.quantized_linear(x, self.qweight, self.scale, None, None, 4))
+
+
+def test_graph_with_fxc_ops_runs_exports_and_compiles():
+    model, x = Quantized(), torch.randn(3, 16)
+    expected = model(x)
+    gm = fxc.trace(model, (x,))
+    assert any(n.target == torch.ops.fxc.quantized_linear.default for n in gm.graph.nodes)
+    torch.testing.assert_close(gm(x), expected)
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), expected)
+    torch._dynamo.reset()
+
+
+def test_bad_bits_rejected():
+    q = qformat.quantize_rtn(torch.randn(4, 8), 8)
+    with pytest.raises(ValueError, match="bits must be one of"):
+        torch.ops.fxc.quantized_linear(torch.randn(1, 8), q.qweight, q.scale, None, None, 3)
+    with pytest.raises(ValueError, match="group size 3 does not divide"):
+        qformat.quantize_rtn(torch.randn(4, 8), 8, 3)
