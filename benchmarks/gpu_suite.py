@@ -45,8 +45,8 @@ from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
 
 from fxc.codegen.triton.cache import KernelCache, interpreter_active, time_on_gpu  # noqa: E402
 from fxc.codegen.triton.epilogue import Epilogue, Step, apply_reference  # noqa: E402
-from fxc.codegen.triton.kernels import gemv as triton_gemv  # noqa: E402
-from fxc.codegen.triton.picker import FusedLinear  # noqa: E402
+from fxc.codegen.triton.kernels import gemv  # noqa: E402
+from fxc.codegen.triton.picker import TEMPLATES, FusedLinear  # noqa: E402
 from fxc.codegen.triton.template import config_label  # noqa: E402
 
 NO_EPILOGUE = Epilogue(())
@@ -94,7 +94,7 @@ def correctness(device: str, small: bool, cache: KernelCache, quick: bool = Fals
         dtype = torch.float32 if small else torch.bfloat16
         case = make_case(scheme, n, k, device, group_size=32, dtype=dtype)
         for m in (1, 7, 33) if scheme in ("w8a16", "w4a16") else (1, 33):
-            template = "gemv" if m <= triton_gemv.MAX_M and scheme in ("w8a16", "w4a16") else TEMPLATE_OF[scheme]
+            template = "gemv" if m <= gemv.MAX_M and scheme in ("w8a16", "w4a16") else TEMPLATE_OF[scheme]
             table_configs = _template(template).configs
             chosen = table_configs[:2] if (quick or (m == 1 and template == "gemv")) else table_configs
             for config in chosen:
@@ -114,14 +114,8 @@ def correctness(device: str, small: bool, cache: KernelCache, quick: bool = Fals
 
 
 def _template(name: str):
-    from fxc.codegen.triton.kernels import block_sparse as triton_block_sparse
-    from fxc.codegen.triton.kernels import sparse_nm as triton_sparse
-    from fxc.codegen.triton.kernels import w4a16 as triton_w4a16
-    from fxc.codegen.triton.kernels import w8a8 as triton_w8a8
-    from fxc.codegen.triton.kernels import w8a16 as triton_w8a16
-
-    modules = (triton_w8a16, triton_w4a16, triton_gemv, triton_w8a8, triton_sparse, triton_block_sparse)
-    return next(m.TEMPLATE for m in modules if m.TEMPLATE.name == name)
+    """The KernelTemplate named `name` (one per kernel file in codegen/triton/kernels/)."""
+    return TEMPLATES[name]
 
 
 def bench(fn) -> float:

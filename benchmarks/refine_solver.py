@@ -25,9 +25,9 @@ import harness  # noqa: E402
 
 import fxc  # noqa: E402
 from fxc import ir  # noqa: E402
+from fxc.passes.algorithms.gram import damped_hessian  # noqa: E402
 from fxc.passes.algorithms.mask_refine import refine_kept_weights  # noqa: E402
 from fxc.passes.algorithms.sparse_gpt import sparse_gpt  # noqa: E402
-from fxc.passes.analyses.hessian import damped_hessian  # noqa: E402
 from fxc.passmgr.calibration import Calibration  # noqa: E402
 
 

@@ -7,12 +7,15 @@
 
 The core (this package) holds the IR, the op set, the pass manager and the public API. Passes live
 in `fxc.passes` and backends in `fxc.codegen`; the core finds both through entry-point registries and
-never imports them. `fxc.passes` / `fxc.codegen` are importable as attributes for convenience.
+never imports them. Any subpackage loads on first attribute access (`import fxc; fxc.passes.Prune`),
+found by its import spec, so this module names none of them. Importing it registers the op set
+(torch.ops.fxc.*) and reads or writes nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from fxc.api.backend import Backend, CompiledModule
 from fxc.api.budget import Budget
@@ -31,7 +34,8 @@ from fxc.errors import (
     TraceError,
     UnknownNameError,
 )
-from fxc.frontend.trace import canonicalize_dynamo_graph, lift_dynamo_graph, trace
+from fxc.frontend.dynamo import canonicalize_dynamo_graph, lift_dynamo_graph
+from fxc.frontend.trace import trace
 from fxc.ir import ops  # noqa: F401  (registers torch.ops.fxc.*)
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration
@@ -40,8 +44,7 @@ from fxc.passmgr.options import option
 from fxc.passmgr.passbase import ALL, Analysis, Pass, PassResult
 from fxc.passmgr.pipeline import Pipeline
 from fxc.passmgr.registry import register
-
-__version__ = "0.1.0"
+from fxc.version import __version__ as __version__
 
 __all__ = [
     "ALL",
@@ -82,7 +85,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """`fxc.passes` and `fxc.codegen` load on first use (the core does not depend on them)."""
-    if name in ("passes", "codegen"):
-        return importlib.import_module(f"fxc.{name}")
-    raise AttributeError(f"module 'fxc' has no attribute {name!r}")
+    """A subpackage not imported yet loads on first use: `fxc.passes`, `fxc.codegen`, or any other
+    that is installed (the core does not depend on them, so it does not import them up front)."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

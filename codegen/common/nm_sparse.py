@@ -3,9 +3,9 @@
 A sparse kernel only beats dense BLAS when the weight is sparse enough; how sparse depends on the
 kernel and on how many rows (tokens) multiply the weight: with one row a GEMM is a memory-bound
 matrix-vector product and CSR wins early; with a prefill's hundreds of rows BLAS runs near peak and
-CSR needs a very sparse weight. The crossovers below were measured by `benchmarks/cpu_backends.py
---sparse` on the 2-core x86-64 CPU (AVX-512) this project runs on, for SmolLM2 and MiniLM layer
-shapes; they are the backends' default options and can be overridden (`sparse_crossover`).
+CSR needs a very sparse weight. The crossovers below are the backends' defaults, chosen with
+`benchmarks/cpu_backends.py --sparse` (which compares both kernels on real layer shapes); a backend's
+option `sparse_crossover` overrides them.
 
     rows <= SMALL_ROWS : CSR when density <= crossover.small_rows
     otherwise          : CSR when density <= crossover.many_rows
@@ -38,10 +38,8 @@ class Crossover:
         return self.small_rows if rows is not None and rows <= SMALL_ROWS else self.many_rows
 
 
-# Measured (benchmarks/cpu_backends.py --sparse, 1 thread, two runs on a loaded machine; RESULTS.md
-# "Sparse vs dense linear crossover"): the sparse kernel won for every shape at density <= 1/16 in
-# every run and row count (1, 8, 128); at 1/8 only in some runs, at 1/4 and 1/2 (2:4, 4:8, 1:4) almost
-# never. The smallest crossover seen is kept: N:M 1:16 and sparser run as CSR, everything denser dense.
+# N:M 1:16 and sparser run as CSR, everything denser dense, whatever the row count: the conservative
+# choice (benchmarks/cpu_backends.py --sparse shows where the kernels cross on a given machine).
 NUMPY_CROSSOVER = Crossover(small_rows=0.0625, many_rows=0.0625)
 TORCH_CROSSOVER = Crossover(small_rows=0.0625, many_rows=0.0625)
 

@@ -13,9 +13,9 @@ input spec (`gm._in_spec`: positional and keyword inputs, as the traced model to
 converted to numpy without copies, and outputs are converted back and rebuilt with the graph's
 output spec (a Hugging Face ModelOutput stays a ModelOutput). Reads the graph; writes nothing.
 
-Files: numpy_lowering.py (graph -> generated function), numpy_common.py (dtype map, op-table
-decorators), op tables numpy_ops_{elementwise,reduce,shape,create,nn,conv,norm,symbolic,fxc}.py,
-numpy_qformat.py (quantized formats, exact int8 GEMM), numpy_sparse.py (CSR vs dense choice).
+Files: lowering.py (graph -> generated function), context.py (dtype map, op-table decorators),
+op tables ops/{elementwise,reduce,shape,create,nn,conv,norm,symbolic,fxc_ops}.py, quant.py
+(quantized formats, exact int8 GEMM), and codegen/common/nm_sparse.py (CSR vs dense choice).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
 from fxc.api.backend import Backend
-from fxc.codegen.common import nm_sparse as numpy_sparse
-from fxc.codegen.numpy import lowering as numpy_lowering
+from fxc.codegen.common import nm_sparse
+from fxc.codegen.numpy import lowering
 from fxc.codegen.numpy.lowering import LoweringProblem, NumpyProgram
 from fxc.errors import BackendError, describe_node
 from fxc.passmgr.options import option, validate_options
@@ -44,7 +44,7 @@ class NumpyBackend(Backend):
 
     name: ClassVar[str] = "numpy"
     sparse_crossover: float | None = option(
-        None, "density at or below which N:M sparse linears use CSR (default: measured crossover)",
+        None, "density at or below which N:M sparse linears use CSR (default: codegen/common/nm_sparse.py)",
         low=0.0, high=1.0,
     )
 
@@ -52,17 +52,17 @@ class NumpyBackend(Backend):
         validate_options(self)
 
     @property
-    def crossover(self) -> numpy_sparse.Crossover:
+    def crossover(self) -> nm_sparse.Crossover:
         if self.sparse_crossover is None:
-            return numpy_sparse.NUMPY_CROSSOVER
-        return numpy_sparse.Crossover(self.sparse_crossover, self.sparse_crossover)
+            return nm_sparse.NUMPY_CROSSOVER
+        return nm_sparse.Crossover(self.sparse_crossover, self.sparse_crossover)
 
     def unsupported(self, gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
-        _, problems = numpy_lowering.lower(gm, self)
+        _, problems = lowering.lower(gm, self)
         return [p.node for p in problems]
 
     def compile(self, gm: torch.fx.GraphModule, example_inputs: Any = None) -> NumpyModule:
-        program, problems = numpy_lowering.lower(gm, self)
+        program, problems = lowering.lower(gm, self)
         if problems:
             raise BackendError(unsupported_message(problems))
         return NumpyModule(gm, program)

@@ -1,8 +1,8 @@
 """Shared pieces of the numpy backend's op tables: the dtype map, the lowering context and the
-`kernel` / `lowering` decorators every numpy_ops_*.py module registers its ops with.
+`kernel` / `lowering` decorators every module of ops/ registers its ops with.
 
 An op table maps a graph target (`torch.ops.aten.add.Tensor`, `operator.getitem`, ...) to a
-*factory* `factory(ctx, node) -> fn`. The lowering driver (numpy_lowering.py) calls the factory once
+*factory* `factory(ctx, node) -> fn`. The lowering driver (lowering.py) calls the factory once
 at compile time; `fn` is then called at run time with the node's arguments, tensors replaced by
 numpy arrays, SymInts by ints and torch dtypes by numpy dtypes. A factory may read compile-time
 facts (the node's output dtype, constant weights through `ctx.constant`) and raise

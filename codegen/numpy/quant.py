@@ -10,7 +10,7 @@
   and every partial sum |s| <= K * 2^14, so float32 BLAS is exact while K <= 2^24 / 2^14 = 1024
   (all integers up to 2^24 are floats, whatever the summation order or FMA). Longer K is split into
   chunks of at most 1024 columns, each an exact float32 GEMM, summed in int32. Never numpy's integer
-  matmul (no BLAS: ~100x slower).
+  matmul (it has no BLAS kernel).
 - `tiled_linear`: y = x @ W^T with W produced tile by tile (a block of output rows at a time), so a
   quantized weight is never materialized as a whole float32 matrix.
 

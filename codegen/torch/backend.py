@@ -4,18 +4,23 @@
     cm.runner.notes        # what each fxc op became, e.g. "linear: int8_linear -> torch._int_mm"
     fxc.compile(..., backend="torch", backend_options={"fast": False})   # the reference ops as is
     fxc.compile(..., backend="torch", backend_options={"torch_compile": True})  # and under torch.compile
+    fxc.compile(..., backend="torch", backend_options={"native": False})  # no native (C) kernel
 
 With `fast` (the default) compile builds a copy of the graph (sharing the module's tensors) in which
 each fxc op node is swapped for a fast implementation of the same semantics (codegen/torch/fast_ops.py):
 
     fxc.int8_linear        torch._int_mm (VNNI/AMX int8 GEMM); bit-exact with the reference; linears
                            reading the same input (q/k/v, gate/up) quantize it once, shared
-    fxc.quantized_linear   per-channel scales and few rows (decode): x split into int8 planes, one
-                           torch._int_mm over the int8 weight; else the float weight built tile by
-                           tile in a reused scratch buffer + addmm (codegen/torch/weight_only.py)
+    fxc.quantized_linear   on a CPU with AMX-int8 (and the option `native`, on by default): the native
+                           plane kernel (codegen/torch/native/); else per-channel scales and few rows
+                           (decode): x split into int8 planes, one torch._int_mm over the int8 weight;
+                           else the float weight built tile by tile in a reused scratch buffer + addmm
+                           (codegen/torch/weight_only.py)
     fxc.sparse_nm_linear   torch CSR (MKL sparse) when density <= crossover, else densified once
     fxc.quantized_conv2d   the reference op (conv weights are small)
 
+The options are saved with the model (fxc.save) like every backend option. The native kernel is
+compiled once per machine into $XDG_CACHE_HOME/fxc/native (default ~/.cache/fxc/native).
 Reads the graph; never changes it (the compiled module's `.graph` stays the canonical IR).
 """
 
@@ -30,11 +35,10 @@ import torch.fx
 
 from fxc import ir
 from fxc.api.backend import Backend
-from fxc.codegen.common import nm_sparse as numpy_sparse
-from fxc.codegen.torch import fast_ops as torch_fast
-from fxc.codegen.torch import weight_only as torch_fast_weight_only
-from fxc.codegen.torch.native import build as native_kernels
-from fxc.ir.ops import densify_nm
+from fxc.codegen.common import nm_sparse
+from fxc.codegen.torch import fast_ops, weight_only
+from fxc.codegen.torch.native import build as native_build
+from fxc.ir.ops import Int8LinearArgs, QuantizedLinearArgs, SparseNMLinearArgs, densify_nm
 from fxc.passmgr.options import option, validate_options
 
 fxc_ops = torch.ops.fxc
@@ -50,8 +54,11 @@ class TorchBackend(Backend):
         False, "run the graph under torch.compile (inductor fuses quantization and epilogues; 1st call compiles)"
     )
     sparse_crossover: float | None = option(
-        None, "density at or below which N:M sparse linears use CSR (default: measured crossover)",
+        None, "density at or below which N:M sparse linears use CSR (default: codegen/common/nm_sparse.py)",
         low=0.0, high=1.0,
+    )
+    native: bool = option(
+        True, "use the native CPU kernel of weight-only linears where the CPU has AMX-int8 (compiled once per machine)"
     )
 
     def __post_init__(self):
@@ -77,17 +84,25 @@ class TorchBackend(Backend):
             if node.op == "call_function" and node.target in _SWAPS:
                 notes.append(f"{node.name}: {_SWAPS[node.target](self, fast, node)}")
         _share_activation_quantization(fast)
-        _share_int8_planes(fast)
+        _share_int8_planes(fast, self.native_loaded())
         ir.remove_unused_tensors(fast)  # drops only this copy's references to the packed N:M tensors
         fast.graph.lint()
         fast.notes = notes
         fast.report_notes = [f"torch backend: {note}" for note in notes].copy  # read by CompiledModule.report
         return fast
 
-    def crossover(self) -> numpy_sparse.Crossover:
+    def native_loaded(self) -> bool:
+        """Whether weight-only linears may take the native AMX kernel: the option, and the kernel loaded."""
+        return self.native and native_build.plane_kernel() is not None
+
+    def native_status(self) -> str:
+        """Which native kernel runs, or why none does."""
+        return native_build.plane_kernel_status() if self.native else "native kernels off (option native=False)"
+
+    def crossover(self) -> nm_sparse.Crossover:
         if self.sparse_crossover is None:
-            return numpy_sparse.TORCH_CROSSOVER
-        return numpy_sparse.Crossover(self.sparse_crossover, self.sparse_crossover)
+            return nm_sparse.TORCH_CROSSOVER
+        return nm_sparse.Crossover(self.sparse_crossover, self.sparse_crossover)
 
 
 def _copy_sharing_tensors(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -105,36 +120,35 @@ def _swap(node: torch.fx.Node, fn, args: tuple) -> None:
 
 
 def _int8_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
-    x, qweight, weight_scale = node.args[:3]
-    bias = node.kwargs.get("bias", node.args[3] if len(node.args) > 3 else None)
-    input_scale = node.kwargs.get("input_scale", node.args[4] if len(node.args) > 4 else None)
-    _swap(node, torch_fast.int8_linear_int_mm, (x, qweight, weight_scale, bias, input_scale))
+    _swap(node, fast_ops.int8_linear_int_mm, tuple(Int8LinearArgs.of(node)))
     return "int8_linear -> torch._int_mm (int8 x int8 -> int32, exact)"
 
 
 def _quantized_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
-    qweight, scale, zero_point, bits = node.args[1], node.args[2], node.args[3], node.args[5]
+    args = QuantizedLinearArgs.of(node)
+    qweight, scale, zero_point, bits = args.qweight, args.scale, args.zero_point, args.bits
     rows, stored = _shape(gm, qweight)
     columns = stored * (2 if bits == 4 else 1)
-    _swap(node, torch_fast_weight_only.weight_only_linear, tuple(node.args))
-    whole = 4 * rows * columns <= torch_fast_weight_only.TILE_BYTES
-    tiles = "whole weight" if whole else f"tiles of {torch_fast_weight_only.TILE_BYTES >> 20} MiB"
+    # (*args, shared planes, native): _share_int8_planes fills in the shared planes
+    _swap(node, weight_only.weight_only_linear, (*args, None, backend.native))
+    whole = 4 * rows * columns <= weight_only.TILE_BYTES
+    tiles = "whole weight" if whole else f"tiles of {weight_only.TILE_BYTES >> 20} MiB"
     kind = f"w{bits}{' zero-point' if zero_point is not None else ''}"
     dequantized = f"dequantized in scratch ({tiles}) + addmm"
     groups = _shape(gm, scale)[-1]
-    native = native_kernels.plane_kernel_status()
+    native = backend.native_status()
     scales = "per-channel" if groups == 1 else f"group-wise ({columns // groups} columns)"
-    if native_kernels.plane_kernel() is not None and native_kernels.takes_groups(columns, groups):
-        amx = f"{native}: {native_kernels.PLANES} int8 planes of x times the stored int8 weight"
+    if backend.native_loaded() and native_build.takes_groups(columns, groups):
+        amx = f"{native}: {native_build.PLANES} int8 planes of x times the stored int8 weight"
         return f"quantized_linear {kind} {scales} -> {amx} (float32 x; rows with inf/nan: {dequantized})"
     if groups != 1:
-        why = "groups of a multiple of 64 columns" if native_kernels.plane_kernel() is not None else native
+        why = "groups of a multiple of 64 columns" if backend.native_loaded() else native
         return f"quantized_linear {kind} {scales} -> {dequantized} (int8 planes: {why})"
     if backend.torch_compile:
-        fused = f"{torch_fast_weight_only.FUSED_PLANES} int8 planes fused by inductor around one torch._int_mm"
+        fused = f"{weight_only.FUSED_PLANES} int8 planes fused by inductor around one torch._int_mm"
         return f"quantized_linear {kind} per-channel -> torch.compile: {fused}"
-    few_rows = f"rows <= {torch_fast_weight_only.PLANE_ROWS}"
-    planes = f"{torch_fast_weight_only.PLANES} int8 planes of x times the int8 weight (torch._int_mm)"
+    few_rows = f"rows <= {weight_only.PLANE_ROWS}"
+    planes = f"{weight_only.PLANES} int8 planes of x times the int8 weight (torch._int_mm)"
     return f"quantized_linear {kind} per-channel -> {few_rows}: {planes}; else {dequantized} (no AMX kernel: {native})"
 
 
@@ -145,10 +159,10 @@ def _shape(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[int, ...]:
 
 
 def _sparse_nm_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
-    x, values, indices, scale, bias, n, m = node.args
+    x, values, indices, scale, bias, n, m = SparseNMLinearArgs.of(node)
     if not all(isinstance(a, torch.fx.Node) and a.op == "get_attr" for a in (values, indices)):
         return "sparse_nm_linear -> reference op (weights computed at run time)"
-    choice = numpy_sparse.choose(n / m, numpy_sparse.example_rows(x), backend.crossover())
+    choice = nm_sparse.choose(n / m, nm_sparse.example_rows(x), backend.crossover())
     weight = ir.get_tensor(gm, values.target).to(torch.float32)
     if isinstance(scale, torch.fx.Node):
         weight = weight * ir.get_tensor(gm, scale.target).to(torch.float32).reshape(-1, 1)
@@ -157,7 +171,7 @@ def _sparse_nm_linear(backend: TorchBackend, gm: torch.fx.GraphModule, node: tor
     name = ir.add_tensor(gm, f"{values.target}_{'csr' if choice.use_sparse else 'dense'}", stored)
     with gm.graph.inserting_before(node):
         weight_node = gm.graph.get_attr(name)
-    _swap(node, torch_fast.csr_linear if choice.use_sparse else torch_fast.dense_linear, (x, weight_node, bias))
+    _swap(node, fast_ops.csr_linear if choice.use_sparse else fast_ops.dense_linear, (x, weight_node, bias))
     return f"sparse_nm_linear {n}:{m} -> {choice.describe('torch CSR')}"
 
 
@@ -166,32 +180,37 @@ def _share_activation_quantization(gm: torch.fx.GraphModule) -> None:
     feeds them all (the per-token quantization is a function of the input alone)."""
     readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target is torch_fast.int8_linear_int_mm and node.args[4] is None:
-            readers.setdefault(node.args[0], []).append(node)
+        if node.op == "call_function" and node.target is fast_ops.int8_linear_int_mm:
+            args = Int8LinearArgs(*node.args[:5])
+            if args.input_scale is None:
+                readers.setdefault(args.x, []).append(node)
     for x, linears in readers.items():
         if len(linears) < 2:
             continue
         with gm.graph.inserting_before(linears[0]):
-            quantized = gm.graph.call_function(torch_fast.quantize_per_token, (x,))
+            quantized = gm.graph.call_function(fast_ops.quantize_per_token, (x,))
         for linear in linears:
             linear.args = (*linear.args[:5], quantized)
 
 
-def _share_int8_planes(gm: torch.fx.GraphModule) -> None:
+def _share_int8_planes(gm: torch.fx.GraphModule, native: bool) -> None:
     """Per-channel weight-only linears reading the same tensor (q/k/v, gate/up) split it into int8
-    planes once: one shared_planes node feeds them all (it returns None where no plane kernel applies)."""
+    planes once: one shared_planes node feeds them all (it returns None where no plane kernel applies).
+    `native`: the AMX kernel may run (it takes any groups); the nodes are weight_only_linear(*QuantizedLinearArgs,
+    shared planes, native)."""
     readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target is torch_fast_weight_only.weight_only_linear:
-            if _shape(gm, node.args[2])[-1] == 1 or native_kernels.plane_kernel() is not None:  # AMX: any groups
-                readers.setdefault(node.args[0], []).append(node)
+        if node.op == "call_function" and node.target is weight_only.weight_only_linear:
+            args = QuantizedLinearArgs(*node.args[:6])
+            if _shape(gm, args.scale)[-1] == 1 or native:
+                readers.setdefault(args.x, []).append(node)
     for x, linears in readers.items():
         if len(linears) < 2:
             continue
         with gm.graph.inserting_before(linears[0]):
-            planes = gm.graph.call_function(torch_fast_weight_only.shared_planes, (x,))
+            planes = gm.graph.call_function(weight_only.shared_planes, (x, native))
         for linear in linears:
-            linear.args = (*linear.args[:6], planes)
+            linear.args = (*linear.args[:6], planes, *linear.args[7:])
 
 
 _SWAPS = {

@@ -5,12 +5,14 @@ the whole weight. What the `torch` backend swaps quantized_linear nodes for.
 x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 rounding:
 
     AMX planes      per-channel scales or groups of a multiple of 64 columns, float32 x on a CPU with
-                    AMX-int8 (codegen/torch/native/build.py, codegen/native/amx_plane_gemm.c), any number
-                    of rows, eager or under torch.compile
-                    (a custom op): x split exactly into 4 int8 planes, every plane times the stored int8
+                    AMX-int8 (codegen/torch/native/build.py, codegen/torch/native/amx_plane_gemm.c), any
+                    number of rows, eager or under torch.compile (there as the op
+                    torch.ops.fxc_native.plane_linear of fxc/ir/ops.py, whose "cpu" kernel this module
+                    registers): x split exactly into 4 int8 planes, every plane times the stored int8
                     weight on the tile unit, the int32 accumulators combined exactly. Linears reading
                     one input share its split (`shared_planes`). Rows holding inf or nan take the
-                    dequantized tiles (the reference's inf / nan). Where it cannot load, the kernels below:
+                    dequantized tiles (the reference's inf / nan). Off with the backend option
+                    native=False (the `native` argument here); where it cannot load, the kernels below:
     int8 planes     few rows (rows <= PLANE_ROWS: decode), per-channel scales, float32 x on the CPU.
                     Memory-bound, so the weight is read once as int8 by torch._int_mm (oneDNN,
                     VNNI/AMX). Each row of x is split into PLANES int8 planes,
@@ -25,8 +27,8 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 
     fused planes    under torch.compile (backend_options={"torch_compile": True}), per-channel scales,
                     float32 x, any number of rows: the same idea with a power-of-two step and base 128,
                     so the split and the combine are exact float32 elementwise steps that Inductor fuses
-                    around one _int_mm (eager, each step is its own pass and costs more than it saves at
-                    prefill). `fused_plane_linear`.
+                    around one _int_mm (in eager mode each step would be its own pass over the
+                    activations, which is why eager prefill takes the dequantized tiles). `fused_plane_linear`.
     dequantized     everything else (prefill in eager mode, group-wise scales, other dtypes, non-finite
     tiles           x, x that needs a gradient). Compute-bound: the float weight
                     is built one tile of output rows at a time (TILE_BYTES) into a per-thread scratch
@@ -35,9 +37,8 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 
                     then one addmm per tile with the bias fused.
 
 Why not torch's own kernels: with float32 activations aten._weight_int8pack_mm and
-aten._weight_int4pack_mm_for_cpu run 0.5x / 0.2x of fp32 at decode and 0.01-0.03x at prefill here
-(their bf16 paths are fast but round the output to bf16). Measured: benchmarks/cpu_weight_only.py,
-RESULTS.md ("weight-only" sections).
+aten._weight_int4pack_mm_for_cpu are slower than the float32 GEMM on the CPUs this backend targets
+(their bf16 paths round the output to bf16); benchmarks/cpu_weight_only.py compares them.
 Reads and writes nothing but its arguments and this thread's scratch buffer.
 """
 
@@ -48,12 +49,13 @@ import threading
 
 import torch
 
-from fxc.codegen.torch.native import build as native_kernels
+from fxc.codegen.torch.native import build as native_build
+from fxc.ir import ops
 from fxc.ir.ops import unpacked_columns
-from fxc.ir.qformat import apply_group_scales
+from fxc.ir.qformat import QuantizedWeight, apply_group_scales
 
-TILE_BYTES = 16 << 20  # float32 weight tile for the dequantized path: whole for every SmolLM2 layer but
-# the LM head (smaller tiles measured 0.9x: the GEMM on column slices of the output loses more than L2 gains)
+TILE_BYTES = 16 << 20  # float32 weight tile of the dequantized path: a whole weight up to 4M elements;
+# bigger tiles rather than L2-sized ones, since a GEMM on column slices of the output runs below full speed
 PLANE_ROWS = 16  # at most this many activation rows go through the int8-plane kernel
 PLANES = 4  # int8 planes per activation row (3 leave max|x_row| * 6e-8, 4 leave 2.4e-10)
 PLANE_BASE = 254.0  # each plane holds the previous one's residual (|r| <= 1/2) times 254: |q| <= 127
@@ -77,17 +79,21 @@ def planes_can_take(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
             and x.dtype == torch.float32 and x.device.type == "cpu")
 
 
-def uses_native_planes(columns: int, groups: int, x: torch.Tensor) -> bool:
-    """Whether the AMX plane kernel runs this call: float32 x without gradient (planes_can_take), per-channel
-    scales or groups of a multiple of 64 columns, and the kernel loaded on this CPU."""
+def uses_native_planes(columns: int, groups: int, x: torch.Tensor, native: bool = True) -> bool:
+    """Whether the AMX plane kernel runs this call: `native` (the backend option), float32 x without gradient
+    (planes_can_take), per-channel scales or groups of a multiple of 64 columns, and the kernel loaded on
+    this CPU."""
     return (
-        planes_can_take(columns, True, x) and native_kernels.takes_groups(columns, groups) and native_kernel_loaded()
+        native
+        and planes_can_take(columns, True, x)
+        and native_build.takes_groups(columns, groups)
+        and native_kernel_loaded()
     )
 
 
 @torch.compiler.assume_constant_result  # torch.compile: a constant of the trace, not code to trace
 def native_kernel_loaded() -> bool:
-    return native_kernels.plane_kernel() is not None
+    return native_build.plane_kernel() is not None
 
 
 def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
@@ -102,35 +108,39 @@ def weight_only_linear(
     zero_point: torch.Tensor | None,
     bias: torch.Tensor | None,
     bits: int,
-    shared_planes: native_kernels.SplitRows | tuple[torch.Tensor, torch.Tensor] | None = None,
+    shared_planes: native_build.SplitRows | tuple[torch.Tensor, torch.Tensor] | None = None,
+    native: bool = True,
 ) -> torch.Tensor:
-    """fxc.quantized_linear: the AMX plane kernel where it runs, else int8 planes for a few rows with
-    per-channel scales, else dequantized tiles (module docstring). `shared_planes`: x already split by
-    `shared_planes` (shared by the linears reading x)."""
+    """fxc.quantized_linear: the AMX plane kernel where it runs (and `native`), else int8 planes for a few
+    rows with per-channel scales, else dequantized tiles (module docstring). `shared_planes`: x already
+    split by `shared_planes` (shared by the linears reading x)."""
+    weight = QuantizedWeight(qweight, scale, zero_point, bits)
     columns = unpacked_columns(qweight, bits)
     rows = x.reshape(-1, columns)
-    if uses_native_planes(columns, scale.shape[-1], x):
-        y = native_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
+    if uses_native_planes(columns, scale.shape[-1], x, native):
+        y = native_plane_linear(rows, weight, bias, shared_planes)
         return y.reshape(*x.shape[:-1], qweight.shape[0])
     if uses_fused_planes(columns, scale.shape[-1] == 1, x):
-        return fused_plane_linear(rows, qweight, scale, zero_point, bias, bits).reshape(*x.shape[:-1], -1)
+        return fused_plane_linear(rows, weight, bias).reshape(*x.shape[:-1], -1)
     y = None
     if uses_int8_planes(rows.shape[0], columns, scale.shape[-1] == 1, x):
-        y = int8_plane_linear(rows, qweight, scale, zero_point, bias, bits, shared_planes)
+        y = int8_plane_linear(rows, weight, bias, shared_planes)
     if y is None:
-        y = dequantized_tile_linear(rows, qweight, scale, zero_point, bias, bits)
+        y = dequantized_tile_linear(rows, weight, bias)
     return y.reshape(*x.shape[:-1], qweight.shape[0])
 
 
-def shared_planes(x: torch.Tensor) -> native_kernels.SplitRows | tuple[torch.Tensor, torch.Tensor] | None:
+def shared_planes(
+    x: torch.Tensor, native: bool = True
+) -> native_build.SplitRows | tuple[torch.Tensor, torch.Tensor] | None:
     """x [..., K] split once for several per-channel linears reading it: the AMX kernel's planes where it
-    runs, else the int8 planes of a few rows; None where neither applies (many rows without the AMX
-    kernel, torch.compile, not float32, not finite)."""
+    runs (and `native`), else the int8 planes of a few rows; None where neither applies (many rows without
+    the AMX kernel, torch.compile, not float32, not finite)."""
     rows = x.reshape(-1, x.shape[-1])
     if torch.compiler.is_compiling():
         return None
-    if uses_native_planes(rows.shape[1], 1, x):
-        return native_kernels.split_rows(rows)
+    if uses_native_planes(rows.shape[1], 1, x, native):
+        return native_build.split_rows(rows)
     if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x):
         return None
     return split_into_int8_planes(rows)
@@ -140,39 +150,28 @@ def shared_planes(x: torch.Tensor) -> native_kernels.SplitRows | tuple[torch.Ten
 
 
 def native_plane_linear(
-    rows: torch.Tensor,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    bits: int,
-    shared: object = None,
+    rows: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None, shared: object = None
 ) -> torch.Tensor:
-    """rows [M, K] through the AMX plane kernel (a custom op under torch.compile); rows holding inf or nan
-    through the dequantized tiles, so the output is the reference's there."""
+    """rows [M, K] through the AMX plane kernel (under torch.compile: the op fxc_native.plane_linear, whose
+    "cpu" kernel calls this function); rows holding inf or nan through the dequantized tiles, so the output
+    is the reference's there."""
     if torch.compiler.is_compiling():
-        return torch.ops.fxc_native.plane_linear(rows, qweight, scale, zero_point, bias, bits)
-    split = shared if isinstance(shared, native_kernels.SplitRows) else native_kernels.split_rows(rows)
+        qweight, scale, zero_point, bits = weight
+        return ops.plane_linear(rows, qweight, scale, zero_point, bias, bits)
+    split = shared if isinstance(shared, native_build.SplitRows) else native_build.split_rows(rows)
     if split is None:
-        return dequantized_tile_linear(rows, qweight, scale, zero_point, bias, bits)
-    return native_kernels.plane_gemm(split, qweight, scale, zero_point, bias, bits)
+        return dequantized_tile_linear(rows, weight, bias)
+    return native_build.plane_gemm(split, weight, bias)
 
 
-@torch.library.custom_op("fxc_native::plane_linear", mutates_args=())
-def _plane_linear_op(
-    rows: torch.Tensor,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    bits: int,
-) -> torch.Tensor:
-    return native_plane_linear(rows, qweight, scale, zero_point, bias, bits)
-
-
-@_plane_linear_op.register_fake
-def _(rows, qweight, scale, zero_point, bias, bits):
-    return rows.new_empty(rows.shape[0], qweight.shape[0])
+@ops.plane_linear.register_kernel("cpu")
+def _plane_linear_cpu(rows, qweight, scale, zero_point, bias, bits) -> torch.Tensor:  # the op's schema (ops.py)
+    """The CPU kernel of fxc_native.plane_linear (fxc/ir/ops.py): the AMX plane kernel where it takes the
+    call, else the dequantized tiles (the same result as the op's reference)."""
+    weight = QuantizedWeight(qweight, scale, zero_point, bits)
+    if uses_native_planes(rows.shape[1], scale.shape[-1], rows):
+        return native_plane_linear(rows, weight, bias)
+    return dequantized_tile_linear(rows, weight, bias)
 
 
 # --- int8 planes -------------------------------------------------------------------------------------
@@ -206,13 +205,25 @@ def unpack_int4_fast(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([low, high], dim=-1).flatten(-2)
 
 
+def int8_weight(weight: QuantizedWeight) -> torch.Tensor:
+    """int8 [N, K]: qweight itself for bits 8; for bits 4 unpacked (N*K bytes, freed after the call)."""
+    return weight.qweight if weight.bits == 8 else unpack_int4_fast(weight.qweight)
+
+
+def plane_products(planes: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
+    """int8 planes [P*M, K] @ (W - z)^T as exact int32 [P*M, N]: one torch._int_mm on the int8 weight, the
+    zero point subtracted in int32 (sum q_p (w - z) = acc_p - z sum q_p; |q_p (w - z)| sums fit int32)."""
+    acc = torch._int_mm(planes, int8_weight(weight).t())
+    if weight.zero_point is not None:
+        plane_sums = planes.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        acc.sub_(plane_sums * weight.zero_point.reshape(1, -1).to(torch.int32))
+    return acc
+
+
 def int8_plane_linear(
     rows: torch.Tensor,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
+    weight: QuantizedWeight,
     bias: torch.Tensor | None,
-    bits: int,
     shared_planes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """rows [M, K] float32 through torch._int_mm on PLANES int8 planes; None when rows are not finite."""
@@ -220,15 +231,11 @@ def int8_plane_linear(
     if split is None:
         return None
     planes, plane_steps = split
-    weight = qweight if bits == 8 else unpack_int4_fast(qweight)
-    acc = torch._int_mm(planes, weight.t())  # [PLANES*M, N], exact
-    if zero_point is not None:
-        plane_sums = planes.sum(dim=-1, keepdim=True, dtype=torch.int32)
-        acc.sub_(plane_sums * zero_point.reshape(1, -1).to(torch.int32))  # exact: |q_p (w - z)| sums fit int32
-    m, n = rows.shape[0], qweight.shape[0]
+    acc = plane_products(planes, weight)  # [PLANES*M, N], exact
+    m, n = rows.shape[0], weight.qweight.shape[0]
     # int32 * float64 steps in one pass (float64: the last plane's step of a 1e-30 row is no float32 subnormal)
     y = torch.mul(acc.view(PLANES, m, n), plane_steps).sum(dim=0, dtype=torch.float32)
-    channel_scale = scale.to(torch.float32).reshape(1, n)
+    channel_scale = weight.scale.to(torch.float32).reshape(1, n)
     return torch.addcmul(bias, y, channel_scale) if bias is not None else y.mul_(channel_scale)
 
 
@@ -254,14 +261,7 @@ def split_into_fused_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return torch.cat(planes).to(torch.int8), step, amax
 
 
-def fused_plane_linear(
-    rows: torch.Tensor,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    bits: int,
-) -> torch.Tensor:
+def fused_plane_linear(rows: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
     """int8 planes written for Inductor to fuse: every step but the _int_mm is elementwise float32, exact.
 
     The step a = 2^ceil(log2(max|row| / 127)) is a power of two, so z = row / a is exact; plane p is
@@ -272,17 +272,13 @@ def fused_plane_linear(
     every output of that row (the reference gives inf or nan there; planes cannot carry inf, and a
     data-dependent fallback would break the compiled graph)."""
     stacked, step, amax = split_into_fused_planes(rows)
-    weight = qweight if bits == 8 else unpack_int4_fast(qweight)
-    acc = torch._int_mm(stacked, weight.t())
-    if zero_point is not None:
-        plane_sums = stacked.sum(dim=-1, keepdim=True, dtype=torch.int32)
-        acc = acc - plane_sums * zero_point.reshape(1, -1).to(torch.int32)
+    acc = plane_products(stacked, weight)
     m = rows.shape[0]
     y = acc[:m].to(torch.float32)
     for p in range(1, FUSED_PLANES):
         y = y + acc[p * m : (p + 1) * m].to(torch.float32) * FUSED_BASE**-p
     poison = torch.where(torch.isfinite(amax), 0.0, float("nan"))  # [M, 1]: nan rows for inf / nan input
-    y = (y * step + poison) * scale.to(torch.float32).reshape(1, -1)
+    y = (y * step + poison) * weight.scale.to(torch.float32).reshape(1, -1)
     return y if bias is None else y + bias
 
 
@@ -301,14 +297,12 @@ def scratch_tile(numel: int, device: torch.device) -> torch.Tensor:
     return buffer[:numel]
 
 
-def dequantize_into(
-    out: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, bits: int
-) -> torch.Tensor:
-    """out [n, K] float32 = qformat.dequantize(qweight [n, ...], scale [n, G], zero_point, bits), by the
-    same elementwise float32 ops (so the same values), without allocating a float weight."""
-    out.copy_(qweight if bits == 8 else unpack_int4_fast(qweight))
-    zero = zero_point.to(torch.float32) if zero_point is not None else None
-    return apply_group_scales(out, scale.to(torch.float32), zero)
+def dequantize_into(out: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
+    """out [n, K] float32 = qformat.dequantize(qweight [n, ...], scale [n, G], zero_point, bits), by the same
+    elementwise float32 ops (so the same values), without allocating a float weight."""
+    out.copy_(int8_weight(weight))
+    zero = weight.zero_point.to(torch.float32) if weight.zero_point is not None else None
+    return apply_group_scales(out, weight.scale.to(torch.float32), zero)
 
 
 def tile_rows(columns: int) -> int:
@@ -316,15 +310,9 @@ def tile_rows(columns: int) -> int:
     return max(TILE_BYTES // (4 * columns), 1)
 
 
-def dequantized_tile_linear(
-    rows: torch.Tensor,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    bits: int,
-) -> torch.Tensor:
-    """rows [M, K] @ dequantize(...)^T + bias, the float weight built tile by tile in scratch."""
+def dequantized_tile_linear(rows: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """rows [M, K] @ dequantize(weight)^T + bias, the float weight built tile by tile in scratch."""
+    qweight, scale, zero_point, bits = weight
     outputs, columns = qweight.shape[0], rows.shape[1]
     tile = min(tile_rows(columns), outputs)
     keeps_weight = torch.is_grad_enabled() and rows.requires_grad  # autograd saves the tile for backward
@@ -335,13 +323,12 @@ def dequantized_tile_linear(
 
     def weight_tile(n0: int, n1: int) -> torch.Tensor:
         zero = zero_point[n0:n1] if zero_point is not None else None
-        weight = dequantize_into(scratch[: (n1 - n0) * columns].view(n1 - n0, columns),
-                                 qweight[n0:n1], scale[n0:n1], zero, bits)
-        return weight.to(rows.dtype)
+        band = QuantizedWeight(qweight[n0:n1], scale[n0:n1], zero, bits)
+        return dequantize_into(scratch[: (n1 - n0) * columns].view(n1 - n0, columns), band).to(rows.dtype)
 
     if tile >= outputs:
-        weight = weight_tile(0, outputs)
-        return torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
+        whole = weight_tile(0, outputs)
+        return torch.addmm(bias, rows, whole.t()) if bias is not None else rows @ whole.t()
     y = rows.new_empty(rows.shape[0], outputs)
     for n0 in range(0, outputs, tile):
         n1 = min(n0 + tile, outputs)

@@ -11,8 +11,9 @@ Method tree of `TritonBackend.compile(gm, example_inputs)`:
     check_environment    triton importable; CUDA tensors, or Triton's interpreter (TRITON_INTERPRET=1)
     partition            codegen/triton/partition.py: fxc op + elementwise chain -> FusionGroup
     lower                a copy of the graph with one call_function(FusedLinear) per group;
-                         FusedLinear (codegen/triton/picker.py) picks the template per call, renders
-                         it, loads it through the KernelCache and autotunes it once per shape
+                         FusedLinear (codegen/triton/picker.py) picks the kernel per call, renders
+                         its template, loads it through the KernelCache, autotunes it once per shape
+                         and runs it through the kernel file's launch wrapper (codegen/triton/kernels/)
     -> TritonProgram     an nn.Module running the lowered graph, with summary()/source()/kernels()
 
 Options (backend_options): fuse_epilogue (fold elementwise followers into the kernel), autotune
@@ -35,6 +36,7 @@ import torch.fx
 
 from fxc.api.backend import Backend
 from fxc.errors import BackendError, OptionError
+from fxc.ir.ops import node_arguments
 
 INTERPRETER_HINT = (
     "to run the Triton kernels on the CPU (slowly, for testing), start Triton's interpreter: set "
@@ -79,7 +81,6 @@ class TritonBackend(Backend):
         return TritonProgram(module, calls, part, cache)
 
     def lower(self, gm: torch.fx.GraphModule, part, cache):
-        from fxc.codegen.triton.partition import op_arguments
         from fxc.codegen.triton.picker import FusedLinear
 
         graph = torch.fx.Graph()
@@ -99,7 +100,7 @@ class TritonBackend(Backend):
             )
             last = copies[group.output]
             mapped = lambda a: copies[a] if isinstance(a, torch.fx.Node) else a
-            args = tuple(mapped(a) for a in op_arguments(group.op_node)) + tuple(copies[o] for o in group.operands)
+            args = tuple(mapped(a) for a in node_arguments(group.op_node)) + tuple(copies[o] for o in group.operands)
             with graph.inserting_before(last):
                 fused = graph.call_function(call, args)
             fused.meta.update({k: v for k, v in last.meta.items() if k == "val" or k.startswith("fxc.")})
@@ -178,10 +179,8 @@ def check_environment(gm: torch.fx.GraphModule, example_inputs) -> bool:
 
 def group_module(group) -> torch.fx.GraphModule:
     """The group's nodes as a small torch graph taking the fused call's arguments (its fallback)."""
-    from fxc.codegen.triton.partition import op_arguments
-
     graph = torch.fx.Graph()
-    op_args = op_arguments(group.op_node)
+    op_args = node_arguments(group.op_node)
     inputs = [graph.placeholder(f"arg{i}") for i in range(len(op_args) + len(group.operands))]
     env = {operand: inputs[len(op_args) + i] for i, operand in enumerate(group.operands)}
     env[group.op_node] = graph.call_function(group.op_node.target, tuple(inputs[: len(op_args)]))

@@ -6,12 +6,14 @@
     config = cache.choose(compiled, key, template, run)  # autotuned once per (source, shapes, dtypes)
 
 `load` writes the source to `<directory>/fxc_<hash>.py` (Triton reads a kernel's source back through
-`inspect`, so it must live in a file) and imports it once per process. Triton itself caches the
-binaries per specialization; this cache adds the choice of config: on a GPU each config of the
-template's short table is timed (`time_on_gpu`: CUDA-graph replay) on the real arguments and the
-fastest kept; under the interpreter (no timing possible) the template's interpreter config is used.
-`interpret` says whether Triton runs kernels in its interpreter (TRITON_INTERPRET=1 when triton
-was imported; `interpreter_active()`), which only changes how configs are chosen.
+`inspect`, so it must live in a file) and imports it once per process; what the source imports (the
+tile helpers of kernels/tiles.py) resolves as in any module. Triton itself caches the binaries per
+specialization, hashing each kernel with the jit functions it calls; this cache adds the choice of
+config: on a GPU each config of the template's short table is timed (`time_on_gpu`: CUDA-graph
+replay) on the real arguments and the fastest kept; under the interpreter (no timing possible) the
+template's interpreter config is used. `interpret` says whether Triton runs kernels in its
+interpreter (TRITON_INTERPRET=1 when triton was imported; `interpreter_active()`), which only
+changes how configs are chosen.
 Reads and writes `<directory>/fxc_*.py`.
 """
 

@@ -19,7 +19,8 @@ and the node's shape is the op's output shape (no broadcasting up). The SwiGLU m
 whichever projection comes first in graph order (`silu(gate(x)) * up(x)` → [gate, silu, mul by up]).
 The fused call is placed where the chain's last node was; every input of the chain is defined before
 that point, so the graph stays topologically sorted. Shapes are compared as text so symbolic sizes
-(dynamic batch or sequence) work. Reads the graph (node.meta["val"]); writes nothing.
+(dynamic batch or sequence) work. Reads the graph (node.meta["val"]) and the constant weights of
+dense linears (their block map); writes nothing; preserves the graph.
 """
 
 from __future__ import annotations
@@ -121,15 +122,6 @@ def partition(
     return Partition(groups, fallbacks)
 
 
-def op_arguments(node: torch.fx.Node) -> tuple:
-    """The op node's arguments in schema order (keyword arguments moved to their positions)."""
-    names = [a.name for a in node.target._schema.arguments]
-    args = list(node.args) + [None] * (len(names) - len(node.args))
-    for i, name in enumerate(names[len(node.args):], start=len(node.args)):
-        args[i] = node.kwargs.get(name)
-    return tuple(args)
-
-
 def _block_sparse_note(gm: torch.fx.GraphModule, node: torch.fx.Node, policy: BlockSparse) -> str | None:
     if node.op != "call_function" or node.target != aten.linear.default:
         return None
@@ -139,14 +131,14 @@ def _block_sparse_note(gm: torch.fx.GraphModule, node: torch.fx.Node, policy: Bl
     tensor = ir.get_tensor(gm, weight.target)
     if tensor.dim() != 2 or tensor.dtype not in FLOAT_DTYPES:
         return None
-    zero = block_map(tensor.detach(), policy.block)[2]
+    zero = block_map(tensor.detach(), policy.block).zero
     return f"block-sparse, {zero:.0%} zero tiles" if zero >= policy.min_zero else None
 
 
 def _static_reason(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:
     if node.target not in LOWERED_OPS:
         return f"no Triton template for {str(node.target).replace('torch.ops.', '')}; runs in torch"
-    args = tuple(_value(gm, a) for a in op_arguments(node))
+    args = tuple(_value(gm, a) for a in ops.node_arguments(node))
     if any(isinstance(a, torch.fx.Node) for a in args):
         return "an argument has no meta['val'] (shape and dtype unknown)"
     reason = unsupported_reason(node.target, args)

@@ -1,22 +1,30 @@
-"""The picker: one fused call of a compressed linear plus its epilogue, lowered to a Triton kernel.
+"""The picker: which kernel, with which config, serves one fused call of a compressed linear plus its
+epilogue. Checking the arguments, allocating and launching is the kernel file's `launch`.
 
     fused = FusedLinear(torch.ops.fxc.quantized_linear.default, Epilogue((Step("silu"),)), cache)
     y = fused(x, qweight, scale, zero_point, bias, bits)   # the op's arguments, then epilogue operands
     fused.source()                                         # the kernel text the last call ran
 
-Which template serves a call (decided here, never in the template files):
+Which kernel serves a call (decided here, never in the kernel files):
 
-    fxc.quantized_linear  bits=8  M <= decode_max_m -> triton_gemv (LOAD_INT8), else triton_w8a16
-                          bits=4  M <= decode_max_m -> triton_gemv (LOAD_INT4), else triton_w4a16
-    fxc.int8_linear       triton_w8a8 (row quantization kernel + int8 GEMM)
-    fxc.sparse_nm_linear  triton_sparse
-    aten.linear           triton_block_sparse (the partition sends only weights with many zero blocks)
+    fxc.quantized_linear  bits=8  M <= decode_max_m -> kernels/gemv.py (int8 weight load),
+                                  else kernels/dequant_gemm.py (template w8a16_gemm)
+                          bits=4  M <= decode_max_m -> kernels/gemv.py (int4 weight load),
+                                  else kernels/dequant_gemm.py (template w4a16_gemm)
+    fxc.int8_linear       kernels/w8a8.py (row quantization kernel + int8 GEMM)
+    fxc.sparse_nm_linear  kernels/sparse_nm.py
+    aten.linear           kernels/block_sparse.py (the partition sends only weights with many zero blocks;
+                          their block map is computed once per weight and kept here)
 
-The op's own bias becomes the first epilogue step. Arguments no template supports (a dtype, a
-layout; see `unsupported_reason`) run through `fallback` (the group's torch graph, or the op's
-torch reference plus the epilogue) and are counted in `fallbacks`: slower, never wrong. Kernels
-compute in float32 under the interpreter (its bf16 dot is not exact) and in the input's dtype with
-float32 accumulation on a GPU. Reads and writes nothing itself (the cache writes kernel files).
+Per call: the op's own bias becomes the first epilogue step; the kernel's template is rendered for
+the epilogue and the compute dtype and loaded through the KernelCache (once per FusedLinear and
+rendering); the cache chooses the config (once per kernel text, shapes and dtypes); the kernel
+file's `launch` writes `out`, which is allocated here in the dtype of the fused chain (NaN-filled
+with poison_outputs). Arguments no kernel supports (a dtype, a layout; see `unsupported_reason`)
+run through `fallback` (the group's torch graph, or the op's torch reference plus the epilogue) and
+are counted in `fallbacks`: slower, never wrong. Kernels compute in float32 under the interpreter
+(its bf16 dot is not exact) and in the input's dtype with float32 accumulation on a GPU.
+Reads and writes nothing itself (the cache writes kernel files).
 """
 
 from __future__ import annotations
@@ -30,15 +38,16 @@ import triton
 
 from fxc.codegen.triton.cache import CompiledKernel, KernelCache
 from fxc.codegen.triton.epilogue import Epilogue, Step, apply_reference
-from fxc.codegen.triton.kernels import block_sparse as triton_block_sparse
-from fxc.codegen.triton.kernels import gemv as triton_gemv
-from fxc.codegen.triton.kernels import sparse_nm as triton_sparse
-from fxc.codegen.triton.kernels import w4a16 as triton_w4a16
-from fxc.codegen.triton.kernels import w8a8 as triton_w8a8
-from fxc.codegen.triton.kernels import w8a16 as triton_w8a16
+from fxc.codegen.triton.kernels import block_sparse, dequant_gemm, gemv, sparse_nm, w8a8
+from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES
+from fxc.ir.ops import Int8LinearArgs, QuantizedLinearArgs, SparseNMLinearArgs
 
 fxc_ops = torch.ops.fxc
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+TEMPLATES = {  # every kernel file's template(s), by name
+    template.name: template
+    for template in (gemv.TEMPLATE, *dequant_gemm.TEMPLATES.values(), w8a8.TEMPLATE, sparse_nm.TEMPLATE,
+                     block_sparse.TEMPLATE)
+}
 TL_DTYPES = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32"}
 LOWERED_OPS = (
     fxc_ops.quantized_linear.default, fxc_ops.int8_linear.default, fxc_ops.sparse_nm_linear.default,
@@ -58,14 +67,14 @@ def promoted_dtype(values: list) -> torch.dtype:
 
 
 def unsupported_reason(op, args: tuple) -> str | None:
-    """Why no template serves `op(*args)` (tensors or fake tensors), or None when one does."""
+    """Why no kernel serves `op(*args)` (tensors or fake tensors), or None when one does."""
     if op not in LOWERED_OPS:
         return f"no Triton template for {op}"
     x = args[0]
     if x.dtype not in FLOAT_DTYPES:
         return f"input dtype {x.dtype} (templates take float16, bfloat16, float32)"
     if op == fxc_ops.quantized_linear.default:
-        qweight, scale, zero_point, _, bits = args[1:6]
+        _, qweight, scale, zero_point, _, bits = QuantizedLinearArgs(*args)
         expected = torch.int8 if bits == 8 else torch.uint8
         if bits not in (4, 8) or qweight.dtype != expected or qweight.dim() != 2:
             return f"qweight {qweight.dtype} {tuple(qweight.shape)} with bits={bits} is not a qformat layout"
@@ -75,7 +84,7 @@ def unsupported_reason(op, args: tuple) -> str | None:
         if zero_point is not None and tuple(zero_point.shape) != tuple(scale.shape):
             return f"zero point of shape {tuple(zero_point.shape)} differs from the scale's"
     elif op == fxc_ops.int8_linear.default:
-        qweight, weight_scale, _, input_scale = args[1:5]
+        _, qweight, weight_scale, _, input_scale = Int8LinearArgs(*args)
         if qweight.dtype != torch.int8 or qweight.dim() != 2 or weight_scale.numel() != qweight.shape[0]:
             return f"qweight {qweight.dtype} {tuple(qweight.shape)} / weight scale {tuple(weight_scale.shape)}"
         if input_scale is not None and input_scale.numel() != 1:
@@ -85,7 +94,7 @@ def unsupported_reason(op, args: tuple) -> str | None:
         if weight.dim() != 2 or weight.dtype != x.dtype:
             return f"weight {weight.dtype} {tuple(weight.shape)} for an input of {x.dtype}"
     else:
-        values, indices, scale, _, n_keep, m_group = args[1:7]
+        _, values, indices, scale, _, n_keep, m_group = SparseNMLinearArgs(*args)
         if values.dtype not in (*FLOAT_DTYPES, torch.int8) or indices.dtype != torch.uint8:
             return f"values {values.dtype} / indices {indices.dtype} (templates take float or int8 / uint8)"
         if not 0 < n_keep < m_group or values.shape[1] % n_keep:
@@ -100,7 +109,7 @@ class FusedLinear:
 
     def __init__(self, op, epilogue: Epilogue, cache: KernelCache, name: str = "fused_linear",
                  out_dtype: torch.dtype | None = None, fallback: Callable[..., torch.Tensor] | None = None,
-                 decode_max_m: int = triton_gemv.MAX_M, configs: dict[str, dict] | None = None,
+                 decode_max_m: int = gemv.MAX_M, configs: dict[str, dict] | None = None,
                  poison_outputs: bool = False, block: int = 64):
         if op not in LOWERED_OPS:
             raise ValueError(f"FusedLinear lowers {[str(o) for o in LOWERED_OPS]}, not {op}")
@@ -108,7 +117,7 @@ class FusedLinear:
         self.__name__ = name
         self.out_dtype = out_dtype
         self.fallback = fallback or self._reference
-        self.decode_max_m = min(decode_max_m, triton_gemv.MAX_M)
+        self.decode_max_m = min(decode_max_m, gemv.MAX_M)
         self.configs = configs or {}
         self.poison_outputs = poison_outputs
         self.arity = OP_ARITY[op]
@@ -117,7 +126,7 @@ class FusedLinear:
         self.last: tuple[str, CompiledKernel, dict] | None = None
         self._compiled: dict[tuple, CompiledKernel] = {}  # (template, epilogue, dtype, hooks) -> kernels
         self.block = block  # aten.linear: the block size of the weight's block map
-        self._block_maps: dict[tuple, tuple] = {}
+        self._block_maps: dict[tuple, block_sparse.BlockMap] = {}  # the last weight's
 
     def __repr__(self) -> str:
         return f"FusedLinear({self.__name__}: {self.op} + {self.epilogue.describe()})"
@@ -157,15 +166,16 @@ class FusedLinear:
         m, k = x.shape
         n = out.shape[1]
         epilogue, operands = self._with_bias(op_args[BIAS_INDEX[self.op]], operands)
-        module, extra_hooks, launch_args, launch_kwargs = self._pick(x, op_args)
-        compiled = self.render_and_load(module.TEMPLATE, epilogue, x.dtype, extra_hooks)
+        kernel, template, hooks, weights, options = self._pick(x, op_args)
+        compiled = self.render_and_load(template, epilogue, x.dtype, hooks)
         epilogue_args = epilogue.runtime_args(operands, m, n)
-        run = lambda config: module.launch(compiled, config, x, *launch_args, out, epilogue_args, **launch_kwargs)
-        key = (module.TEMPLATE.name, triton.next_power_of_2(m), n, k, str(x.dtype), str(out.dtype))
-        config = self.cache.choose(compiled, key, module.TEMPLATE, run, forced=self.configs.get(module.TEMPLATE.name))
+        run = lambda config: kernel.launch(compiled, config, x, *weights, epilogue_args=epilogue_args, out=out,
+                                           **options)
+        key = (template.name, triton.next_power_of_2(m), n, k, str(x.dtype), str(out.dtype))
+        config = self.cache.choose(compiled, key, template, run, forced=self.configs.get(template.name))
         run(config)
-        self.launches[module.TEMPLATE.name] += 1
-        self.last = (module.TEMPLATE.name, compiled, config)
+        self.launches[template.name] += 1
+        self.last = (template.name, compiled, config)
 
     def _with_bias(self, bias, operands: list) -> tuple[Epilogue, list]:
         if bias is None:
@@ -174,29 +184,27 @@ class FusedLinear:
         return Epilogue((Step("add", operand=0), *shifted)), [bias, *operands]
 
     def _pick(self, x: torch.Tensor, op_args: tuple):
-        """(template module, extra hooks, launch arguments after x, launch keywords) for this call."""
+        """(kernel module, template, its extra template hooks, its launch arguments after x, launch keywords)."""
         if self.op == fxc_ops.quantized_linear.default:
-            qweight, scale, zero_point, _, bits = op_args[1:6]
-            zeros = None if zero_point is None else zero_point.float().contiguous()
-            tensors = (qweight, scale.float().contiguous(), zeros)
+            _, qweight, scale, zero_point, _, bits = QuantizedLinearArgs(*op_args)
+            weights = (qweight, scale, zero_point, bits)
             if x.shape[0] <= self.decode_max_m:
-                loader = triton_gemv.LOAD_INT8 if bits == 8 else triton_gemv.LOAD_INT4
-                return triton_gemv, {"load_weight": loader}, tensors, {}
-            return (triton_w8a16 if bits == 8 else triton_w4a16), {}, tensors, {}
+                return gemv, gemv.TEMPLATE, {"load_weight": gemv.load_weight(bits)}, weights, {}
+            return dequant_gemm, dequant_gemm.TEMPLATES[bits], {}, weights, {}
         if self.op == fxc_ops.int8_linear.default:
-            qweight, weight_scale, _, input_scale = op_args[1:5]
-            static = None if input_scale is None else input_scale.float().reshape(1)
-            scales = weight_scale.float().reshape(-1).contiguous()
-            return triton_w8a8, {}, (qweight, scales, static), {"interpret": self.cache.interpret}
+            _, qweight, weight_scale, _, input_scale = Int8LinearArgs(*op_args)
+            return w8a8, w8a8.TEMPLATE, {}, (qweight, weight_scale, input_scale), {"interpret": self.cache.interpret}
         if self.op == torch.ops.aten.linear.default:
-            weight = op_args[1]
-            key = (weight.data_ptr(), weight._version, self.block)
-            if key not in self._block_maps:
-                self._block_maps = {key: triton_block_sparse.block_map(weight, self.block)[:2]}
-            return triton_block_sparse, {}, (weight, *self._block_maps[key], self.block), {}
-        values, indices, scale, _, n_keep, m_group = op_args[1:7]
-        per_channel = None if scale is None else scale.float().reshape(-1).contiguous()
-        return triton_sparse, {}, (values, indices, per_channel, n_keep, m_group), {}
+            return block_sparse, block_sparse.TEMPLATE, {}, (op_args[1], self._block_map(op_args[1])), {}
+        _, values, indices, scale, _, n_keep, m_group = SparseNMLinearArgs(*op_args)
+        return sparse_nm, sparse_nm.TEMPLATE, {}, (values, indices, scale, n_keep, m_group), {}
+
+    def _block_map(self, weight: torch.Tensor) -> block_sparse.BlockMap:
+        """The weight's block map, recomputed when the weight changes (another tensor, or written in place)."""
+        key = (weight.data_ptr(), weight._version, self.block)
+        if key not in self._block_maps:
+            self._block_maps = {key: block_sparse.block_map(weight, self.block)}
+        return self._block_maps[key]
 
     def render_and_load(self, template, epilogue: Epilogue, x_dtype: torch.dtype, extra_hooks: dict) -> CompiledKernel:
         """The kernels of `template` filled in for this epilogue and dtype (rendered once per FusedLinear)."""

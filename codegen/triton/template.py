@@ -7,9 +7,11 @@ A template is the text of one or more `@triton.jit` kernels. Two kinds of hook a
     {{compute_dtype}}     an inline hook: replaced in place inside a line
 
 Every hook the text names must be given and every given hook must be used, so a typo fails at
-render time, not as a Triton compile error. `render` returns plain source; triton_cache.py turns it
-into kernels. The kernel templates themselves live one per file (triton_w8a16.py, triton_w4a16.py,
-triton_gemv.py, triton_w8a8.py, triton_sparse.py). Reads and writes nothing.
+render time, not as a Triton compile error. `render` returns plain source; cache.py turns it into
+kernels. The templates themselves live one kernel file each in kernels/ (gemv.py, dequant_gemm.py
+with two templates over one text, w8a8.py, sparse_nm.py, block_sparse.py), beside the launch wrapper
+of their kernels.
+Reads and writes nothing.
 """
 
 from __future__ import annotations

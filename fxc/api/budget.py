@@ -10,15 +10,16 @@ Exactly one of `bytes`, `ratio`, `latency`. `scope` says what bytes and ratio co
             embeddings, the LM head, norms and biases it does not touch are left out
     model   every tensor of the model as fxc.ir.cost.model_bytes counts it, untouched ones included
 `candidates` (None: the pass's default set) are spec strings of passes/auto/candidates.py plus "keep".
-`pass_options()` gives the options of the `auto` pass; fxc.compile(..., target=Budget(...)) appends that
-pass (looked up by name in the registry) to the pipeline. Typed config first, text second: the same
+`pass_options()` gives the options of the pass that carries a budget out; fxc.compile(..., target=Budget(...))
+looks that pass up in the registry's `fxc.targets` group under `Budget.name` ("budget"; pyproject.toml
+maps it to the `auto` pass) and appends it to the pipeline. Typed config first, text second: the same
 budget written as pipeline text is `auto{ratio=6}`. Reads and writes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fxc.errors import OptionError
 
@@ -27,6 +28,7 @@ SCOPES = ("layers", "model")
 
 @dataclass(frozen=True)
 class Budget:
+    name: ClassVar[str] = "budget"  # its entry in the `fxc.targets` registry group
     bytes: int | None = None  # stored bytes (in `scope`)
     ratio: float | None = None  # dense fp32 size / compressed size (in `scope`)
     latency: float | None = None  # seconds, estimated by the auto pass's roofline cost model
@@ -57,7 +59,7 @@ class Budget:
             object.__setattr__(self, "bytes", int(self.bytes))
 
     def pass_options(self) -> dict[str, Any]:
-        """Options of the `auto` pass that carry this budget out."""
+        """Options of the pass that carries this budget out (the `fxc.targets` entry `budget`)."""
         options: dict[str, Any] = {"scope": self.scope}
         for name in ("bytes", "ratio", "latency", "candidates"):
             if getattr(self, name) is not None:

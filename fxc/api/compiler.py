@@ -49,14 +49,15 @@ def compile(
     example_inputs: one batch the model accepts (tensor, tuple or dict of keyword inputs); defaults
     to the first calibration batch. calibration: an iterable of such batches, for passes that
     calibrate. loss_fn(outputs, batch) -> scalar, for loss-aware analyses (Hutchinson sensitivity).
-    target: an fxc.Budget; appends the `auto` pass (budgeted per-layer compression) after `passes`.
+    target: an fxc.Budget; appends the pass registered for it (entry-point group `fxc.targets`, under
+    the target's `name`: budgeted per-layer compression) after `passes`.
     """
     pipeline = Pipeline.of(passes)  # parse first: a typo fails before any tracing work
     if target is not None:
         if not isinstance(target, Budget):
             raise OptionError(f"fxc.compile: target must be an fxc.Budget, got {type(target).__name__}")
-        auto = registry.lookup("fxc.passes", "auto")(**target.pass_options())
-        pipeline = Pipeline((*pipeline.entries, Entry(auto)))
+        carry_out = registry.lookup("fxc.targets", target.name)(**target.pass_options())
+        pipeline = Pipeline((*pipeline.entries, Entry(carry_out)))
     calib = Calibration.of(calibration)
     if example_inputs is None:
         if calib is None:

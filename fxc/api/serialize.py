@@ -35,6 +35,7 @@ from fxc.api.backend import CompiledModule
 from fxc.errors import FormatError, OptionError
 from fxc.ir.graph_json import graph_from_json, graph_to_json
 from fxc.passmgr import registry
+from fxc.version import __version__
 
 FORMAT = "fxc-compiled-model"
 FORMAT_VERSION = 1
@@ -44,8 +45,6 @@ MANIFEST, WEIGHTS = "manifest.json", "weights.safetensors"
 def save(compiled: CompiledModule, path: str | Path) -> Path:
     """Write `compiled` (what fxc.compile returns) to the folder `path`; returns the folder."""
     from safetensors.torch import save_file
-
-    from fxc import __version__
 
     if not isinstance(compiled, CompiledModule):
         raise TypeError(f"fxc.save takes what fxc.compile returns (a CompiledModule), got {type(compiled).__name__}")
@@ -101,7 +100,7 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
         if (key, kind) not in made:
             value = stored[key]
             made[key, kind] = torch.nn.Parameter(value, requires_grad=False) if kind == "parameter" else value
-        _register(root, target, made[key, kind], kind)
+        ir.register_tensor(root, target, made[key, kind], kind)
     gm = graph_from_json(manifest["graph"], root)
     name = backend or manifest["backend"]
     if backend_options is None:
@@ -204,21 +203,6 @@ def _body_sha256(body: dict) -> str:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-
-
-def _register(root: torch.nn.Module, target: str, tensor: torch.Tensor, kind: str) -> None:
-    prefix, _, attr = target.rpartition(".")
-    owner = root
-    for part in prefix.split(".") if prefix else []:
-        if not hasattr(owner, part):
-            owner.add_module(part, torch.nn.Module())
-        owner = getattr(owner, part)
-    if kind == "parameter":
-        owner.register_parameter(attr, tensor)
-    elif kind == "buffer":
-        owner.register_buffer(attr, tensor)
-    else:
-        setattr(owner, attr, tensor)
 
 
 def _saved_options(manifest: dict) -> dict:

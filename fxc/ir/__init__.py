@@ -8,7 +8,8 @@ Canonical form (what every frontend produces, what `verify` checks):
 - weight layers (aten.linear / aten.conv2d / aten.embedding with a get_attr weight) carry LayerInfo.
 
 Helpers: `weight_layers(gm)` lists the layers a compression pass works on; `get_tensor`,
-`set_tensor`, `add_tensor` read and write the module's tensors by dotted name; `refresh_meta`
+`set_tensor`, `add_tensor` read and write the module's tensors by dotted name, `register_tensor`
+puts one at an exact dotted name (making the submodules on the way); `refresh_meta`
 re-runs shape propagation after a rewrite; `remove_unused_tensors` frees what a rewrite replaced.
 """
 
@@ -89,14 +90,26 @@ def add_tensor(gm: torch.fx.GraphModule, name: str, value: torch.Tensor) -> str:
     while _exists(gm, candidate):
         suffix += 1
         candidate = f"{name}_{suffix}"
-    prefix, _, attr = candidate.rpartition(".")
-    owner = gm
+    register_tensor(gm, candidate, value.detach())
+    return candidate
+
+
+def register_tensor(root: torch.nn.Module, target: str, value: torch.Tensor, kind: str = "buffer") -> None:
+    """Register `value` at the dotted `target` of `root`, adding an empty submodule for each missing part
+    of the path: as a parameter (kind "parameter"; `value` must be a Parameter), a buffer ("buffer") or a
+    plain attribute (any other kind). `value` is stored as given (not detached, not copied)."""
+    prefix, _, attr = target.rpartition(".")
+    owner = root
     for part in prefix.split(".") if prefix else []:
         if not hasattr(owner, part):
             owner.add_module(part, torch.nn.Module())
         owner = getattr(owner, part)
-    owner.register_buffer(attr, value.detach())
-    return candidate
+    if kind == "parameter":
+        owner.register_parameter(attr, value)
+    elif kind == "buffer":
+        owner.register_buffer(attr, value)
+    else:
+        setattr(owner, attr, value)
 
 
 def remove_unused_tensors(gm: torch.fx.GraphModule) -> int:

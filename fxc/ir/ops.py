@@ -11,20 +11,48 @@ compiles). Storage layouts are described in fxc/ir/qformat.py.
                                      activation scale, per-channel weight scale
     torch.ops.fxc.sparse_nm_linear   N:M sparse linear: kept values plus their in-group indices
 
+Each op has a typed view of its arguments, a NamedTuple built from the op's schema (one field per
+argument, same name, same order), so code that reads an op node names them instead of counting
+positions (keyword arguments are read too):
+
+    args = QuantizedLinearArgs.of(node)      # args.qweight, args.scale, args.bits, ...
+    args = op_arguments(node)                # the view that fits node.target (OP_ARGUMENTS)
+    QuantizedLinearArgs(*values)             # the same view over run-time values in schema order
+
+Backend-internal op (never written by a pass, not in OPS, not part of the IR contract):
+
+    torch.ops.fxc_native.plane_linear   rows [M, K] times a weight-only quantized weight, as
+                                        quantized_linear on 2-D rows. The torch backend emits it under
+                                        torch.compile so that Inductor keeps its native CPU kernel (the
+                                        AMX plane kernel, registered for "cpu" by
+                                        codegen/torch/weight_only.py) as one opaque call; the reference
+                                        here (dequantize, then linear) runs wherever no kernel is
+                                        registered. Its own namespace keeps it apart from the contract.
+
 Reads and writes no files. Importing it registers the ops (fxc/__init__ imports it).
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
+import torch.fx
 import torch.nn.functional as F
 
+from fxc.errors import NodeError
 from fxc.ir import qformat
 
 
 def _check_bits(bits: int) -> None:
     if bits not in qformat.SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {qformat.SUPPORTED_BITS}, got {bits}")
+
+
+def _dequantized(qweight, scale, zero_point, bits: int, dtype: torch.dtype) -> torch.Tensor:
+    """The float weight, in `dtype`, of a stored weight-only quantized one (bits checked)."""
+    _check_bits(bits)
+    return qformat.dequantize(qweight, scale, zero_point, bits).to(dtype)
 
 
 def unpacked_columns(qweight: torch.Tensor, bits: int) -> int:
@@ -45,9 +73,7 @@ def quantized_linear(
     bits: int,
 ) -> torch.Tensor:
     """y = x @ dequantize(qweight, scale, zero_point)^T + bias, computed in x's dtype."""
-    _check_bits(bits)
-    weight = qformat.dequantize(qweight, scale, zero_point, bits).to(x.dtype)
-    return F.linear(x, weight, bias)
+    return F.linear(x, _dequantized(qweight, scale, zero_point, bits, x.dtype), bias)
 
 
 @quantized_linear.register_fake
@@ -73,8 +99,7 @@ def quantized_conv2d(
     groups: int,
 ) -> torch.Tensor:
     """conv2d with a weight stored as a quantized [O, C/g*kh*kw] matrix of the given weight_shape."""
-    _check_bits(bits)
-    weight = qformat.dequantize(qweight, scale, zero_point, bits).to(x.dtype).view(weight_shape)
+    weight = _dequantized(qweight, scale, zero_point, bits, x.dtype).view(weight_shape)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -156,6 +181,84 @@ def sparse_nm_linear(
 @sparse_nm_linear.register_fake
 def _(x, values, indices, scale, bias, n, m):
     return x.new_empty((*x.shape[:-1], values.shape[0]))
+
+
+# --- backend-internal: plane_linear -------------------------------------------------------------------
+
+
+@torch.library.custom_op("fxc_native::plane_linear", mutates_args=())
+def plane_linear(
+    rows: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+) -> torch.Tensor:
+    """rows [M, K] @ dequantize(qweight, scale, zero_point)^T + bias: quantized_linear on 2-D rows. The
+    reference; a backend registers its own kernel per device (module docstring)."""
+    return F.linear(rows, _dequantized(qweight, scale, zero_point, bits, rows.dtype), bias)
+
+
+@plane_linear.register_fake
+def _(rows, qweight, scale, zero_point, bias, bits):
+    return rows.new_empty(rows.shape[0], qweight.shape[0])
+
+
+# --- typed views of an op node's arguments ---------------------------------------------------------
+# A field holds a torch.fx.Node (or a constant) when read from a graph, a value when built from a call.
+
+
+def node_arguments(node: torch.fx.Node) -> tuple:
+    """The arguments of a call_function node of an op (OpOverload) in its schema order: keyword arguments
+    moved to their positions, left-out ones as their schema default."""
+    schema = node.target._schema.arguments
+    values = list(node.args)
+    for argument in schema[len(values):]:
+        if argument.name in node.kwargs:
+            values.append(node.kwargs[argument.name])
+        elif argument.has_default_value():
+            values.append(argument.default_value)
+        else:
+            raise NodeError(node, f"{node.target} is missing its argument {argument.name!r}")
+    return tuple(values)
+
+
+def _view_of(cls, node: torch.fx.Node):
+    if node.op != "call_function" or node.target != cls.OP:
+        raise NodeError(node, f"{cls.__name__} reads {cls.OP} nodes, not {node.op} {node.target}")
+    return cls(*node_arguments(node))
+
+
+def _arguments_view(name: str, op: torch._ops.OpOverload) -> type:
+    """A NamedTuple class over `op`'s arguments: one field per schema argument, named and ordered as there
+    (so a view cannot drift from its op), with `OP` (the op) and `of(node)` (the view of an op node)."""
+    fields = [argument.name for argument in op._schema.arguments]
+    view = NamedTuple(name, [(field, Any) for field in fields])
+    view.__module__ = __name__
+    view.__doc__ = f"The arguments of {op._schema.name.replace('::', '.')}: {', '.join(fields)}."
+    view.OP = op
+    view.of = classmethod(_view_of)
+    return view
+
+
+QuantizedLinearArgs = _arguments_view("QuantizedLinearArgs", torch.ops.fxc.quantized_linear.default)
+QuantizedConv2dArgs = _arguments_view("QuantizedConv2dArgs", torch.ops.fxc.quantized_conv2d.default)
+Int8LinearArgs = _arguments_view("Int8LinearArgs", torch.ops.fxc.int8_linear.default)
+SparseNMLinearArgs = _arguments_view("SparseNMLinearArgs", torch.ops.fxc.sparse_nm_linear.default)
+
+
+OP_ARGUMENTS = {
+    view.OP: view for view in (QuantizedLinearArgs, QuantizedConv2dArgs, Int8LinearArgs, SparseNMLinearArgs)
+}
+
+
+def op_arguments(node: torch.fx.Node) -> NamedTuple:
+    """The typed view of an fxc op node's arguments (QuantizedLinearArgs, ...)."""
+    view = OP_ARGUMENTS.get(node.target)
+    if view is None:
+        raise NodeError(node, f"{node.target} is not an op of fxc's op set")
+    return view.of(node)
 
 
 OPS = {

@@ -114,13 +114,13 @@ def group_scales(
     grouped: torch.Tensor, bits: int, symmetric: bool, full_range: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scales (and zero points) for weights viewed as [N, G, group]; reduces the last dim.
-    Symmetric, full_range=False: amax maps to hi (±127 for int8): the weights of W8A8 (SmolLM2 W8A8
-    perplexity 18.25 with it and full-range activations, 18.36 with full-range weights too)."""
+    Symmetric, full_range=False: amax maps to hi (±127 for int8): the weights of W8A8 (their activations
+    take the full range; benchmarks/RESULTS.md compares the two choices)."""
     lo, hi = qrange(bits)
     if symmetric:
         # full range: amax maps to hi + 1/2, so the whole signed range is used (-8 included for int4: 16
-        # levels, not 15) and no value is more than half a step away (the largest clamps to hi). SmolLM2 W4
-        # g64 RTN perplexity 27.19 with amax / hi, 25.21 with this rule (benchmarks/RESULTS.md)
+        # levels, not 15) and no value is more than half a step away (the largest clamps to hi); the
+        # comparison with amax / hi is in benchmarks/RESULTS.md
         amax = grouped.abs().amax(dim=-1)
         scale = torch.where(amax > 0, amax / (hi + 0.5 if full_range else hi), torch.ones_like(amax))
         return scale, None
@@ -157,8 +157,8 @@ ACTIVATION_LEVELS = 127.5  # max |x| maps to ±127.5: the whole int8 range, no v
 def quantize_activations_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic symmetric int8 per row of x [M, K]: (q int8 [M, K], scale float32 [M, 1]).
     scale = max|x| / 127.5 and q in [-128, 127] (the row's largest positive value clamps to 127, half a
-    step away like any other): a 0.4% finer step than max|x| / 127 on ±127. SmolLM2 W8A8 perplexity 18.25
-    with it, 18.32 with ±127 (torchao's W8A8, which uses this range: 18.31; benchmarks/RESULTS.md)."""
+    step away like any other): a 0.4% finer step than max|x| / 127 on ±127 (the range torchao's
+    W8A8 uses; benchmarks/RESULTS.md compares the two)."""
     amax = x.detach().abs().amax(dim=-1, keepdim=True).to(torch.float32)
     scale = torch.where(amax > 0, amax / ACTIVATION_LEVELS, torch.ones_like(amax))
     return quantize_activations(x, scale), scale

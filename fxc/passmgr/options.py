@@ -101,7 +101,7 @@ def validate_options(obj) -> None:
 
 def _coerce_type(owner: str, f: dataclasses.Field, value: Any, expected: Any) -> Any:
     """Accept ints for floats and lists for tuples; reject anything else of the wrong type."""
-    allowed = _allowed_types(expected)
+    allowed = allowed_types(expected)
     if (
         not allowed
         or isinstance(value, tuple(allowed))
@@ -118,14 +118,15 @@ def _coerce_type(owner: str, f: dataclasses.Field, value: Any, expected: Any) ->
     )
 
 
-def _allowed_types(expected: Any) -> set[type]:
+def allowed_types(expected: Any) -> set[type]:
+    """The Python types an option annotated `expected` accepts (empty: any value)."""
     if expected is Any:
         return set()
     origin = typing.get_origin(expected)
     if origin in (typing.Union, types.UnionType):
         out: set[type] = set()
         for arg in typing.get_args(expected):
-            sub = _allowed_types(arg)
+            sub = allowed_types(arg)
             if not sub:
                 return set()
             out |= sub
@@ -138,7 +139,7 @@ def _allowed_types(expected: Any) -> set[type]:
 
 
 def _type_name(expected: Any) -> str:
-    names = sorted(t.__name__ for t in _allowed_types(expected)) or ["any value"]
+    names = sorted(t.__name__ for t in allowed_types(expected)) or ["any value"]
     return " or ".join("none" if n == "NoneType" else n for n in names)
 
 

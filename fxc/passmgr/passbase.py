@@ -15,21 +15,27 @@ with a kebab-case `name` and a `run(gm, am) -> PassResult`. It keeps no state be
             return PassResult(changed=True, preserved=frozenset({"act-stats"}))
 
 An analysis is the same kind of dataclass with `compute(gm, am) -> result`; the AnalysisManager
-caches results by (analysis, options). Reads and writes nothing itself.
+caches results by (analysis, options).
+
+`am` is typed as `AnalysisProvider`, the part of fxc.passmgr.analysis_manager.AnalysisManager that
+passes and analyses use, so this module does not import the manager (which imports it). Reads and
+writes nothing itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+import torch
 import torch.fx
 
-from fxc.passmgr.options import declared, to_text_name, validate_options
-
-if TYPE_CHECKING:
-    from fxc.passmgr.analysis_manager import AnalysisManager
+from fxc.passmgr.calibration import Calibration
+from fxc.passmgr.options import declared, describe_range, to_text_name, validate_options
+from fxc.passmgr.pipeline_text import format_value
+from fxc.passmgr.progress import Ticker
 
 ALL = "*"  # in PassResult.preserved: every analysis stays valid
 
@@ -47,6 +53,26 @@ class PassResult:
         return not self.changed or ALL in self.preserved or analysis_name in self.preserved
 
 
+class AnalysisProvider(Protocol):
+    """What a pass's `run` and an analysis's `compute` receive as `am` (fxc.passmgr.analysis_manager.
+    AnalysisManager implements it): analyses on demand, the calibration data and the progress hook."""
+
+    gm: torch.fx.GraphModule
+    calibration: Calibration | None
+    example_inputs: tuple[tuple, dict] | None
+    loss_fn: Callable[..., torch.Tensor] | None
+    instruments: tuple
+    progress: Ticker
+
+    def get(self, analysis: str | Analysis, **options: Any) -> Any: ...
+
+    def cached(self, analysis: str | Analysis) -> bool: ...
+
+    def require_calibration(self, who: str) -> Calibration: ...
+
+    def run_model(self, args: tuple, kwargs: dict) -> Any: ...
+
+
 class _Configurable:
     """Shared by passes and analyses: options validated on construction, printed as pipeline text."""
 
@@ -57,8 +83,6 @@ class _Configurable:
 
     @classmethod
     def help(cls) -> str:
-        from fxc.passmgr.options import describe_range
-
         lines = [f"{cls.name}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}"]
         for f in declared(cls):
             lines.append(
@@ -75,8 +99,6 @@ class _Configurable:
     def to_text(self, explicit: list[str] | None = None) -> str:
         """Pipeline text for this object: `name{opt=value,...}` with the explicit options (default:
         the ones that differ from their defaults), in declaration order."""
-        from fxc.passmgr.pipeline import format_value
-
         keys = self.non_default_options() if explicit is None else explicit
         order = [f.name for f in declared(self)]
         keys = sorted(keys, key=order.index)
@@ -92,14 +114,14 @@ class _Configurable:
 class Pass(_Configurable):
     """Base of every rewrite (and planning) pass."""
 
-    def run(self, gm: torch.fx.GraphModule, am: AnalysisManager) -> PassResult:
+    def run(self, gm: torch.fx.GraphModule, am: AnalysisProvider) -> PassResult:
         raise NotImplementedError(f"{type(self).__name__} does not implement run(gm, am)")
 
 
 class Analysis(_Configurable):
     """Base of every analysis: `compute` returns a result the AnalysisManager caches."""
 
-    def compute(self, gm: torch.fx.GraphModule, am: AnalysisManager) -> Any:
+    def compute(self, gm: torch.fx.GraphModule, am: AnalysisProvider) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement compute(gm, am)")
 
 

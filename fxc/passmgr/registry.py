@@ -1,7 +1,8 @@
-"""Registries of passes, analyses and backends, filled from entry points.
+"""Registries of passes, analyses, backends and compile targets, filled from entry points.
 
-Groups: `fxc.passes`, `fxc.analyses`, `fxc.backends`. fxc's own passes are registered the same way
-(pyproject.toml), so a third-party package adds a pass exactly as fxc does:
+Groups: `fxc.passes`, `fxc.analyses`, `fxc.backends`, and `fxc.targets` (the pass that carries out a
+typed target of fxc.compile, by the target's `name`: `budget` for fxc.Budget). fxc's own are
+registered the same way (pyproject.toml), so a third-party package adds a pass exactly as fxc does:
 
     [project.entry-points."fxc.passes"]
     my-pass = "my_package.my_pass:MyPass"
@@ -19,8 +20,8 @@ from typing import Any
 
 from fxc.errors import UnknownNameError
 
-GROUPS = ("fxc.passes", "fxc.analyses", "fxc.backends")
-_KIND = {"fxc.passes": "pass", "fxc.analyses": "analysis", "fxc.backends": "backend"}
+GROUPS = ("fxc.passes", "fxc.analyses", "fxc.backends", "fxc.targets")
+_KIND = {"fxc.passes": "pass", "fxc.analyses": "analysis", "fxc.backends": "backend", "fxc.targets": "target"}
 
 _entry_points: dict[str, dict[str, importlib.metadata.EntryPoint]] | None = None
 _registered: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}

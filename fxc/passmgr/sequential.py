@@ -74,8 +74,8 @@ def segments(gm: torch.fx.GraphModule, kinds: tuple[str, ...] = ("linear", "conv
 
 def segments_through(all_segments: list[Segment], wanted: set[torch.fx.Node]) -> list[Segment]:
     """The segments up to the last one holding a layer in `wanted` (their `count` set to match): nothing
-    after it needs running for a pass that compresses `wanted` (SmolLM2: the 49152-word lm_head would
-    otherwise run on every calibration batch, 24 s of the model's 30 blocks' ~140)."""
+    after it needs running for a pass that compresses `wanted` (e.g. an LM's lm_head, often the largest
+    layer, would otherwise run on every calibration batch)."""
     last = max((s.index for s in all_segments if any(layer.node in wanted for layer in s.layers)), default=-1)
     through = all_segments[: last + 1]
     for segment in through:
@@ -96,7 +96,7 @@ class CalibrationRunner:
         self._position = {n: i for i, n in enumerate(nodes)}
         # the output node never runs here (forward_all reads it from its own env), so a value only the
         # output needs is dropped once computed: keeping e.g. a language model's logits for every
-        # calibration batch would cost more memory than the whole model (SmolLM2, 128 x 512: 12.9 GB)
+        # calibration batch would cost more memory than the whole model (rows x tokens x vocabulary floats)
         self._last_use = {
             n: max((self._position[u] for u in n.users if u.op != "output"), default=-1) for n in nodes
         }
@@ -105,8 +105,8 @@ class CalibrationRunner:
 
     def forward_all(self, on_layer_input: LayerHook | None = None, keep_outputs: bool = True) -> list[object]:
         """Run each batch through the whole graph (one batch in memory at a time); returns the outputs, or []
-        with keep_outputs=False (analyses that only watch layer inputs: an LM's logits for 128 x 512 tokens
-        are 12.9 GB)."""
+        with keep_outputs=False (analyses that only watch layer inputs: an LM's logits over every calibration
+        token can outweigh the model)."""
         outputs = []
         body = [n for n in self.gm.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
         self.progress.start(len(self.calibration), unit="batch")

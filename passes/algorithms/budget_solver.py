@@ -1,8 +1,8 @@
 """Exact multiple-choice knapsack: pick one option per group, minimizing the summed error with the
 summed cost within a capacity. fxc's one solver for per-layer budgets: `low-rank` chooses a rank (or
-"stay dense") per layer under a parameter budget (low_rank_math.allocate_ranks), `mixed-precision` a
-precision per layer under a byte budget, `auto` a compression per layer under a byte or latency budget
-(auto_plan.solve). Pure numpy; reads and writes nothing.
+"stay dense") per layer under a parameter budget (passes/algorithms/low_rank_math.py's allocate_ranks),
+`mixed-precision` a precision per layer under a byte budget, `auto` a compression per layer under a byte
+or latency budget (passes/auto/plan.py's solve). Pure numpy; reads and writes nothing.
 
     solution = solve_multiple_choice(costs=[[10, 5], [8, 4]], errors=[[0.0, 1.0], [0.0, 3.0]], capacity=14)
     solution.picks, solution.error, solution.cost    # [1, 0], 1.0, 13
@@ -28,14 +28,14 @@ shape) and "stay dense" is an all-or-nothing jump of m·n - r·(m+n). The method
    - the cheapest completion no longer fits.
    Neither rule can drop every optimal solution's prefix, so the surviving best full state is optimal.
    Options whose reduced cost alone exceeds the duality gap are never expanded. On real spectra the gap
-   is small and only a few options per group near the relaxation's choice survive: 210 layers x 300
-   ranks solve in about a second.
+   is small and only a few options per group near the relaxation's choice survive, so hundreds of layers
+   with hundreds of options each stay cheap.
 4. Degenerate instances (near-linear errors, e.g. identical flat spectra: thousands of near-ties) can
    keep the frontier wide. When a group's expansion would pass `max_candidates`, the frontier is
    thinned to one state per cost bucket (the least error in each) and the result is no longer proven
    optimal: `Solution.exact` is False and `Solution.bound` (the Lagrangian lower bound) says how far from
-   optimal it can at most be (0.05% on 210 identical flat spectra). The greedy incumbent is kept as a
-   fallback, so the answer is never worse than the greedy. SmolLM2's real spectra stay exact.
+   optimal it can at most be. The greedy incumbent is kept as a fallback, so the answer is never worse
+   than the greedy. Measured spectra keep the frontier narrow, so their results stay exact.
 
 `solve_multiple_choice` raises InfeasibleBudget (a ValueError carrying `.minimum`, the least reachable
 cost) when even the cheapest option of every group exceeds the capacity.
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_CANDIDATES = 2_000_000  # states x options expanded per group; real spectra need up to ~250k
+MAX_CANDIDATES = 2_000_000  # states x options expanded per group before the frontier is thinned
 
 
 class InfeasibleBudget(ValueError):

@@ -10,26 +10,24 @@ H = 2 X_cᵀX_c / n and C = 2 X_dᵀX_c / n,
 
 so the methods run unchanged on the target weight W̃ (W̃ = W0 exactly where the inputs agree, e.g. the first
 layer; H is dampened as the method dampens it). This is the asymmetric calibration of GPTAQ (Li et al., 2025).
-With fit=dense, SmolLM2 W4 g64 GPTQ: 20.39 perplexity vs 22.83 with fit=layer at 128 x 512 calibration, 23.62
-vs 23.85 at 16 x 512; 50% sparse-gpt: 28.32 vs 31.65 at 128 x 512, but 41.10 vs 37.82 at 16 x 512: fewer
-tokens than the fit needs.
+C is a cross-covariance between two different inputs and needs more calibration tokens to settle than H:
+with little calibration data the layer-wise fit (fit=layer) can be the better choice.
 
 fit=residual (the default) goes one step further for a layer whose output is added to another value, the
 residual stream (o_proj and down_proj: `h' = h + W x`): the dense model's sum is h_d + W0 X_d and the
 compressed model's h_c + W X_c, so the layer fits W X_c to W0 X_d + (h_d - h_c) and also makes up, as far as
 its inputs can, the drift the layers before left in the stream, which every later layer reads. In the
 output form below this adds (h_d - h_c) to the dense output before pairing it with X_c: no extra work.
-SmolLM2 at 128 x 512 calibration: 50% sparse-gpt 25.89 perplexity vs 28.32 with fit=dense; W4 g64 GPTQ 19.90
-vs 20.39. On a toy residual stack (tests/passes/algorithms/test_dense_target.py) the model-output error drops 0.84x.
+tests/passes/algorithms/test_dense_target.py checks on a toy residual stack that it lowers the model-output
+error.
 
 `DenseTwin` runs the dense model beside the compressed one: a copy of the graph with the original weights,
 cut into the same segments and advanced in step, on the same calibration batches. What the fit needs of a
 layer is W0 C; it is measured in the cheaper form (`Cross`): C = 2 X_dᵀX_c / n, a [K, K] product, or,
-for layers whose outputs are fewer than their inputs (a down projection: 576 vs 1536 on SmolLM2),
+for layers whose outputs are fewer than their inputs (a down projection),
 W0 C = 2 Y_dᵀX_c / n directly from the dense layer's output less its bias, Y_d = X_d W0ᵀ, which the twin
-computes anyway ([N, K]: 0.375x the work for SmolLM2's down projections, the largest of these products; the
-residual fit always takes this form). Reads the graph
-and the calibration; writes nothing (the caller writes the compressed weights).
+computes anyway ([N, K] instead of [K, K]: N/K of the work; the residual fit always takes this form).
+Reads the graph and the calibration; writes nothing (the caller writes the compressed weights).
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ import torch
 import torch.fx
 
 from fxc import ir
-from fxc.passes.analyses.hessian import DampedHessian, GramAccumulator, damped_hessian
+from fxc.passes.algorithms.gram import DampedHessian, GramAccumulator, damped_hessian
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.progress import SILENT
 from fxc.passmgr.sequential import CalibrationRunner, Segment, segments

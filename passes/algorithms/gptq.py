@@ -5,22 +5,22 @@ yet quantized through the inverse input Hessian (Frantar et al., 2022, "GPTQ").
     results = gptq_layers(gm, calibration, {node: scheme}, damp=0.01)          # layer by layer on a graph
 
 `gptq_quantize` is a pure function other passes may call. Dampening adds damp·mean(diag H) to the
-diagonal (passes/hessian.dampen; dead inputs get weight 0). The error is propagated lazily in blocks of
-`block_size` columns (same result, fewer large updates). With `act_order` columns are visited in order
-of decreasing Hessian diagonal; group scales are then computed up front from the original weight
-("static groups"), so the stored layout stays fxc.ir.qformat's contiguous groups in the original column
-order. Without act_order each group's scale is computed when the group is reached, from the columns
-as the earlier error updates left them.
+diagonal (passes/algorithms/gram.py's damped_hessian; dead inputs get weight 0). The error is propagated
+lazily in blocks of `block_size` columns (same result, fewer large updates). With `act_order` columns are
+visited in order of decreasing Hessian diagonal; group scales are then computed up front from the
+original weight ("static groups"), so the stored layout stays fxc.ir.qformat's contiguous groups in the
+original column order. Without act_order each group's scale is computed when the group is reached, from
+the columns as the earlier error updates left them.
 
-`gptq_layers` runs sequentially (fxc.passmgr.sequential): for each segment it observes the layer inputs with the
-weights quantized so far, builds the Hessians (passes/hessian.segment_hessians for linear layers; for
-conv2d the Hessian of the unfolded input patches), quantizes, writes the dequantized weights back so the
-next segment sees the quantized model's activations, and advances. Grouped convolutions (depthwise)
-have one Hessian per group, which this does not build: they are quantized round-to-nearest, and the
-returned method says so. With fit=dense each linear layer is fitted to the dense model's output on the
-quantized model's inputs (passes/algorithms/dense_target.py: GPTQ runs on the target weight W̃ = W0 C H⁻¹); with
-fit=residual (quantize's default) a layer adding into a residual stream also makes up the stream's drift.
-On any error every weight it changed is restored. Reads the graph and
+`gptq_layers` runs sequentially (fxc.passmgr.sequential): for each segment it observes the layer inputs
+with the weights quantized so far, builds the Hessians (passes/analyses/hessian.py's segment_hessians for
+linear layers; for conv2d the Hessian of the unfolded input patches), quantizes, writes the dequantized
+weights back so the next segment sees the quantized model's activations, and advances. Grouped
+convolutions (depthwise) have one Hessian per group, which this does not build: they are quantized
+round-to-nearest, and the returned method says so. With fit=dense each linear layer is fitted to the
+dense model's output on the quantized model's inputs (passes/algorithms/dense_target.py: GPTQ runs on the
+target weight W̃ = W0 C H⁻¹); with fit=residual (quantize's default) a layer adding into a residual stream
+also makes up the stream's drift. On any error every weight it changed is restored. Reads the graph and
 calibration; writes (temporarily) the dequantized weights of the layers it quantized.
 """
 
@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from fxc import ir
 from fxc.ir import qformat
 from fxc.passes.algorithms.dense_target import DenseTwin, dense_target_weight
-from fxc.passes.analyses.hessian import (
+from fxc.passes.algorithms.gram import (
     DampedHessian,
     HessianAccumulator,
     damped_hessian,
     inverse_cholesky_upper,
     one_thread,
-    segment_hessians,
 )
+from fxc.passes.analyses.hessian import segment_hessians
 from fxc.passes.quantize.scheme import Scheme
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.sequential import CalibrationRunner, Segment, segments, segments_through
@@ -63,7 +63,7 @@ def gptq_quantize(
 ) -> qformat.QuantizedWeight:
     """GPTQ-quantize a 2-D weight [N, K] given its input Hessian [K, K] (2·XᵀX/n). full_range: the scale rule of
     qformat.group_scales (False for W8A8 weights: qformat.weights_full_range). damped: `hessian` already
-    dampened and factored (passes/hessian.damped_hessian), when the caller has it."""
+    dampened and factored (passes/algorithms/gram.py's damped_hessian), when the caller has it."""
     w = weight.detach().to(torch.float32).clone()
     n, k = w.shape
     gs = k if group_size is None else group_size

@@ -8,17 +8,15 @@ mask M fixed, the best kept weights of each output row w minimize (w - w0) H (w 
 w = 0 off M (H = 2XᵀX/n of the layer's input, dampened as SparseGPT dampens it): the linear system
 H_MM w_M = H_M: w0ᵀ, one per row. It is solved for all rows at once by conjugate gradients started from
 the pruned weight, preconditioned by diag(H) (Jacobi), in float32: each step is one [N, K] x [K, K]
-product. Measured on SmolLM2-135M layers (benchmarks/RESULTS.md, 2026-11-29): SparseGPT's layer error is
-1.17-1.43x the exact solve's; 20 steps come within 0.5% of it (0.05% outside o_proj) in a third of the
-time of 30 unpreconditioned float64 steps (the earlier default, within 0.1%). The zeros stay zeros, so
-N:M patterns are kept. Reads its arguments; writes nothing.
+product, and a few tens of steps come close to the exact solve (benchmarks/refine_solver.py compares
+them). The zeros stay zeros, so N:M patterns are kept. Reads its arguments; writes nothing.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fxc.passes.analyses.hessian import DampedHessian, damped_hessian
+from fxc.passes.algorithms.gram import DampedHessian, damped_hessian
 
 DEFAULT_STEPS = 20  # what prune{method=sparse-gpt} runs unless told otherwise (and auto estimates with)
 _TINY = 1e-30

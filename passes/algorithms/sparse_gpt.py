@@ -8,16 +8,14 @@ sparse_gpt walks the columns left to right in blocks. Inside a block it picks th
 OBS saliency w²/[H⁻¹]ᵢᵢ² (the `sparsity` lowest of the block, or the M-N lowest of every group of M
 columns per row for N:M), zeroes column i, and spreads the error (wᵢ - qᵢ)/[H⁻¹]ᵢᵢ over the
 remaining columns through the upper Cholesky factor of H⁻¹ (so H⁻¹ is factored once). Dead inputs
-(zero diagonal) are zeroed; dampening comes from passes/hessian.dampen, which raises when H cannot
-be inverted.
+(zero diagonal) are zeroed; dampening comes from passes/algorithms/gram.py's damped_hessian, which raises
+when H cannot be inverted.
 
-`stages` > 1 (unstructured targets) prunes gradually: sparse-gpt to 40% of the target sparsity, the kept
-weights re-solved (passes/algorithms/mask_refine.py, STAGE_REFINE_STEPS), then in even steps from there up to the target
-(stage_sparsities); each stage chooses its mask on weights already fitted to the ones removed before.
-SmolLM2 layers: layer error 0.95x of one stage's with 3 stages, 0.93x with 5. SmolLM2 50% at 128 x 512
-calibration (benchmarks/RESULTS.md, 2026-11-29), fit=residual: perplexity 25.89 with one stage (the default;
-631 s vs llm-compressor's 634 s side by side, before the faster column loop below), 25.37 with 3 stages
-0.2, 0.35, 0.5 (810 s); with fit=dense 28.32 and 27.36 (even thirds 27.76, 5 even stages 27.37).
+`stages` > 1 (unstructured targets) prunes gradually: sparse-gpt to FIRST_STAGE (40%) of the target
+sparsity, the kept weights re-solved (passes/algorithms/mask_refine.py, STAGE_REFINE_STEPS), then in even
+steps from there up to the target (stage_sparsities); each stage chooses its mask on weights already
+fitted to the ones removed before, which lowers the layer error at the cost of one more sparse-gpt run
+and re-solve per stage. One stage is the default.
 
 prune_sequentially runs the calibration data segment by segment (fxc/passmgr/sequential.py): each segment's
 layers see the outputs of the already-pruned segments before them; peak memory is one segment plus
@@ -35,14 +33,15 @@ import torch.fx
 from fxc import ir
 from fxc.errors import CalibrationError
 from fxc.passes.algorithms.dense_target import DenseTwin, dense_target_weight
+from fxc.passes.algorithms.gram import DampedHessian, damped_hessian, one_thread
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS, refine_kept_weights
 from fxc.passes.analyses.act_stats import channel_rows
-from fxc.passes.analyses.hessian import DampedHessian, damped_hessian, one_thread, segment_hessians
+from fxc.passes.analyses.hessian import segment_hessians
 from fxc.passes.prune.scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.sequential import CalibrationRunner, segments, segments_through
 
-STAGE_REFINE_STEPS = 10  # re-solve steps between gradual stages (layer error within 0.2% of 30 steps)
+STAGE_REFINE_STEPS = 10  # re-solve steps between gradual stages
 FIRST_STAGE = 0.4  # fraction of the target sparsity the first gradual stage prunes
 DEFAULT_STAGES = 1  # what prune{method=sparse-gpt} runs unless told otherwise (more stages: better, slower)
 
@@ -67,7 +66,7 @@ def sparse_gpt(
     damped: DampedHessian | None = None,
 ) -> torch.Tensor:
     """The pruned and error-compensated weight (same shape and dtype). `damped`: `hessian` already dampened
-    and factored (passes/hessian.damped_hessian), when the caller has it."""
+    and factored (passes/algorithms/gram.py's damped_hessian), when the caller has it."""
     w = as_matrix(weight).detach().to(torch.float32).clone()
     dead = torch.diagonal(hessian) == 0
     w[:, dead] = 0.0
@@ -133,7 +132,7 @@ class SparseGptOptions:
 
     block_size: int = 128
     damp: float = 0.01
-    refine: int = DEFAULT_STEPS  # conjugate-gradient steps re-solving the kept weights (mask_refine.py)
+    refine: int = DEFAULT_STEPS  # conjugate-gradient steps re-solving the kept weights (algorithms/mask_refine.py)
     fit: str = "residual"  # each layer fitted to the dense model's stream (residual), its output (dense), or its
     # own output (layer): passes/algorithms/dense_target.py
     stages: int = DEFAULT_STAGES  # gradual pruning for unstructured targets (module docstring)
@@ -187,7 +186,7 @@ def prune_sequentially(
 
 def stage_sparsities(sparsity: float, stages: int) -> list[float]:
     """The sparsity after each gradual stage: FIRST_STAGE of the target first, then even steps up to it
-    (SmolLM2 50%, 3 stages: 0.2, 0.35, 0.5 gave 27.36 perplexity; even thirds 0.167, 0.333, 0.5 gave 27.76)."""
+    (50% in 3 stages: 0.2, 0.35, 0.5; a larger first step than even thirds)."""
     if stages <= 1:
         return [sparsity]
     return [sparsity * (FIRST_STAGE + (1.0 - FIRST_STAGE) * k / (stages - 1)) for k in range(stages)]

@@ -1,8 +1,14 @@
 """act-stats: per-layer input statistics over the calibration batches (an analysis).
 
-Reads: calibration (required). Writes: nothing in the graph; returns {layer node name: InputStats}
-for every linear and conv2d layer, streamed batch by batch (one batch's activations in memory):
-per input channel the L2 norm over all tokens (Wanda's ||x||), min, max and mean |x|.
+    stats = am.get("act-stats")         # {layer node name: InputStats}
+    stats["linear_3"].l2, .min, .max, .mean_abs, .absmax, .tokens
+
+Reads: calibration (required); the graph's linear and conv2d layers (fxc.ir.weight_layers).
+Writes: nothing in the graph; returns {layer node name: InputStats} for every linear and conv2d layer,
+streamed batch by batch (one batch's activations in memory): per input channel the L2 norm over all
+tokens (Wanda's ||x||), min, max and mean |x|.
+Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
+that does not list `act-stats` in PassResult.preserved.
 Options: none.
 """
 

@@ -7,13 +7,18 @@
     table.total("planned").bytes; print(table)
 
 Reads: the graph, fxc.ir.cost (the core's per-node counts, which the report also uses) and meta.LayerPlan
-(written by planners: mixed-precision, auto). A plan becomes a candidate spec (passes/auto/candidates.py)
-whose storage_bytes gives the planned weight bytes; bias bytes are kept. Planned params count the
-weights the layer still stands for (low rank: r·(N+K); channel pruning: the kept fraction; zeros of
-unstructured / N:M sparsity still count). Planned FLOPs: N:M scales by N/M (the sparse op reduces
-over kept values only), low rank by r·(N+K)/(N·K), channel pruning by the kept fraction; unstructured
-sparsity and quantization leave them unchanged (dense kernels). FLOPs are for the traced input shape.
-Writes nothing. Options: none.
+(written by planners: mixed-precision, auto); no calibration.
+Writes: nothing in the graph; returns a CostTable with one row per weight layer.
+Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
+that does not list `cost` in PassResult.preserved.
+Options: none.
+
+A plan becomes a candidate spec (passes/auto/candidates.py) whose storage_bytes gives the planned weight
+bytes; bias bytes are kept. Planned params count the weights the layer still stands for (low rank:
+r·(N+K); channel pruning: the kept fraction; zeros of unstructured / N:M sparsity still count). Planned
+FLOPs: N:M scales by N/M (the sparse op reduces over kept values only), low rank by r·(N+K)/(N·K), channel
+pruning by the kept fraction; unstructured sparsity and quantization leave them unchanged (dense kernels).
+FLOPs are for the traced input shape.
 """
 
 from __future__ import annotations

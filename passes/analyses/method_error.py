@@ -4,24 +4,31 @@ will make it (an analysis).
     errors = am.get(MethodError(candidates=("w4", "2:4+w8", "r0.5+w8"), quantize_method="gptq"))
     errors["linear_3"]["w4"]        # the GPTQ int4 weight's layer-output error on the calibration data
 
+Reads: calibration (required) through the `hessian` analysis (the dense model's input Hessians), and the
+`output-metric` analysis for weighting=output.
+Writes: nothing in the graph; returns {linear node name: {candidate: error}}; a candidate a layer cannot
+take gets inf.
+Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
+that does not list `method-error` in PassResult.preserved.
+Options: candidates, quantize-method, prune-method, low-rank-method, damp, weighting, batches, probes,
+seed, layers, skip; `fxc.passmgr.registry.lookup("fxc.analyses", "method-error").help()` prints each.
+
 Why next to `sensitivity`: that analysis measures every candidate with round-to-nearest quantization and
 Wanda-style masks (passes/auto/candidates.py, on purpose independent of the passes). The auto pass carries
 its plan out with GPTQ and SparseGPT, which cut those errors by different amounts per layer and per
 candidate (most for per-channel int4, least for int8); planning with the RTN numbers would under-value
 exactly the options GPTQ helps most. Here ΔW comes from
-    quantization only        passes/gptq.gptq_quantize (quantize-method=gptq) or fxc.ir.qformat RTN
-    N:M / unstructured (+q)  passes/sparse_gpt.sparse_gpt and prune's kept-weight re-solve
-                             (prune-method=sparse-gpt), else the candidate's
-                             own mask (Wanda-style |W|·sqrt(diag H), or |W| for magnitude); then RTN of the
-                             quantization part (what auto does for N:M+w8; GPTQ for unstructured+q)
+    quantization only        passes/algorithms/gptq.py's gptq_quantize (quantize-method=gptq) or
+                             fxc.ir.qformat RTN
+    N:M / unstructured (+q)  passes/algorithms/sparse_gpt.py's sparse_gpt and prune's kept-weight re-solve
+                             (prune-method=sparse-gpt), else the candidate's own mask (Wanda-style
+                             |W|·sqrt(diag H), or |W| for magnitude); then RTN of the quantization part
+                             (what auto does for N:M+w8; GPTQ for unstructured+q)
     low rank (+q)            whitened (or plain) SVD factors as the low-rank pass makes them
                              (passes/algorithms/low_rank_math.py, one decomposition per layer), RTN factors
-with the dense model's input Hessians (the `hessian` analysis). A candidate a layer cannot take gets inf.
 weighting=layer gives tr(ΔW H ΔWᵀ) (the layer's own output error); weighting=output gives tr(W ΔW H ΔWᵀ)
-with the `output-metric` analysis's W (passes/analyses/output_metric.py): relative model-output error, comparable
-across layers. Reads: calibration through `hessian` (and `output-metric`). Writes nothing. Options:
-candidates, quantize-method, prune-method, low-rank-method, damp, weighting, batches, probes, seed,
-layers, skip. Result: {linear node name: {candidate: error}}.
+with the `output-metric` analysis's W (passes/analyses/output_metric.py): relative model-output error,
+comparable across layers.
 """
 
 from __future__ import annotations
@@ -36,9 +43,9 @@ from fxc.errors import FxcError
 from fxc.ir import qformat
 from fxc.passes.algorithms import low_rank_math as lrm
 from fxc.passes.algorithms.gptq import gptq_quantize
+from fxc.passes.algorithms.gram import dampen
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS, refine_kept_weights
 from fxc.passes.algorithms.sparse_gpt import sparse_gpt
-from fxc.passes.analyses.hessian import dampen
 from fxc.passes.analyses.output_metric import OutputMetric
 from fxc.passes.auto.candidates import Candidate, parse_candidates
 from fxc.passes.auto.plan import unfit

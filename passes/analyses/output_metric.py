@@ -5,6 +5,13 @@
     damage ≈ tr(W ΔW H ΔWᵀ)                                # ≈ ||Δy||² / ||y||² of the model output
     gain = tr(W) / N                                       # the same for an error spread evenly (isotropic)
 
+Reads: calibration (required: the first `batches` batches); the graph's selected linear layers.
+Writes: nothing in the graph (weights are not changed; their requires_grad flags are restored); returns
+{linear node name: W}, [N, N] float32.
+Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
+that does not list `output-metric` in PassResult.preserved.
+Options: layers, skip, batches, probes, seed.
+
 Why: tr(ΔW H ΔWᵀ) (H = 2XᵀX/n, what `sensitivity`'s layer measure and `method-error` give) is exact for
 the layer's own output, but in that layer's units: summed over layers it over-weights layers with large
 activations and ignores how much of an error the rest of the network damps or amplifies. Measuring the
@@ -18,9 +25,6 @@ particular output directions, which M weighs. M is estimated by Hutchinson: for 
 output, g_t = J_tᵀ v has E[g_t g_tᵀ] = J_tᵀ J_t, and one backward pass gives g_t of every layer at once —
 a zero "tap" added to each layer's output receives exactly that gradient. Cost: one forward and `probes`
 backward passes per calibration batch. Memory: one N x N float32 matrix per layer.
-
-Reads the graph and calibration (weights are not changed; their requires_grad flags are restored).
-Writes nothing. Options: layers, skip, batches, probes, seed.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@
 
 Reads: calibration (required); the `hessian` analysis for linear layers (candidates see H, so
 sparsity is Wanda-like and low rank is whitened); for measure=hutchinson the loss function given to
-fxc.compile(..., loss_fn=...). Writes nothing in the graph (weights swapped for a measurement are
-restored before it returns, also on error). Options:
+fxc.compile(..., loss_fn=...).
+Writes: nothing in the graph (weights swapped for a measurement are restored before it returns, also on
+error); returns a SensitivityResult.
+Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
+that does not list `sensitivity` in PassResult.preserved.
+Options:
     candidates  spec strings (passes/auto/candidates.py)
     measure     layer:      exact layer-output error tr(ΔW H ΔWᵀ) from the input Hessian; cheap, linear only
                 model:      relative model-output error ||y' - y||² / ||y||² on the first `batches`
@@ -155,7 +159,7 @@ class Sensitivity(Analysis):
         else:
             ir.set_tensor(gm, layer.weight, compressed)
             try:
-                result.error[name][text] = relative_error(model_outputs(am, batches), reference)
+                result.error[name][text] = relative_squared_error(model_outputs(am, batches), reference)
             finally:
                 ir.set_tensor(gm, layer.weight, weight)
 
@@ -190,7 +194,10 @@ def model_outputs(am, batches) -> list[torch.Tensor]:
     return out
 
 
-def relative_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+def relative_squared_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """Σ ||o - r||² / Σ ||r||² over the batches (the squared error's share of the reference's energy; the raw
+    squared error when the reference is zero). Not fxc.passmgr.instruments.relative_error, which is the
+    largest max|o - r| / max|r| of any output."""
     num = sum(float(((o - r) ** 2).sum()) for o, r in zip(outputs, reference))
     den = sum(float((r**2).sum()) for r in reference)
     return num / den if den > 0 else num

@@ -21,15 +21,15 @@ quantization of low-rank factors is refused).
 Shapes: `problem(shape)` names why a weight cannot take a candidate (None if it can), `supports(shape)`
 is its boolean: N:M needs M | K, low rank a rank below min(N, K), and every matrix the quantization
 part stores (the weight, or both low-rank factors [r, K] and [N, r]) must fit quantize's format
-(quant_scheme.Scheme.unfit_reason: the group size divides its columns; int4, two columns per byte,
-needs an even number). `apply` refuses such shapes with CandidateError; the sensitivity analysis skips
+(passes/quantize/scheme.py's Scheme.unfit_reason: the group size divides its columns; int4, two columns per
+byte, needs an even number). `apply` refuses such shapes with CandidateError; the sensitivity analysis skips
 them (score inf) and planners offer a candidate only to the layers it supports.
 
 With a Hessian H [K, K] (2XᵀX/n of the layer's input), apply() minimizes the layer-output error
 tr(ΔW H ΔWᵀ) where a method can: sparsity scores are |W|·sqrt(diag H) (Wanda's |W|·||x||), low rank
 is the whitened SVD (optimal for that error). Without one it falls back to magnitudes / plain SVD.
 Quantization is RTN, or with quantizer="gptq" and a Hessian (weight-only candidates without a
-structure part) GPTQ's error-compensated rounding (passes/gptq.gptq_quantize, act order on, damp 0.01,
+structure part) GPTQ's error-compensated rounding (passes/algorithms/gptq.py's gptq_quantize, act order on, damp 0.01,
 as quantize{method=gptq} runs it), so a planner for a GPTQ quantize sees the errors GPTQ will leave.
 
 storage_bytes counts the weight only (no bias): fp32 values 4 bytes, int8 1, int4 half; scales

@@ -1,5 +1,6 @@
-"""Planning helpers of the `auto` pass: each layer's options with their real cost, the exact solve,
-the frontier, and the printed plan. Pure functions on the graph's shapes; reads and writes nothing.
+"""Planning helpers of the `auto` pass: each layer's options with their real cost, the exact solve and
+the frontier (the printed plan is passes/auto/report.py). Pure functions on the graph's shapes; reads and
+writes nothing.
 
     choices = layer_choices(gm, layers, candidates, peak_flops, bandwidth)   # feasible options per layer
     solution = solve(costs, scores, capacity)                                  # passes/algorithms/budget_solver.py
@@ -184,32 +185,3 @@ def frontier(costs: list[list[int]], scores: list[list[float]], count: int) -> l
         if picks not in plans:
             plans.append(picks)
     return plans
-
-
-# --- what gets printed ---------------------------------------------------------------------------------
-
-
-def plan_table(choices: list[LayerChoices], picks: list[int], title: str) -> str:
-    header = ("layer", "shape", "choice", "bytes", "dense bytes", "est. us", "damage")
-    body = [
-        (
-            c.layer.fqn,
-            f"{c.shape[0]}x{c.shape[1]}",
-            c.options[i].text,
-            f"{c.bytes[i]:,}",
-            f"{c.dense_bytes:,}",
-            f"{1e6 * c.seconds[i]:.1f}",
-            f"{c.scores[i]:.3g}",
-        )
-        for c, i in zip(choices, picks)
-    ]
-    widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
-    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
-    return "\n".join([title, line(header), *map(line, body)])
-
-
-def mix(choices: list[LayerChoices], picks: list[int]) -> tuple[tuple[str, int], ...]:
-    counts: dict[str, int] = {}
-    for c, i in zip(choices, picks):
-        counts[c.options[i].text] = counts.get(c.options[i].text, 0) + 1
-    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))

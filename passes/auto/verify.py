@@ -1,19 +1,21 @@
 """The auto pass's joint check: the knapsack plan against a few other plans, on the model as a whole.
 
+    picks, line = check_plan(gm, am, choices, costs, scores, limit, picks, options)   # options: the Auto pass
+
 The knapsack adds up per-layer damages. That is exact for small, independent errors, but when many layers
 are compressed hard (int4 everywhere, low rank on a few) their errors interact and the sum can rank two
-plans the wrong way round (MiniLM at 7.9x: the knapsack's mix of w4, w4g128 and low rank predicted less
-damage than uniform w4 and was worse; benchmarks/RESULTS.md). So before a plan is carried out it is
-checked: every plan in a small portfolio that fits the budget gets all its layers compressed at once
-(weights made as the passes will make them: passes/auto_estimate.MethodError.make) and its relative
-model-output error ||y' - y||² / ||y||² is measured on the first calibration batches; the plan with the
-least measured error wins. The portfolio:
+plans the wrong way round: a mix of int4 formats and low rank can be predicted to do less damage than
+uniform int4 and yet do more. So before a plan is carried out it is checked: every plan in a small
+portfolio that fits the budget gets all its layers compressed at once (weights made as the passes will
+make them: the `method-error` analysis's MethodError.make, passes/analyses/method_error.py) and its
+relative model-output error ||y' - y||² / ||y||² is measured on the first calibration batches; the plan
+with the least measured error wins. The portfolio:
     knapsack                     the exact optimum over every option
     knapsack, <family> only      the exact optimum when only some option families are offered
                                  (quantization only; no low rank; no sparsity), where that differs
     uniform <option>             every layer the same option, where every layer can take it and it fits
-Reads the graph's weights and the calibration batches; writes nothing (weights are swapped for each
-measurement and restored, also on error).
+Reads the graph's weights, the calibration batches and the `hessian` analysis; writes nothing (weights are
+swapped for each measurement and restored, also on error).
 """
 
 from __future__ import annotations
@@ -25,9 +27,35 @@ import torch.fx
 
 from fxc import ir
 from fxc.passes.algorithms.budget_solver import InfeasibleBudget
-from fxc.passes.analyses.sensitivity import model_outputs, relative_error
+from fxc.passes.analyses.method_error import MethodError
+from fxc.passes.analyses.sensitivity import model_outputs, relative_squared_error
 from fxc.passes.auto.candidates import Candidate
 from fxc.passes.auto.plan import KEEP, LayerChoices, solve
+
+
+def check_plan(gm, am, choices, costs, scores, limit, picks, options) -> tuple[list[int], str]:
+    """The plan with the least joint model-output error among the knapsack's (`picks`) and the rest of its
+    portfolio, and a line saying so ("" when the portfolio holds the knapsack's plan alone). `options`: the
+    Auto pass (its methods and `verify`, the number of calibration batches)."""
+    plans = portfolio(choices, costs, scores, limit, picks)
+    if len(plans) == 1:
+        return picks, ""
+    estimator = MethodError(
+        quantize_method=options.quantize_method,
+        prune_method=options.prune_method,
+        low_rank_method=options.low_rank_method,
+    )
+    hessians = am.get("hessian")
+
+    def make(c: LayerChoices, option: Candidate, weight: torch.Tensor, scratch: dict) -> torch.Tensor:
+        dense = weight.detach().to(torch.float32).reshape(c.shape)
+        return estimator.make(option, dense, hessians[c.layer.node.name], c.layer.fqn, scratch)
+
+    batches = list(am.require_calibration("auto"))[: options.verify]
+    errors = joint_errors(gm, am, choices, plans, make, batches)
+    winner = min(errors, key=errors.get)
+    return plans[winner], describe(errors, winner)
+
 
 FAMILIES: dict[str, Callable[[Candidate], bool]] = {
     "quantization only": lambda o: o.pattern is None and o.rank_ratio is None,
@@ -95,7 +123,7 @@ def joint_errors(
                     weight = make(c, c.options[i], originals[j], scratch[j])
                     made[j, i] = weight.to(originals[j].dtype).view_as(originals[j])
                 ir.set_tensor(gm, c.layer.weight, made[j, i])
-            errors[label] = relative_error(model_outputs(am, batches), reference)
+            errors[label] = relative_squared_error(model_outputs(am, batches), reference)
     finally:
         for c, weight in zip(choices, originals):
             ir.set_tensor(gm, c.layer.weight, weight)

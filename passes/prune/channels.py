@@ -29,27 +29,18 @@ import torch.fx
 from fxc import ir
 from fxc.errors import OptionError
 from fxc.ir import meta
+from fxc.passes.opsets import COPIES, POINTWISE
 from fxc.passes.prune.scores import as_matrix
 from fxc.passes.select import select_layers
 from fxc.passmgr.passbase import PassResult
 
 aten = torch.ops.aten
-_UNARY = {
-    aten.relu.default,
-    aten.gelu.default,
-    aten.silu.default,
-    aten.sigmoid.default,
-    aten.tanh.default,
-    aten.neg.default,
+_UNARY = POINTWISE | COPIES | {
     aten.hardtanh.default,
     aten.leaky_relu.default,
     aten.hardswish.default,
     aten.elu.default,
     aten.hardsigmoid.default,
-    aten.clone.default,
-    aten.dropout.default,
-    aten.alias.default,
-    aten.to.dtype,
     aten.max_pool2d.default,
     aten.avg_pool2d.default,
     aten.adaptive_avg_pool2d.default,
@@ -248,17 +239,14 @@ def channel_scores(gm, group: ChannelGroup, method: str, stats) -> torch.Tensor:
     return scores
 
 
-def prune_structured(gm: torch.fx.GraphModule, am, options) -> PassResult:
+def prune_channels(gm: torch.fx.GraphModule, am, options) -> PassResult:
     selected = {layer.node for layer in select_layers(gm, options.layers, options.skip, ("linear", "conv2d"))}
     groups = [g for g in channel_groups(gm) if all(layer.node in selected for layer in g.layers)]
     if options.layers and not groups:
         raise OptionError(f"prune: option 'layers'={list(options.layers)} selects no prunable channel group")
     if not groups:
         return PassResult(False, summary="no prunable channel group")
-    stats = None
-    if options.method == "wanda":
-        am.require_calibration("prune{method=wanda,pattern=channel}")
-        stats = am.get("act-stats")
+    stats = options.wanda_stats(am)
     plans = []
     for group in groups:
         keep_count = max(1, group.channels - int(round(options.sparsity * group.channels)))

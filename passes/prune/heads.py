@@ -1,7 +1,7 @@
 """Structured pruning for prune{pattern=head}: remove whole attention heads from every coupled layer.
 
-Each attention is found (prune_heads_region.py: q/k/v or fused qkv linears, the view/rotary/repeat_kv/
-sdpa or softmax(q @ k^T) @ v ops between, o_proj) and traced (prune_heads_trace.py). A *head* is a
+Each attention is found (passes/prune/heads_region.py: q/k/v or fused qkv linears, the view/rotary/repeat_kv/
+sdpa or softmax(q @ k^T) @ v ops between, o_proj) and traced (passes/prune/heads_trace.py). A *head* is a
 head_dim-sized column block of o_proj; the trace says which q/k/v row blocks it combines. An attention
 is pruned only when all its linears are selected (`layers`, `skip`).
 
@@ -225,10 +225,7 @@ def prune_heads(gm: torch.fx.GraphModule, am, options) -> PassResult:
             f"prune: {where} no attention to prune heads from (aten.scaled_dot_product_attention, or "
             "softmax(q @ k^T) @ v, fed by linear projections); use pattern=channel"
         )
-    stats = None
-    if options.method == "wanda":
-        am.require_calibration("prune{method=wanda,pattern=head}")
-        stats = am.get("act-stats")
+    stats = options.wanda_stats(am)
     plans = []
     for attention in attentions:
         keep = choose_heads(attention, head_scores(gm, attention, options.method, stats), options.sparsity)

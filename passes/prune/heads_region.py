@@ -18,10 +18,10 @@ import sympy
 import torch
 import torch.fx
 
+from fxc.passes.opsets import COPIES, POINTWISE
+
 aten = torch.ops.aten
-UNARY = {
-    aten.relu.default, aten.gelu.default, aten.silu.default, aten.sigmoid.default, aten.tanh.default,
-    aten.neg.default, aten.clone.default, aten.dropout.default, aten.alias.default, aten.to.dtype,
+UNARY = POINTWISE | COPIES | {
     aten.to.device, aten.to.dtype_layout, aten._to_copy.default, aten.exp.default, aten.rsqrt.default,
     aten.sqrt.default, aten.pow.Tensor_Scalar, aten.detach.default, aten.contiguous.default,
 }  # fmt: skip

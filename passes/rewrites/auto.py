@@ -5,12 +5,26 @@
     auto{latency=0.002}                            # roofline estimate of the planned layers
     fxc.compile(model, target=fxc.Budget(ratio=6), calibration=batches)     # the same, typed
 
-Name: `auto` (a planning pass that also carries its plan out). For every selected linear layer the
-options are "keep" plus each candidate spec (passes/auto/candidates.py) the layer's shape can hold: int8,
-int4 per channel or per group, N:M, unstructured levels, low rank at several ratios, and combinations
-such as 2:4+w8 and r0.5+w8. Each option's cost is the bytes the compressed model will really hold for
-the weight (passes/auto/plan.py; or its roofline latency); its damage is the output error it causes on
-the calibration data, made comparable across layers by `measure`:
+A planning pass that also carries its plan out (apply=true, the default).
+Reads: calibration (required); the `method-error` analysis (estimate=executed, measure=jacobian or layer;
+with weighting=output it reads `output-metric`), else `sensitivity` (and `output-metric` for the gain of
+measure=jacobian); `hessian` for the joint check (verify > 0); meta.LayerPlan / LowRank / LayerInfo while
+carrying the plan out.
+Writes: meta.LayerPlan (source "auto") on every planned layer and meta.Frontier on the output node; with
+apply=true it then runs low-rank, prune and quantize on exactly the planned layers (passes/auto/execute.py:
+what those passes write, plus int8 values for N:M+w8 layers) and checks that fxc.ir.cost.model_bytes of
+the result equals the plan to the byte. Prints the plan and the frontier (print-plan).
+Preserves: nothing with apply=true; every analysis with apply=false (only meta changes).
+Options: bytes | ratio | latency (exactly one), scope, candidates, measure, estimate, gain-batches, probes,
+grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, verify, apply,
+print-plan, layers, skip, seed; `fxc.passmgr.registry.lookup("fxc.passes", "auto").help()` prints each.
+
+For every selected linear layer the options are "keep" plus each candidate spec (passes/auto/candidates.py)
+the layer's shape can hold: int8, int4 per channel or per group, N:M, unstructured levels, low rank at
+several ratios, and combinations such as 2:4+w8 and r0.5+w8. Each option's cost is the bytes the
+compressed model will really hold for the weight (passes/auto/plan.py; or its roofline latency); its damage
+is the output error it causes on the calibration data (passes/auto/damage.py), made comparable across
+layers by `measure`:
     jacobian    tr(W ΔW H ΔWᵀ): the layer's error matrix weighed by how its output reaches the model
                 output (`output-metric`, passes/analyses/output_metric.py, a few backward passes): ≈ relative
                 model-output error, one layer compressed at a time (default)
@@ -18,29 +32,22 @@ the calibration data, made comparable across layers by `measure`:
     model       `sensitivity`'s model-output error with one layer compressed at a time (exact, one
                 forward pass per layer and option: slow)
     hutchinson  `sensitivity`'s HAWQ-v2 trace·||ΔW||² (needs fxc.compile(..., loss_fn=...))
-and ΔW is made by `estimate`: executed (default; `method-error`, passes/analyses/method_error.py) makes it as the
-passes will (GPTQ, SparseGPT, whitened SVD), rtn takes `sensitivity`'s round-to-nearest candidates (for
-jacobian then scaled by the isotropic gain tr(W)/N). On SmolLM2-size models and MiniLM planning with RTN
-errors under-values int4 against low rank and loses to uniform int4 (benchmarks/RESULTS.md).
-The choice is a multiple-choice knapsack, solved exactly by passes/algorithms/budget_solver.py (branch and bound on
-a Pareto frontier; where a degenerate instance cannot be proven optimal the summary says how close it
-is; a latency budget is cut into `grid` steps with every cost rounded up, so the plan never exceeds it).
-The exact optimum is also solved at `frontier` budgets between the cheapest plan and the dense model:
-the quality/size frontier.
-
-Reads: calibration (required); `method-error` and `output-metric` (or `sensitivity`), and `hessian`.
-Writes: meta.LayerPlan (source "auto") on every planned layer, meta.Frontier on the output node; with
-apply=true it then runs low-rank, prune and quantize on exactly the planned layers (auto_execute.py) and
-checks that fxc.ir.cost.model_bytes of the result equals the plan to the byte. Preserves: nothing
-(everything with apply=false). A budget below the smallest reachable size raises OptionError naming that size before
-anything changes; so does a planned layer whose weight is shared (tied) with another tensor.
-Before it is carried out the knapsack's plan is checked jointly (`verify` batches; passes/auto/verify.py):
-the per-layer damages add up only approximately, so the plan is compared, all layers compressed at once, with
-the knapsack's optimum over a few option families and with each uniform option that fits, by measured
-model-output error on calibration data, and the best of them is the one carried out (the summary says which).
-Options: bytes | ratio | latency (exactly one), scope, candidates, measure, estimate, gain-batches, probes,
-grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, verify, apply,
-print-plan, layers, skip, seed.
+and ΔW is made by `estimate`: executed (default; `method-error`, passes/analyses/method_error.py) makes it
+as the passes will (GPTQ, SparseGPT, whitened SVD), rtn takes `sensitivity`'s round-to-nearest candidates
+(for jacobian then scaled by the isotropic gain tr(W)/N). RTN errors overstate what GPTQ leaves of int4,
+so planning with them under-values int4 against low rank: keep estimate=executed unless planning time
+matters more.
+The choice is a multiple-choice knapsack, solved exactly by passes/algorithms/budget_solver.py (branch and
+bound on a Pareto frontier; where a degenerate instance cannot be proven optimal the summary says how close
+it is; a latency budget is cut into `grid` steps with every cost rounded up, so the plan never exceeds it).
+The exact optimum is also solved at `frontier` budgets between the cheapest plan and the dense model: the
+quality/size frontier. Before it is carried out the knapsack's plan is checked jointly (`verify` batches;
+passes/auto/verify.py): the per-layer damages add up only approximately, so the plan is compared, all
+layers compressed at once, with the knapsack's optimum over a few option families and with each uniform
+option that fits, by measured model-output error on calibration data, and the best of them is the one
+carried out (the summary says which). The printed table, summary and Frontier: passes/auto/report.py.
+A budget below the smallest reachable size raises OptionError naming that size before anything changes;
+so does a planned layer whose weight is shared (tied) with another tensor.
 """
 
 from __future__ import annotations
@@ -56,12 +63,11 @@ from fxc.api.budget import SCOPES
 from fxc.errors import OptionError
 from fxc.ir import cost, meta
 from fxc.passes.algorithms.budget_solver import InfeasibleBudget
-from fxc.passes.analyses.method_error import MethodError
-from fxc.passes.analyses.output_metric import OutputMetric
-from fxc.passes.analyses.sensitivity import Sensitivity
 from fxc.passes.auto import plan as auto_plan
+from fxc.passes.auto import report
 from fxc.passes.auto import verify as auto_verify
 from fxc.passes.auto.candidates import CandidateError, parse_candidate
+from fxc.passes.auto.damage import score_options
 from fxc.passes.auto.execute import carry_out, check_bytes
 from fxc.passes.auto.plan import KEEP, LayerChoices
 from fxc.passes.select import DEFAULT_SKIP, select_layers
@@ -154,7 +160,7 @@ class Auto(Pass):
         fixed = cost.model_bytes(gm) - sum(c.dense_bytes for c in choices)
         capacity = self._capacity(choices, fixed)
         self._check_reachable(choices, capacity, fixed)  # before the (costly) measurements
-        self._score(gm, am, choices)
+        score_options(am, choices, self)
         auto_plan.drop_unmeasured(choices)
         self._check_reachable(choices, capacity, fixed)
         costs = [self._costs(c, capacity) for c in choices]
@@ -169,19 +175,22 @@ class Auto(Pass):
             ) from None
         picks, check = solution.picks, ""
         if self.verify:
-            picks, check = self._verify(gm, am, choices, costs, scores, limit, picks)
+            picks, check = auto_verify.check_plan(gm, am, choices, costs, scores, limit, picks, self)
         plans = auto_plan.frontier(costs, scores, self.frontier) if self.frontier else []
         for c, i in zip(choices, picks):
             option_ = c.options[i]
             plan = meta.LayerPlan(bits=16, source="auto") if option_ is KEEP else option_.to_plan("auto")
             meta.put(c.layer.node, plan)
-        frontier = self._frontier(choices, picks, plans, fixed)
-        summary = self._summary(choices, picks, fixed, frontier)
+        whole = self.scope == "model" and self.latency is None
+        budget = self._capacity(choices, fixed) + (fixed if whole else 0)
+        latency = self.latency is not None
+        frontier = report.frontier_record(choices, picks, plans, fixed, budget, latency, self.scope, self.measure)
+        summary = report.summary_line(choices, picks, fixed, frontier, self.measure)
         if not solution.exact:
             summary += f" (plan within {solution.gap:.2%} of optimal; not proven optimal)"
         summary += f"; {check}" if check else ""
         if self.print_plan:
-            print(auto_plan.plan_table(choices, picks, summary))
+            print(report.plan_table(choices, picks, summary))
             print("\n".join(frontier.describe()))
         if not self.apply:
             meta.put(_output_node(gm), frontier)
@@ -233,104 +242,6 @@ class Auto(Pass):
             f"auto: option {asked} is out of reach: the smallest reachable size of {where} with these candidates is "
             f"{reachable:,} bytes (ratio {now / reachable:.3g}); raise the budget, add smaller candidates "
             "(e.g. r0.25+w4), or plan more layers"
-        )
-
-    # -- damage --------------------------------------------------------------------------------------------
-
-    def _score(self, gm: torch.fx.GraphModule, am, choices: list[LayerChoices]) -> None:
-        """Damage of every option ("keep": 0), in relative model-output error for measure=jacobian."""
-        fqns = tuple(c.layer.fqn for c in choices)
-        texts = tuple(dict.fromkeys(o.text for c in choices for o in c.options if o is not KEEP))
-        probing = {"batches": self.gain_batches, "probes": self.probes, "seed": self.seed}
-        if self.estimate == "executed" and self.measure in ("jacobian", "layer"):
-            errors = {}
-            if texts:
-                weighting = "output" if self.measure == "jacobian" else "layer"
-                methods = {"quantize_method": self.quantize_method, "prune_method": self.prune_method}
-                methods["low_rank_method"] = self.low_rank_method
-                errors = am.get(
-                    MethodError(candidates=texts, weighting=weighting, layers=fqns, skip=(), **methods, **probing)
-                )
-            for c in choices:
-                c.scores = [0.0 if o is KEEP else errors[c.layer.node.name][o.text] for o in c.options]
-            return
-        gains = {}
-        if self.measure == "jacobian":  # rtn estimates: the isotropic gain tr(W)/N of each layer
-            metric = am.get(OutputMetric(layers=fqns, skip=(), **probing))
-            gains = {name: float(torch.trace(w)) / w.shape[0] for name, w in metric.items()}
-        groups: dict[tuple[str, ...], list[LayerChoices]] = {}  # sensitivity measures all it is given
-        for c in choices:
-            groups.setdefault(tuple(o.text for o in c.options if o is not KEEP), []).append(c)
-        measure = "layer" if self.measure == "jacobian" else self.measure
-        for group, members in groups.items():
-            sensitivity = None
-            if group:
-                layers = tuple(c.layer.fqn for c in members)
-                sensitivity = am.get(
-                    Sensitivity(
-                        candidates=group,
-                        measure=measure,
-                        layers=layers,
-                        skip=(),
-                        batches=self.gain_batches,
-                        samples=self.probes,
-                        seed=self.seed,
-                    )
-                )
-            for c in members:
-                gain = gains.get(c.layer.node.name, 1.0)
-                c.scores = [
-                    0.0 if o is KEEP else gain * sensitivity.score(c.layer.node.name, o.text) for o in c.options
-                ]
-
-    def _verify(self, gm, am, choices, costs, scores, limit, picks) -> tuple[list[int], str]:
-        """The plan with the least joint model-output error among the knapsack's and a few others
-        (passes/auto/verify.py), and a line saying so."""
-        plans = auto_verify.portfolio(choices, costs, scores, limit, picks)
-        if len(plans) == 1:
-            return picks, ""
-        estimator = MethodError(
-            quantize_method=self.quantize_method, prune_method=self.prune_method, low_rank_method=self.low_rank_method
-        )
-        hessians = am.get("hessian")
-
-        def make(c: LayerChoices, option_, weight: torch.Tensor, scratch: dict) -> torch.Tensor:
-            dense = weight.detach().to(torch.float32).reshape(c.shape)
-            return estimator.make(option_, dense, hessians[c.layer.node.name], c.layer.fqn, scratch)
-
-        batches = list(am.require_calibration("auto"))[: self.verify]
-        errors = auto_verify.joint_errors(gm, am, choices, plans, make, batches)
-        winner = min(errors, key=errors.get)
-        return plans[winner], auto_verify.describe(errors, winner)
-
-    # -- what is kept and printed ------------------------------------------------------------------------
-
-    def _frontier(self, choices, picks, plans, fixed) -> meta.Frontier:
-        def point(p):
-            damage = float(sum(c.scores[i] for c, i in zip(choices, p)))
-            if self.latency is not None:
-                return float(sum(c.seconds[i] for c, i in zip(choices, p))), damage
-            return float(sum(c.bytes[i] for c, i in zip(choices, p)) + (fixed if self.scope == "model" else 0)), damage
-
-        budget = self._capacity(choices, fixed) + (fixed if self.scope == "model" and self.latency is None else 0)
-        return meta.Frontier(
-            objective="bytes" if self.latency is None else "latency",
-            scope=self.scope,
-            budget=float(budget),
-            chosen=point(picks),
-            points=tuple(sorted({point(p) for p in plans})),
-            measure=self.measure,
-            mix=auto_plan.mix(choices, picks),
-        )
-
-    def _summary(self, choices, picks, fixed, frontier: meta.Frontier) -> str:
-        stored = sum(c.bytes[i] for c, i in zip(choices, picks))
-        dense = sum(c.dense_bytes for c in choices)
-        mix = ", ".join(f"{name} x{n}" for name, n in frontier.mix)
-        return (
-            f"auto: {len(choices)} layers, {stored:,} of {dense:,} weight bytes ({dense / stored:.2f}x smaller; model "
-            f"{fixed + stored:,} bytes), est. {1e6 * sum(c.seconds[i] for c, i in zip(choices, picks)):.1f} us; "
-            f"{mix}; predicted damage {frontier.chosen[1]:.4g} ({self.measure})"
         )
 
 

@@ -1,7 +1,9 @@
 """dce: dead code elimination.
 
-Reads: nothing. Writes: removes nodes whose results nobody uses (side-effect-free ones only) and
-the weights that only they used. Preserves: every analysis (surviving nodes compute the same values).
+Reads: the graph only (no analysis, no calibration).
+Writes: removes nodes whose results nobody uses (side-effect-free ones only) and the weights that only
+they used.
+Preserves: every analysis (the surviving nodes compute the same values).
 Options: none.
 """
 

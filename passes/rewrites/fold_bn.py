@@ -1,9 +1,12 @@
 """fold-bn: fold inference BatchNorm into the conv2d (or 2-D linear) that feeds it.
 
-Reads: nothing. Writes: for each aten.conv2d / aten.linear whose only user is an eval-mode
-aten.batch_norm (or _native_batch_norm_legit_no_training) over its output channels, scales the
-weight by gamma/sqrt(var+eps), sets bias = (bias - mean)*gamma/sqrt(var+eps) + beta, and removes the
-norm. Preserves: nothing (weights change). Options: none.
+Reads: the graph only (no analysis, no calibration).
+Writes: for each aten.conv2d / aten.linear whose only user is an eval-mode aten.batch_norm (or
+_native_batch_norm_legit_no_training) over its output channels, scales the weight by gamma/sqrt(var+eps),
+sets bias = (bias - mean)*gamma/sqrt(var+eps) + beta (adding a bias tensor where there was none), and
+removes the norm; refresh_meta.
+Preserves: nothing (weights change).
+Options: none.
 """
 
 from __future__ import annotations

@@ -6,33 +6,33 @@
                                             per layer from the measured spectra (exact allocation)
     low-rank{rank=64}                       one rank everywhere
 
-Name: low-rank. Reads: the `hessian` analysis (method=whitened with sequential=false, and every budget
-allocation with method=whitened) or the calibration layer by layer through fxc.passmgr.sequential
-(method=whitened, sequential=true: each layer's Hessian is taken with the layers before it already
-compressed, so errors do not compound: SmolLM2 at 80% ppl 81 vs 96 one-shot); meta.LayerPlan.rank_ratio
-where a planner wrote one (it wins over ratio/energy/rank/budget for that layer; in budget mode such
-layers take their share first). Writes: each split layer `y = x Wᵀ + b` becomes two aten.linear nodes,
-`<node>_down` (weight [r, n]) then `<node>_up` (weight [m, r], the bias), annotated meta.LowRank(rank,
-(m, n), role) plus the original LayerInfo and LayerPlan; the dense weight is freed. A layer whose split
-would not save `margin` of its parameters, or that the budget allocation leaves whole, stays dense,
-annotated meta.KeptDense(reason) (the report's plan column) and named in the pass summary.
+Reads: the `hessian` analysis (method=whitened with sequential=false, and every budget allocation with
+method=whitened) or the calibration layer by layer through fxc.passmgr.sequential (method=whitened,
+sequential=true: each layer's Hessian is taken with the layers before it already compressed, so errors
+do not compound); meta.LayerPlan.rank_ratio where a planner wrote one (it wins over
+ratio/energy/rank/budget for that layer; in budget mode such layers take their share first).
+Writes: each split layer `y = x Wᵀ + b` becomes two aten.linear nodes, `<node>_down` (weight [r, n]) then
+`<node>_up` (weight [m, r], the bias), annotated meta.LowRank(rank, (m, n), role) plus the original
+LayerInfo and LayerPlan; the dense weight is freed; refresh_meta. A layer whose split would not save
+`margin` of its parameters, or that the budget allocation leaves whole, stays dense, annotated
+meta.KeptDense(reason) (the report's plan column) and named in the pass summary.
 Preserves: nothing.
 Options (at most one of ratio, energy, budget, rank; none: only layers with a planned ratio):
     method     svd (weight error, no calibration) | whitened (layer-output error, SVD-LLM)
     ratio      fraction of each layer's parameters kept: rank floor(ratio·m·n/(m+n))
     energy     smallest rank keeping this share of Σ s² (of the whitened spectrum for method=whitened)
     budget     fraction of the selected layers' weights kept model-wide; per layer a rank or "dense",
-               minimizing Σ error exactly (budget_solver.py). `allocate`=relative (default) sums each
-               layer's share of its own output energy lost; absolute sums raw output errors, which are
-               not comparable across layers (SmolLM2 at 80%: ppl 78 relative vs 2380 absolute)
+               minimizing Σ error exactly (passes/algorithms/budget_solver.py). `allocate`=relative
+               (default) sums each layer's share of its own output energy lost; absolute sums raw output
+               errors, which are not comparable across layers and so spend the budget badly
     rank       one rank everywhere (must be ≤ min(m, n))
     margin     split only when r·(m+n) ≤ (1 - margin)·m·n (default 0.1: a split saving less is rarely
-               faster, see benchmarks/low_rank_latency.py)
+               faster; benchmarks/low_rank_latency.py measures it)
     damp       Hessian dampening (fraction of mean diag); sequential; layers, skip (passes/select.py)
-The math lives in low_rank_math.py (SVD, whitening, rank rules), budget_solver.py (allocation) and
-low_rank_split.py (graph surgery). On bad input (rank > min(m, n), a ratio outside (0, 1] or too small
-for rank 1, a budget no split can meet, a Hessian that stays singular) the pass raises before touching
-the model.
+The math lives in passes/algorithms/low_rank_math.py (SVD, whitening, rank rules),
+passes/algorithms/budget_solver.py (allocation) and passes/low_rank/split.py (graph surgery). On bad input
+(rank > min(m, n), a ratio outside (0, 1] or too small for rank 1, a budget no split can meet, a Hessian
+that stays singular) the pass raises before touching the model.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from fxc import ir
 from fxc.errors import FxcError, OptionError
 from fxc.ir import meta
 from fxc.passes.algorithms import low_rank_math as lrm
-from fxc.passes.analyses.hessian import dampen, segment_hessians
+from fxc.passes.algorithms.gram import dampen
+from fxc.passes.analyses.hessian import segment_hessians
 from fxc.passes.low_rank.split import split_layer
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passmgr.options import option

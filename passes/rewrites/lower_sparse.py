@@ -1,11 +1,12 @@
 """lower-sparse: replace N:M-sparse linears by torch.ops.fxc.sparse_nm_linear (packed values + indices).
 
-Reads: meta.Sparsity on aten.linear nodes (pattern "N:M", written by prune). Writes: for each such
-layer, `values` [N_out, K*n/m] (the kept weights of every group of m columns, in column order) and
-`indices` uint8 [N_out, K*n/m] (their positions inside the group) as new buffers, and a
-sparse_nm_linear node in place of the aten.linear; the dense weight is freed. A group holding more
-than n non-zeros is an error naming the layer (the weight is not N:M; prune it first). The node keeps
-its fxc annotations. Preserves: every analysis (the layer computes the same values).
+Reads: meta.Sparsity on aten.linear nodes (pattern "N:M", written by prune); no analysis, no calibration.
+Writes: for each such layer, `values` [N_out, K*n/m] (the kept weights of every group of m columns, in
+column order) and `indices` uint8 [N_out, K*n/m] (their positions inside the group) as new buffers, and a
+torch.ops.fxc.sparse_nm_linear node in place of the aten.linear; the dense weight is freed. The node keeps
+its fxc annotations. A group holding more than n non-zeros is an error naming the layer (the weight is
+not N:M; prune it first); every layer is checked before any is rewritten.
+Preserves: every analysis (the layer computes the same values).
 Options: none. `lower_nm_layer` is what prune{lower=true} calls.
 """
 

@@ -4,12 +4,18 @@
     mixed-precision{avg-bits=4.5,method=gptq},quantize{method=gptq}   # scored by GPTQ's errors
     mixed-precision{bytes=40000000,candidates=[w4,w4g64,w8,keep]}
 
-Name: `mixed-precision` (a planning pass). Reads: the `sensitivity` analysis (passes/analyses/sensitivity.py:
+A planning pass: it writes the plan, `quantize` carries it out.
+Reads: the `sensitivity` analysis (measure=layer, model or hutchinson; passes/analyses/sensitivity.py:
 `.score(layer node name, candidate)`, HAWQ-v2's trace·‖ΔW‖² when a Hessian trace is known, else the
-measured error) for every candidate except "keep" (the dense weight, score 0).
+measured error) or the `method-error` analysis with weighting=output (measure=jacobian; it reads `hessian`
+and `output-metric`), for every candidate except "keep" (the dense weight, score 0); both need calibration.
 Writes: meta.LayerPlan(bits, group_size, act_bits, source="mixed-precision") on every selected layer
 (other fields of an existing plan are kept); bits 16 means keep. Prints the allocation table.
 Preserves: every analysis (no weight changes).
+Options: avg-bits | bytes (exactly one), candidates, measure (auto, jacobian, or sensitivity's), method
+(rtn | gptq: the quantize method that will carry the plan out; with gptq each weight-only candidate is
+scored by the error GPTQ leaves, not RTN's, since GPTQ recovers more in some formats than others),
+symmetric (must match quantize's), print-allocation, layers, skip.
 
 The budget is the stored size of the selected layers' weights: `bytes`, or `avg-bits` per weight
 (bytes = avg-bits x weights / 8), counted exactly as `quantize` stores them (passes/quantize/scheme.py:
@@ -18,21 +24,17 @@ packed integers plus float32 scales and zero points; the bias is not counted, it
 exactly (4 bits + one float32 scale per 64 weights); the planner may instead spend the same bytes on
 per-channel int4 where it costs little and int8 where it matters. A candidate a layer cannot take
 (group size not dividing its input dimension, int4 with an odd one) is not offered to that layer.
-The choice is the multiple-choice knapsack it is, solved exactly (passes/algorithms/budget_solver.py: branch and
-bound on a Pareto frontier with Lagrangian bounds; in the rare degenerate case it cannot prove optimality
-the summary says how far from optimal the plan can at most be). A budget below the smallest reachable
-size is an error naming the option and that size; nothing is written then.
+The choice is the multiple-choice knapsack it is, solved exactly (passes/algorithms/budget_solver.py: branch
+and bound on a Pareto frontier with Lagrangian bounds; in the rare degenerate case it cannot prove
+optimality the summary says how far from optimal the plan can at most be). A budget below the smallest
+reachable size is an error naming the option and that size; nothing is written then.
 measure=jacobian scores a candidate by its estimated relative model-output error tr(W ΔW H ΔWᵀ)
-(passes/auto_estimate.MethodError with the output metric of passes/analyses/output_metric.py, as the auto pass does):
-unlike measure=layer, whose tr(ΔW H ΔWᵀ) is in each layer's own output units, it is comparable across
-layers (linear layers only). The default, measure=auto, is jacobian when every planned layer is linear and
-layer otherwise (CNNs: measure=model measures each candidate's model-output error directly). On SmolLM2 at
-4.5 bits with classic GPTQ (fit=layer) the jacobian plan reaches 20.3 perplexity where the layer-measured
-one reaches 23.6 and uniform W4 g64 22.8 (benchmarks/RESULTS.md).
-Options: avg-bits | bytes (exactly one), candidates, measure (auto, jacobian, or sensitivity's), method (rtn | gptq: the
-quantize method that will carry the plan out; with gptq each weight-only candidate is scored by the
-error GPTQ leaves, not RTN's, since GPTQ recovers more in some formats than others), symmetric (must
-match quantize's), print-allocation, layers, skip.
+(the `method-error` analysis, passes/analyses/method_error.py, with the output metric of
+passes/analyses/output_metric.py, as the auto pass does): unlike measure=layer, whose tr(ΔW H ΔWᵀ) is in
+each layer's own output units, it is comparable across layers (linear layers only), which is why it is
+the better guide when layers differ in scale. The default, measure=auto, is jacobian when every planned
+layer is linear and layer otherwise (CNNs: measure=model measures each candidate's model-output error
+directly).
 """
 
 from __future__ import annotations

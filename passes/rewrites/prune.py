@@ -1,4 +1,4 @@
-"""prune: set weights to zero (unstructured, N:M) or remove whole channels (structured).
+"""prune: set weights to zero (unstructured, N:M) or remove whole channels or attention heads (structured).
 
     Prune(method="wanda", sparsity=0.5)                          prune{method=wanda,sparsity=0.5}
     Prune(method="sparse-gpt", pattern="2:4", block_size=64)     prune{method=sparse-gpt,pattern=2:4,block-size=64}
@@ -6,16 +6,28 @@
     Prune(pattern="channel", sparsity=0.25)                      remove 25% of MLP hidden channels / conv filters
     Prune(method="wanda", pattern="head", sparsity=0.25)         remove 25% of each attention's heads
 
-Methods: magnitude (|W|, per layer), wanda (|W|·||x|| per output row, Sun et al. 2023), sparse-gpt
-(OBS with weight update, passes/algorithms/sparse_gpt.py; refine=N, default 20, then re-solves the kept weights for the
-layer's output error by N conjugate-gradient steps, passes/algorithms/mask_refine.py; fit=residual, the default, fits each
-layer to the dense model instead of its own output, so it also absorbs the error of the layers before it, and
-a layer adding into a residual stream also makes up the stream's drift, passes/algorithms/dense_target.py: SmolLM2 50%
-at 128 x 512 calibration 25.89 perplexity vs 28.32 with fit=dense (the dense layer output alone) and 31.65 with
-fit=layer; with only 16 x 512 calibration fit=layer was better than fit=dense, 37.82 vs 41.10; stages=N prunes
-unstructured targets gradually in N steps: 25.37 with 3, about 1.25x the time of one, passes/algorithms/sparse_gpt.py).
-wanda and sparse-gpt calibrate layer by layer (fxc/passmgr/sequential.py): each layer sees the output of the
-already-pruned layers before it.
+Reads: calibration (method=wanda or sparse-gpt, allocation=owl or sensitivity); the `act-stats` analysis
+(allocation=owl; wanda with pattern=channel or head); the `sensitivity` and `hessian` analyses
+(allocation=sensitivity); meta.LayerPlan (unstructured / N:M: a layer's planned sparsity and pattern
+override the options, planned sparsity 0 leaves it dense).
+Writes: new weights and meta.Sparsity(pattern, fraction zero, method) on each pruned layer; with
+lower=true, N:M linears become torch.ops.fxc.sparse_nm_linear (passes/rewrites/lower_sparse.py). The
+structured patterns shrink tensors instead (passes/prune/channels.py, passes/prune/heads.py).
+Preserves: nothing. Every option and every layer's shape is checked before any weight changes, and a
+failure part-way (NaN activations) puts the original weights back: the model is left untouched.
+Options: method, sparsity, pattern, allocation, spread, outlier-threshold, block-size, damp, refine, fit,
+stages, lower, layers, skip; `fxc.passmgr.registry.lookup("fxc.passes", "prune").help()` prints each.
+
+Methods: magnitude (|W|, per layer); wanda (|W|·||x|| per output row, Sun et al. 2023); sparse-gpt (OBS
+with weight update, passes/algorithms/sparse_gpt.py). sparse-gpt's options: refine=N re-solves the kept
+weights for the layer's output error by N conjugate-gradient steps (passes/algorithms/mask_refine.py);
+fit chooses what each layer is fitted to (passes/algorithms/dense_target.py): residual, the default, the
+dense model's output on the compressed model's inputs, a layer adding into a residual stream also making
+up the stream's drift; dense, the dense layer's output alone; layer, the layer's own output on its current
+inputs (classic SparseGPT; the dense fits need more calibration tokens, so with little calibration data
+it can be the better choice); stages=N prunes unstructured targets gradually in N steps (closer layer fits,
+more time). wanda and sparse-gpt calibrate layer by
+layer (fxc/passmgr/sequential.py): each layer sees the output of the already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
 the `sparsity` option is not used); channel: structured, passes/prune/channels.py (MLP hidden
 channels, conv filters); head: structured, passes/prune/heads.py (whole attention heads: q/k/v rows,
@@ -23,13 +35,6 @@ o_proj columns, the head counts in view/reshape/expand; GQA removes query heads 
 Per-layer sparsity (unstructured): allocation=uniform, owl (layers with more Wanda-score outliers
 keep more weights) or sensitivity (layers whose output error at the target sparsity is larger keep
 more), spread over sparsity ± spread with the parameter-weighted mean kept at `sparsity`.
-
-Reads: calibration (wanda, sparse-gpt, owl, sensitivity), `act-stats`, `hessian`, meta.LayerPlan
-(a layer's planned sparsity/pattern overrides the options; planned sparsity 0 leaves it dense).
-Writes: new weights, meta.Sparsity(pattern, fraction zero, method) on each pruned layer; with
-lower=true, N:M linears become torch.ops.fxc.sparse_nm_linear (passes/rewrites/lower_sparse.py).
-Preserves: nothing. Every option and every layer's shape is checked before any weight changes, and
-a failure part-way (NaN activations) puts the original weights back: the model is left untouched.
 """
 
 from __future__ import annotations
@@ -106,30 +111,36 @@ class Prune(Pass):
                 f"prune: option 'block-size' ({self.block_size}) must be a multiple of M={nm[1]} "
                 f"for pattern={self.pattern}"
             )
-        if self.refine is not None and self.method != "sparse-gpt":
-            raise OptionError(
-                f"prune: option 'refine' re-solves sparse-gpt's kept weights; method={self.method} keeps the "
-                "original values (use method=sparse-gpt, or drop option 'refine')"
-            )
-        if self.stages is not None and (self.method != "sparse-gpt" or kind != "unstructured"):
-            raise OptionError(
-                f"prune: option 'stages' prunes gradually with sparse-gpt, pattern=unstructured; here method="
-                f"{self.method}, pattern={self.pattern} (drop option 'stages')"
-            )
-        if self.fit is not None and self.method != "sparse-gpt":
-            raise OptionError(
-                f"prune: option 'fit' chooses what sparse-gpt's weight update fits; method={self.method} updates no "
-                "weights (use method=sparse-gpt, or drop option 'fit')"
-            )
+        method, sparse_gpt, use = self.method, self.method == "sparse-gpt", "use method=sparse-gpt, or "
+        only_with = {  # option -> (whether it applies here, why it does not, the fix besides dropping it)
+            "refine": (
+                sparse_gpt,
+                f"re-solves sparse-gpt's kept weights; method={method} keeps the original values",
+                use,
+            ),
+            "stages": (
+                sparse_gpt and kind == "unstructured",
+                f"prunes gradually with sparse-gpt, pattern=unstructured; here method={method}, pattern={self.pattern}",
+                "",
+            ),
+            "fit": (
+                sparse_gpt,
+                f"chooses what sparse-gpt's weight update fits; method={method} updates no weights",
+                use,
+            ),
+        }
+        for name, (applies, why, fix) in only_with.items():
+            if getattr(self, name) is not None and not applies:
+                raise OptionError(f"prune: option '{name}' {why} ({fix}drop option '{name}')")
         if self.lower and not nm:
             raise OptionError("prune: option 'lower' lowers N:M weights only; set pattern=2:4 (or another N:M)")
 
     def run(self, gm: torch.fx.GraphModule, am) -> PassResult:
         kind, _ = parse_pattern(self.pattern)
         if kind == "channel":
-            from fxc.passes.prune.channels import prune_structured
+            from fxc.passes.prune.channels import prune_channels
 
-            return prune_structured(gm, am, self)
+            return prune_channels(gm, am, self)
         if kind == "head":
             from fxc.passes.prune.heads import prune_heads
 
@@ -166,6 +177,14 @@ class Prune(Pass):
             ir.refresh_meta(gm)
         summary = f"pruned {len(targets)} layers to {zeros / total:.1%} zeros ({self.method})"
         return PassResult(True, summary=summary + (f", {lowered} lowered to sparse_nm_linear" if lowered else ""))
+
+    def wanda_stats(self, am):
+        """The `act-stats` analysis for method=wanda (calibration required), else None: the structured
+        patterns' (channel, head) activation norms, read once their groups are found."""
+        if self.method != "wanda":
+            return None
+        am.require_calibration(f"prune{{method=wanda,pattern={self.pattern}}}")
+        return am.get("act-stats")
 
     # -- what to prune ---------------------------------------------------------------------------------------
 

@@ -5,23 +5,26 @@
     quantize{act-bits=8}                              # W8A8: int8 weights and dynamic per-token int8 inputs
     quantize{act-bits=8,static=true}                  # W8A8 with one input scale per layer from act-stats
 
-Name: `quantize`. Reads: meta.LayerPlan (when a planner such as mixed-precision wrote one with `bits`,
-the plan decides each layer's bits / group size / int8 activations: planned layers follow it, layers
-without a plan stay dense, and the pass's own bits/group-size/act-bits are not used; bits 16 = keep);
-calibration (method=gptq, static=true); the `act-stats` analysis (static=true).
+Reads: meta.LayerPlan (when a planner such as mixed-precision wrote one with `bits`, the plan decides each
+layer's bits / group size / int8 activations: planned layers follow it, layers without a plan stay dense,
+and the pass's own bits/group-size/act-bits are not used; bits 16 = keep); calibration (method=gptq, layer
+by layer through fxc.passmgr.sequential; static=true); the `act-stats` analysis (static=true).
 Writes: each chosen aten.linear becomes torch.ops.fxc.quantized_linear (weight-only) or
 torch.ops.fxc.int8_linear (act-bits=8); each aten.conv2d becomes torch.ops.fxc.quantized_conv2d
 (conv layers are always weight-only: int8 activations exist for linear layers only). Weights are stored
 in fxc.ir.qformat's layout (int4 packed two per byte, float32 scales and zero points) as buffers next to
 the layer's old weight, which is freed, so the model really shrinks. Each new node carries
 meta.Quantized (bits, group size, symmetric, act bits, method actually used) plus the old node's
-LayerInfo and LayerPlan. Preserves: nothing.
+LayerInfo and LayerPlan.
+Preserves: nothing.
+Options: method, bits, group-size, symmetric, act-bits, static, damp, act-order, block-size, fit, layers,
+skip; `fxc.passmgr.registry.lookup("fxc.passes", "quantize").help()` prints each.
 
 Bad input is rejected before anything changes: an unsupported bits / group size (option validation, or
 a plan asking for it), a layer whose input dimension the group size does not divide or an int4 layer
 with an odd input dimension (the error names the layer and the `group-size` / `skip` fix), missing
-calibration for gptq or static scales. GPTQ (passes/algorithms/gptq.py) writes dequantized weights while it runs
-and restores them if it fails.
+calibration for gptq or static scales. GPTQ (passes/algorithms/gptq.py) writes dequantized weights while
+it runs and restores them if it fails.
 """
 
 from __future__ import annotations
@@ -62,15 +65,17 @@ class Quantize(Pass):
     )
     static: bool = option(False, "W8A8: one input scale per layer from act-stats instead of per-token scales")
     damp: float = option(0.01, "gptq: fraction of the mean Hessian diagonal added to it", low=0.0, high=1.0)
-    act_order: bool = option(True, "gptq: quantize columns in order of decreasing Hessian diagonal (groups "
-                             "keep their column sets); SmolLM2 W4 g64: ppl 23.0 with it, 26.9 without")
+    act_order: bool = option(
+        True,
+        "gptq: quantize columns in order of decreasing Hessian diagonal, the most important first (groups keep "
+        "their column sets); usually more accurate, leave it on",
+    )
     block_size: int = option(128, "gptq: columns per lazy error-update block", low=1)
     fit: str | None = option(
         None,
         "gptq: fit each layer to the dense model on the quantized model's inputs, layers adding into a residual "
-        "stream also making up its drift (residual, the default; runs the dense model beside; SmolLM2 W4 g64 "
-        "19.90 ppl), to the dense layer's output alone (dense: 20.39) or to its own output there (layer, "
-        "classic GPTQ: 22.83)",
+        "stream also making up its drift (residual, the default; runs the dense model beside), to the dense "
+        "layer's output alone (dense) or to its own output there (layer, classic GPTQ)",
         choices=(None, *TARGETS),
     )
     layers: tuple[str, ...] = option((), "module-path patterns of layers to quantize (empty: all)")

@@ -2,12 +2,16 @@
 
     smooth-quant{alpha=0.5},quantize{act-bits=8}
 
-Name: `smooth-quant`. Reads: the `act-stats` analysis (per-channel max |x| of each layer's input).
+Reads: the `act-stats` analysis (per-channel max |x| of each layer's input; it needs calibration).
 Writes: for each group of selected linear layers that read one input (q/k/v, gate/up, or a single layer)
 a per-input-channel factor s_j = max|X_j|^alpha / max|W_j|^(1-alpha) (max |W_j| over the group's
 weights), multiplies column j of every weight in the group by s_j, and divides channel j of the input
 by s_j *inside the layer that produces it*, so the model computes the same function exactly (up to
 float rounding) while the input has flatter channels and int8 per-token activations lose less.
+No nodes are added or removed: only weight values change.
+Preserves: nothing (weights change; act-stats change with them).
+Options: alpha (migration strength, 0 = none, 1 = all onto weights), layers, skip.
+
 Foldable producers (looking back through dtype casts / clones):
   - a norm's elementwise weight: aten.mul by a 1-D get_attr of K values (RMSNorm), aten.layer_norm's
     weight and bias;
@@ -16,8 +20,7 @@ Foldable producers (looking back through dtype casts / clones):
 The input (and every cast on the way) must be used by the group's layers only, and the producer's
 tensors by nothing else; otherwise the scale would leak into another path (a residual, an attention
 output behind a reshape), and the group is left alone. The summary names the layers skipped for
-lack of a foldable producer. Preserves: nothing (weights change; act-stats change with them).
-Options: alpha (migration strength, 0 = none, 1 = all onto weights), layers, skip.
+lack of a foldable producer.
 """
 
 from __future__ import annotations
@@ -28,19 +31,13 @@ import torch
 import torch.fx
 
 from fxc import ir
+from fxc.passes.opsets import COPIES
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Pass, PassResult
 
 aten = torch.ops.aten
-_TRANSPARENT = {
-    aten.to.dtype,
-    aten._to_copy.default,
-    aten.clone.default,
-    aten.alias.default,
-    aten.contiguous.default,
-    aten.dropout.default,
-}
+_TRANSPARENT = COPIES | {aten._to_copy.default, aten.contiguous.default}
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
     fxc.quantized_linear   weights stay packed; dequantized one tile of output rows at a time
     fxc.quantized_conv2d   weight dequantized (conv weights are small), then numpy conv2d
     fxc.int8_linear        activations quantized per token (or static), exact int32 GEMM through
-                           float32 BLAS (numpy_qformat.int8_matmul_exact), scaled like the reference
-    fxc.sparse_nm_linear   scipy CSR past the measured crossover density, else densified once
+                           float32 BLAS (codegen/numpy/quant.py, int8_matmul_exact), scaled like the reference
+    fxc.sparse_nm_linear   scipy CSR past the crossover density (codegen/common/nm_sparse.py), else densified once
 
+A node's arguments are read through the op's typed view (fxc/ir/ops.py: QuantizedLinearArgs, ...).
 Constant scales are converted once at compile time; weights are read, never copied, except where
 the choice says so (densified N:M weights). Each choice is recorded with `ctx.note` for the report.
 Reads nothing; writes nothing (the table is filled at import).
@@ -16,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fxc.codegen.common import nm_sparse as numpy_sparse
+from fxc.codegen.common import nm_sparse
 from fxc.codegen.numpy import quant as qf
 from fxc.codegen.numpy.context import NotConstant, OpTable, Unsupported, lowering, out_dtype
 from fxc.codegen.numpy.ops.conv import conv2d
+from fxc.ir.ops import Int8LinearArgs, QuantizedLinearArgs, SparseNMLinearArgs
 
 fxc_ops = torch.ops.fxc
 TABLE: OpTable = {}
@@ -46,7 +48,7 @@ def _float32_or_none(ctx, arg, shape=None):
 @lowering(TABLE, fxc_ops.quantized_linear.default)
 def _quantized_linear(ctx, node):
     out = out_dtype(node)
-    bits = node.args[5]
+    bits = QuantizedLinearArgs.of(node).bits
     if bits not in (4, 8):
         raise Unsupported(f"quantized_linear with bits={bits}; fxc stores 4 or 8 bits")
     ctx.note(f"{node.name}: quantized_linear w{bits} -> dequantize tiles of {qf.TILE_BYTES >> 20} MiB + float BLAS")
@@ -81,8 +83,9 @@ def _quantized_conv2d(ctx, node):
 @lowering(TABLE, fxc_ops.int8_linear.default)
 def _int8_linear(ctx, node):
     out = out_dtype(node)
-    weight_scale = _float32_or_none(ctx, node.args[2], (1, -1))
-    columns = _shape(ctx, node.args[1])[1]
+    args = Int8LinearArgs.of(node)
+    weight_scale = _float32_or_none(ctx, args.weight_scale, (1, -1))
+    columns = _shape(ctx, args.qweight)[1]
     chunks = len(qf.k_chunks(int(columns)))
     ctx.note(f"{node.name}: int8_linear -> exact int32 GEMM in float32 BLAS ({chunks} K chunk(s) of <= 1024)")
 
@@ -114,28 +117,39 @@ def nm_weight(values: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
 @lowering(TABLE, fxc_ops.sparse_nm_linear.default)
 def _sparse_nm_linear(ctx, node):
     out = out_dtype(node)
-    n, m = node.args[5], node.args[6]
+    args = SparseNMLinearArgs.of(node)
+    n, m = args.n, args.m
     if not 0 < n < m:
         raise Unsupported(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
-    crossover = getattr(ctx.options, "crossover", numpy_sparse.NUMPY_CROSSOVER)
-    choice = numpy_sparse.choose(n / m, numpy_sparse.example_rows(node.args[0]), crossover)
+    crossover = getattr(ctx.options, "crossover", nm_sparse.NUMPY_CROSSOVER)
+    choice = nm_sparse.choose(n / m, nm_sparse.example_rows(args.x), crossover)
     ctx.note(f"{node.name}: sparse_nm_linear {n}:{m} -> {choice.describe('scipy CSR')}")
     try:
-        values, indices, scale = (ctx.constant(a) for a in node.args[1:4])
+        values, indices, scale = (ctx.constant(a) for a in (args.values, args.indices, args.scale))
     except NotConstant:
         values = None
     if values is None:  # weights computed at run time: densify per call
         def run_dynamic(x, values, indices, scale, bias, n, m):
-            weight = numpy_sparse.densify_nm(nm_weight(values, scale), indices, n, m).astype(out, copy=False)
+            weight = nm_sparse.densify_nm(nm_weight(values, scale), indices, n, m).astype(out, copy=False)
             return _finish(x.reshape(-1, x.shape[-1]) @ weight.T, x, bias, out)
 
         return run_dynamic
     weight = nm_weight(values, scale)
     if choice.use_sparse:
-        csr = numpy_sparse.nm_to_csr(weight.astype(out, copy=False), indices, n, m)
-        return lambda x, *args: _finish((csr @ x.reshape(-1, x.shape[-1]).T).T, x, args[3], out)
-    dense_t = numpy_sparse.densify_nm(weight, indices, n, m).astype(out, copy=False).T
-    return lambda x, *args: _finish(x.reshape(-1, x.shape[-1]) @ dense_t, x, args[3], out)
+        csr = nm_sparse.nm_to_csr(weight.astype(out, copy=False), indices, n, m)
+
+        def run_csr(x, *_weights, **named):  # the op's arguments; the weights are folded into `csr`
+            bias = SparseNMLinearArgs(x, *_weights, **named).bias
+            return _finish((csr @ x.reshape(-1, x.shape[-1]).T).T, x, bias, out)
+
+        return run_csr
+    dense_t = nm_sparse.densify_nm(weight, indices, n, m).astype(out, copy=False).T
+
+    def run_dense(x, *_weights, **named):  # the op's arguments; the weights are folded into `dense_t`
+        bias = SparseNMLinearArgs(x, *_weights, **named).bias
+        return _finish(x.reshape(-1, x.shape[-1]) @ dense_t, x, bias, out)
+
+    return run_dense
 
 
 def _finish(y2d: np.ndarray, x: np.ndarray, bias, out: np.dtype) -> np.ndarray:

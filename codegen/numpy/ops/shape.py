@@ -1,6 +1,6 @@
 """numpy kernels for ATen's view, layout, indexing, concatenation and padding ops
 (view/reshape/permute/expand/slice/select/index/gather/cat/split/pad...); creation and conversion
-ops are in numpy_ops_create.py.
+ops are in create.py.
 
 Views stay views: reshape, permute, expand (`np.broadcast_to`, read-only), slice and select return
 numpy views where torch returns views, so in-place ops see the same aliasing. Creation ops take

@@ -5,10 +5,13 @@
                         channel, in float32 per group for group-wise scales).
 
 `plane_kernel()` returns the loaded library or None, and `plane_kernel_status()` says why not (no AMX-int8
-on this CPU, not Linux x86-64, no C compiler, the compile failed, the OS refused the tile registers, or
-FXC_NATIVE=0 in the environment); the backend then uses its torch kernels. Reads codegen/torch/native/*.c; writes
-the compiled library to $FXC_CACHE_DIR/native (default ~/.cache/fxc/native), named by the source's hash,
-so an edited source is rebuilt and a stale library never loads.
+on this CPU, not Linux x86-64, no C compiler, the compile failed, or the OS refused the tile registers);
+the backend then uses its torch kernels. Whether the backend uses the kernel at all is its option
+`native` (fxc.compile(..., backend="torch", backend_options={"native": False})), not an environment
+variable; with it off this module compiles and loads nothing. The C compiler is $CC, else cc or gcc.
+Reads codegen/torch/native/*.c (shipped as package data); writes the compiled library to the user's
+cache folder, $XDG_CACHE_HOME/fxc/native (default ~/.cache/fxc/native), named by the hash of the
+source and flags, so an edited source is rebuilt and a stale library never loads.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("native") / "amx_plane_gemm.c"
+from fxc.ir.qformat import QuantizedWeight
+
+SOURCE = Path(__file__).with_name("amx_plane_gemm.c")
 FLAGS = ["-O3", "-march=native", "-mamx-tile", "-mamx-int8", "-fopenmp", "-fPIC", "-shared"]
 TILE_M, TILE_K, PLANES = 16, 64, 4
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("FXC_CACHE_DIR") or Path.home() / ".cache" / "fxc"
-    return Path(root) / "native"
+def cache_dir() -> Path:
+    """Where compiled kernels go: $XDG_CACHE_HOME/fxc/native, or ~/.cache/fxc/native when it is unset or
+    not an absolute path (the XDG base directory rule)."""
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(root) if os.path.isabs(root) else Path.home() / ".cache"
+    return base / "fxc" / "native"
 
 
 def _cpu_has_amx_int8() -> bool:
@@ -46,7 +54,7 @@ def _cpu_has_amx_int8() -> bool:
 
 def _compile(source: Path) -> Path:
     digest = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"{source.stem}-{digest}.so"
+    target = cache_dir() / f"{source.stem}-{digest}.so"
     if target.exists():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -64,8 +72,6 @@ def _compile(source: Path) -> Path:
 
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str]:
-    if os.environ.get("FXC_NATIVE", "1") == "0":
-        return None, "disabled by FXC_NATIVE=0"
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         return None, f"AMX kernels need Linux on x86-64, not {platform.system()} {platform.machine()}"
     if not _cpu_has_amx_int8():
@@ -137,26 +143,20 @@ def takes_groups(columns: int, groups: int) -> bool:
     return groups == 1 or (columns % groups == 0 and (columns // groups) % TILE_K == 0)
 
 
-def plane_gemm(
-    split: SplitRows,
-    qweight: torch.Tensor,
-    scale: torch.Tensor,
-    zero_point: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    bits: int,
-) -> torch.Tensor:
-    """split x @ dequantize(qweight [N, K or K/2], scale [N, groups], zero_point)^T + bias, float32 [M, N].
-    The caller checks takes_groups and that K * 127 * 255 fits int32 (planes_can_take)."""
+def plane_gemm(split: SplitRows, weight: QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """split x @ dequantize(weight)^T + bias, float32 [M, N], for qweight [N, K or K/2], scale and zero point
+    [N, groups]. The caller checks takes_groups and that K * 127 * 255 fits int32 (planes_can_take)."""
+    qweight, scale, zero_point, bits = weight
     n, groups = qweight.shape[0], scale.shape[-1]
     m_pad, k_pad = split.planes.shape[1:]
-    weight = qweight.contiguous()
+    qweight = qweight.contiguous()
     scale32 = scale.reshape(n, groups).to(torch.float32).contiguous()
     zero32 = None if zero_point is None else zero_point.reshape(n, groups).to(torch.int32).contiguous()
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
     y = torch.empty(split.rows, n, dtype=torch.float32)
     plane_kernel().fxc_plane_gemm(
         split.planes.data_ptr(), split.step.data_ptr(), split.tile_sums.data_ptr(), split.rows, m_pad,
-        split.columns, k_pad, weight.data_ptr(), bits, n, groups, scale32.data_ptr(), _address(zero32),
+        split.columns, k_pad, qweight.data_ptr(), bits, n, groups, scale32.data_ptr(), _address(zero32),
         _address(bias32), y.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return y

@@ -1,25 +1,41 @@
-"""Block-sparse template: y = x @ W^T for a dense weight most of whose [B, B] blocks are zero; the
-kernel visits only the non-zero blocks, so it skips both their bytes and their FLOPs.
+"""block_sparse_gemm: y = x @ W^T for a dense weight most of whose [B, B] blocks are zero; the kernel
+visits only the non-zero blocks, so it skips both their bytes and their FLOPs.
+
+    blocks = block_map(weight, block)                                   # once per weight
+    compiled = cache.load(TEMPLATE.render(**hooks), TEMPLATE.kernels)   # as codegen/triton/picker.py does
+    y = launch(compiled, config, x, weight, blocks, epilogue_args)
 
 The weight stays in its dense [N, K] layout. `block_map(weight, block)` lists, for each band of B
-output rows, the indices of the K blocks holding a non-zero (computed once per weight, on its
-device): counts int32 [N / B] and columns int32 [N / B, most non-zero blocks in a band]. The kernel
-steps along K in tiles of BLOCK_K = B (fixed by the map) and runs its K loop over the band's list
-instead of over all of K; BLOCK_N may be a fraction of B (more programs for decode shapes), the
+output rows, the indices of the K blocks holding a non-zero (computed on the weight's device). The
+kernel steps along K in tiles of BLOCK_K = B (fixed by the map) and runs its K loop over the band's
+list instead of over all of K; BLOCK_N may be a fraction of B (more programs for decode shapes), the
 autotune table varies it with BLOCK_M, warps and stages.
-Hooks: {{epilogue_params}}, {{epilogue}}, {{compute_dtype}}, {{dot_precision}}. Reads and writes nothing.
+Reads: x float16/bfloat16/float32 [M, K] and weight [N, K] of x's dtype (any strides); the BlockMap:
+counts int32 [N / B] and columns int32 [N / B, most non-zero blocks in a band], both contiguous, B a
+power of two >= 16. Writes out [M, N] (allocated in x's dtype unless given; any strides), nothing
+else; preserves every input. Hooks: {{epilogue_params}}, {{epilogue}} (codegen/triton/epilogue.py),
+{{compute_dtype}}, {{dot_precision}}. The picker runs it for the dense aten.linear nodes the
+partition sends (weights with many all-zero blocks).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import triton
 
 from fxc.codegen.triton.cache import CompiledKernel, split_config
-from fxc.codegen.triton.kernels.tiles import HELPERS, swizzled_grid
+from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES, check, output, swizzled_grid
 from fxc.codegen.triton.template import KernelTemplate
 
-TEXT = HELPERS + '''
+TEXT = '''
+import triton
+import triton.language as tl
+
+from fxc.codegen.triton.kernels.tiles import block_offsets, store_block, swizzled_block
+
 
 @triton.jit
 def block_sparse_gemm(
@@ -30,7 +46,7 @@ def block_sparse_gemm(
     BAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    # -- program id -> output block, its offsets and masks (helpers: kernels/tiles.py) ----------
     pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -73,8 +89,17 @@ TEMPLATE = KernelTemplate(
 )
 
 
-def block_map(weight: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(counts int32 [N/B], columns int32 [N/B, max count], fraction of all-zero blocks) of `weight`."""
+class BlockMap(NamedTuple):
+    """Where a weight's non-zero [block, block] tiles are: per band of `block` rows, how many and which."""
+
+    counts: torch.Tensor  # int32 [N / block]: non-zero K blocks per band
+    columns: torch.Tensor  # int32 [N / block, max count]: their K block indices, first `count` of each row
+    block: int
+    zero: float  # the fraction of all-zero tiles
+
+
+def block_map(weight: torch.Tensor, block: int) -> BlockMap:
+    """The BlockMap of `weight` [N, K] (ragged edges padded with zeros), on the weight's device."""
     n, k = weight.shape
     bands, kblocks = triton.cdiv(n, block), triton.cdiv(k, block)
     padded = weight
@@ -85,21 +110,32 @@ def block_map(weight: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Ten
     counts = nonzero.sum(dim=1).to(torch.int32)
     order = torch.argsort((~nonzero).to(torch.int8), dim=1, stable=True)  # non-zero block indices first
     columns = order[:, : max(int(counts.max()), 1)].to(torch.int32).contiguous()
-    return counts, columns, 1.0 - nonzero.float().mean().item()
+    return BlockMap(counts, columns, block, 1.0 - nonzero.float().mean().item())
 
 
-def launch(compiled: CompiledKernel, config: dict, x, weight, counts, columns, block: int, out,
-           epilogue_args: list) -> None:
-    """x [M, K], weight [N, K] (dense layout), the weight's block_map, out [M, N]."""
+def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, weight: torch.Tensor, blocks: BlockMap,
+           epilogue_args: Sequence = (), out: torch.Tensor | None = None) -> torch.Tensor:
+    """Check the inputs (layout above), allocate out unless given, launch one program per output block
+    (BLOCK_N capped at the map's block, so a tile never spans two bands); return out."""
+    check("block_sparse_gemm", "x", x, FLOAT_DTYPES, (None, None), x.device)
     m, k = x.shape
     n = weight.shape[0]
+    check("block_sparse_gemm", "weight", weight, (x.dtype,), (n, k), x.device)
+    bands = triton.cdiv(n, blocks.block)
+    if blocks.block < 16 or blocks.block & (blocks.block - 1):
+        raise ValueError(f"block_sparse_gemm: the block map's block must be a power of two >= 16, got {blocks.block}")
+    check("block_sparse_gemm", "counts", blocks.counts, (torch.int32,), (bands,), x.device)
+    check("block_sparse_gemm", "columns", blocks.columns, (torch.int32,), (bands, None), x.device)
+    if not (blocks.counts.is_contiguous() and blocks.columns.is_contiguous()):
+        raise ValueError("block_sparse_gemm: the block map's counts and columns must be contiguous")
+    out = output("block_sparse_gemm", out, x, n)
     constexprs, options = split_config(config)
-    constexprs["BLOCK_N"] = min(constexprs["BLOCK_N"], block)  # a tile never spans two bands
-    grid = swizzled_grid(m, n, constexprs)
-    compiled["block_sparse_gemm"][grid](
-        x, weight, counts, columns, out,
-        m, n, k, columns.shape[1],
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), out.stride(0), out.stride(1),
+    constexprs["BLOCK_N"] = min(constexprs["BLOCK_N"], blocks.block)
+    compiled["block_sparse_gemm"][swizzled_grid(m, n, constexprs)](
+        x, weight, blocks.counts, blocks.columns, out,
+        m, n, k, blocks.columns.shape[1],
+        *x.stride(), *weight.stride(), *out.stride(),
         *epilogue_args,
-        BAND=block, BLOCK_K=block, **constexprs, **options,
+        BAND=blocks.block, BLOCK_K=blocks.block, **constexprs, **options,
     )
+    return out

@@ -1,21 +1,33 @@
-"""Decode template: weight-only int8/int4 GEMV for M <= 16, optionally split along K.
+"""gemv: the decode kernel, weight-only int8/int4 x @ dequantize(W)^T for M <= 16, optionally split
+along K, plus `gemv_splitk_reduce`, which sums the split-K partials and runs the epilogue.
+
+    compiled = cache.load(TEMPLATE.render(load_weight=load_weight(bits), ...), TEMPLATE.kernels)
+    y = launch(compiled, config, x, qweight, scale, zero_point, bits, epilogue_args)
 
 At decode shapes the weight bytes dominate, so the kernel spreads the weight over many programs:
 grid (N / BLOCK_N, SPLIT_K), each program streaming a [BLOCK_N, K / SPLIT_K] slab of the weight
 once, for all M rows. M = 1 multiplies and sums on the CUDA cores; 2 <= M <= 16 pads the rows to 16
 and uses tl.dot. With SPLIT_K = 1 the epilogue runs in the kernel; with SPLIT_K > 1 each program
 writes float32 partial sums and `gemv_splitk_reduce` adds them and runs the epilogue.
-Hooks: {{load_weight}} (LOAD_INT8 or LOAD_INT4 below: int32 q [BLOCK_N, BLOCK_K] from q_ptr),
-{{epilogue_params}}, {{epilogue}}, {{compute_dtype}}, {{dot_precision}}. Layouts: fxc/ir/qformat.py.
-Reads and writes nothing.
+Reads (layout of fxc/ir/qformat.py): x float16/bfloat16/float32 [M <= 16, K]; qweight int8 [N, K]
+(bits=8) or uint8 [N, K/2] (bits=4: two signed nibbles per byte, column 2j in the low one); scale and
+zero point (None: symmetric) [N, G] with G dividing K, any dtype (passed on as contiguous float32).
+x, qweight and out may have any strides. Writes out [M, N] (allocated in x's dtype unless given) and,
+when SPLIT_K > 1, a float32 [SPLIT_K, M, N] scratch tensor it allocates; preserves every input.
+Hooks: {{load_weight}} (`load_weight(bits)`: LOAD_INT8 or LOAD_INT4 below, int32 q [BLOCK_N, BLOCK_K]
+from q_ptr), {{epilogue_params}}, {{epilogue}} (codegen/triton/epilogue.py), {{compute_dtype}},
+{{dot_precision}}. The picker runs it for weight-only linears with M <= its decode_max_m.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import triton
 
 from fxc.codegen.triton.cache import CompiledKernel, split_config
+from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES, check, group_scale_args, output
 from fxc.codegen.triton.template import KernelTemplate
 
 LOAD_INT8 = """
@@ -144,13 +156,25 @@ def block_m(m: int) -> int:
     return 1 if m == 1 else 16
 
 
-def launch(compiled: CompiledKernel, config: dict, x, qweight, scale, zero_point, out, epilogue_args: list) -> None:
-    """x [M <= 16, K], qweight int8 [N, K] or uint8 [N, K/2], scale/zero [N, G], out [M, N]."""
+def load_weight(bits: int) -> str:
+    """The {{load_weight}} hook for a weight of `bits` (8: int8 [N, K]; 4: packed uint8 [N, K/2])."""
+    return LOAD_INT8 if bits == 8 else LOAD_INT4
+
+
+def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
+           zero_point: torch.Tensor | None, bits: int, epilogue_args: Sequence = (),
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Check the inputs (layout above; `compiled` rendered with load_weight(bits)), allocate out unless
+    given and the split-K partials, launch gemv on grid (N / BLOCK_N, SPLIT_K), then, when split,
+    gemv_splitk_reduce on N / 64 programs; return out."""
+    check("gemv", "x", x, FLOAT_DTYPES, (None, None), x.device)
     m, k = x.shape
     n = qweight.shape[0]
-    if m > MAX_M:
-        raise ValueError(f"the GEMV template serves M <= {MAX_M}, got M={m}")
-    group_size = k // scale.shape[1]
+    if m > MAX_M or bits not in (4, 8) or k % (8 // bits):
+        raise ValueError(f"gemv serves M <= {MAX_M} and bits 4 (K even) or 8, got M={m}, K={k}, bits={bits}")
+    check("gemv", "qweight", qweight, (torch.int8 if bits == 8 else torch.uint8,), (n, k * bits // 8), x.device)
+    scale, zero_point, group_size = group_scale_args("gemv", scale, zero_point, n, k, x.device)
+    out = output("gemv", out, x, n)
     constexprs, options = split_config(config)
     block_k, split_k = constexprs["BLOCK_K"], constexprs["SPLIT_K"]
     k_per_split = triton.cdiv(triton.cdiv(k, split_k), block_k) * block_k
@@ -160,8 +184,7 @@ def launch(compiled: CompiledKernel, config: dict, x, qweight, scale, zero_point
     compiled["gemv"][grid](
         x, qweight, scale, zero_point, out, partial,
         m, n, k, k_per_split,
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), scale.stride(1),
-        out.stride(0), out.stride(1),
+        *x.stride(), *qweight.stride(), *scale.stride(), *out.stride(),
         *epilogue_args,
         GROUP_SIZE=group_size, HAS_ZERO=zero_point is not None,
         SCALE_PER_TILE=group_size % block_k == 0, BLOCK_M=bm, **constexprs, **options,
@@ -169,6 +192,7 @@ def launch(compiled: CompiledKernel, config: dict, x, qweight, scale, zero_point
     if split_k > 1:
         reduce_block_n = 64
         compiled["gemv_splitk_reduce"][(triton.cdiv(n, reduce_block_n),)](
-            partial, out, m, n, out.stride(0), out.stride(1), *epilogue_args,
+            partial, out, m, n, *out.stride(), *epilogue_args,
             SPLIT_K=split_k, BLOCK_M=bm, BLOCK_N=reduce_block_n,
         )
+    return out

@@ -1,21 +1,36 @@
-"""N:M sparse template: y = x @ W^T with W stored as its kept values plus in-group indices.
+"""sparse_nm_gemm: y = x @ W^T with W stored N:M sparse, as its kept values plus in-group indices.
 
-Layout (fxc.ir.ops.sparse_nm_linear): values [N, K * n / m] (float, or int8 with a per-output-channel
-scale [N, 1]) hold the n kept weights of each group of m columns in order; indices uint8 [N,
-K * n / m] their positions inside the group. The kernel reads only the kept values and their
-indices (n/m of the weight plus one byte per kept value) and rebuilds the dense [BLOCK_K, BLOCK_N]
-tile in registers: for each of the n slots j, the value of slot j lands where its index equals the
-column's position in its group; every other element stays zero. Hooks: {{epilogue_params}},
-{{epilogue}}, {{compute_dtype}}, {{dot_precision}}. Reads and writes nothing.
+    compiled = cache.load(TEMPLATE.render(**hooks), TEMPLATE.kernels)   # as codegen/triton/picker.py does
+    y = launch(compiled, config, x, values, indices, scale, n_keep, m_group, epilogue_args)
+
+Reads (layout of fxc.ir.ops.sparse_nm_linear, n of every m columns kept): x float16/bfloat16/float32
+[M, K]; values [N, K * n / m] (float, or int8 with a per-output-channel scale) hold the n kept weights
+of each group of m columns in order; indices uint8 [N, K * n / m] their positions inside the group;
+scale (None: none) of N elements, any dtype (passed on as contiguous float32). x, values, indices and
+out may have any strides. The kernel reads only the kept values and their indices (n/m of the weight
+plus one byte per kept value) and rebuilds the dense [BLOCK_K, BLOCK_N] tile in registers: for each
+of the n slots j, the value of slot j lands where its index equals the column's position in its
+group; every other element stays zero. Writes out [M, N] (allocated in x's dtype unless given),
+nothing else; preserves every input. Hooks: {{epilogue_params}}, {{epilogue}}
+(codegen/triton/epilogue.py), {{compute_dtype}}, {{dot_precision}}. The picker runs it for every
+fxc.sparse_nm_linear.
 """
 
 from __future__ import annotations
 
-from fxc.codegen.triton.cache import CompiledKernel, split_config
-from fxc.codegen.triton.kernels.tiles import HELPERS, gemm_config, swizzled_grid
-from fxc.codegen.triton.template import KernelTemplate
+from collections.abc import Sequence
 
-TEXT = HELPERS + '''
+import torch
+
+from fxc.codegen.triton.cache import CompiledKernel, split_config
+from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES, check, gemm_template, output, swizzled_grid
+
+TEXT = '''
+import triton
+import triton.language as tl
+
+from fxc.codegen.triton.kernels.tiles import block_offsets, store_block, swizzled_block
+
 
 @triton.jit
 def sparse_nm_gemm(
@@ -26,7 +41,7 @@ def sparse_nm_gemm(
     KEEP: tl.constexpr, GROUP: tl.constexpr, HAS_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    # -- program id -> output block, its offsets and masks (helpers: kernels/tiles.py) ----------
     pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     if HAS_SCALE:
@@ -61,34 +76,35 @@ def sparse_nm_gemm(
 '''
 
 
-TEMPLATE = KernelTemplate(
-    name="sparse_nm_gemm",
-    text=TEXT,
-    kernels=("sparse_nm_gemm",),
-    configs=(
-        gemm_config(128, 128, 64, 8, 3),
-        gemm_config(64, 128, 64, 4, 4),
-        gemm_config(128, 64, 128, 4, 3),
-        gemm_config(16, 64, 128, 4, 4),
-        gemm_config(16, 32, 256, 4, 3),
-    ),
-    interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2),
-)
+TEMPLATE = gemm_template("sparse_nm_gemm", TEXT, [  # rows: BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
+    (128, 128, 64, 8, 3), (64, 128, 64, 4, 4), (128, 64, 128, 4, 3), (16, 64, 128, 4, 4), (16, 32, 256, 4, 3),
+])
 
 
-def launch(compiled: CompiledKernel, config: dict, x, values, indices, scale, n_keep: int, m_group: int,
-           out, epilogue_args: list) -> None:
-    """x [M, K], values/indices [N, K*n/m], scale float32 [N] or None, out [M, N]."""
+def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+           scale: torch.Tensor | None, n_keep: int, m_group: int, epilogue_args: Sequence = (),
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Check the inputs (layout above), allocate out unless given, launch one program per output block;
+    return out."""
+    check("sparse_nm_gemm", "x", x, FLOAT_DTYPES, (None, None), x.device)
     m, k = x.shape
     n = values.shape[0]
+    if not 0 < n_keep < m_group or k % m_group:
+        raise ValueError(f"sparse_nm_gemm: {n_keep}:{m_group} sparsity does not fit K={k}")
+    kept = k // m_group * n_keep
+    check("sparse_nm_gemm", "values", values, (*FLOAT_DTYPES, torch.int8), (n, kept), x.device)
+    check("sparse_nm_gemm", "indices", indices, (torch.uint8,), (n, kept), x.device)
+    if scale is not None:
+        check("sparse_nm_gemm", "scale", scale.reshape(-1), None, (n,), x.device)
+        scale = scale.float().reshape(-1).contiguous()
+    out = output("sparse_nm_gemm", out, x, n)
     constexprs, options = split_config(config)
-    grid = swizzled_grid(m, n, constexprs)
-    compiled["sparse_nm_gemm"][grid](
+    compiled["sparse_nm_gemm"][swizzled_grid(m, n, constexprs)](
         x, values, indices, scale, out,
         m, n, k,
-        x.stride(0), x.stride(1), values.stride(0), values.stride(1), indices.stride(0), indices.stride(1),
-        out.stride(0), out.stride(1),
+        *x.stride(), *values.stride(), *indices.stride(), *out.stride(),
         *epilogue_args,
         KEEP=n_keep, GROUP=m_group, HAS_SCALE=scale is not None,
         **constexprs, **options,
     )
+    return out

@@ -1,10 +1,9 @@
-"""Pieces shared by the GEMM templates: Triton tile helpers (HELPERS, source text placed before each
-kernel), the autotune-entry and grid helpers, and the launch both weight-only GEMMs share.
+"""What the kernels in this folder share: three `@triton.jit` tile helpers, and the checks, output,
+grid and template table their launch wrappers and templates use.
 
-The kernel templates (triton_w8a16.py, triton_w4a16.py, triton_w8a8.py, triton_sparse.py,
-triton_block_sparse.py) start their text with HELPERS, so every generated kernel file stays
-self-contained and inspectable; Triton inlines a `@triton.jit` function called from a kernel, so
-the helpers cost nothing at run time. They are:
+Kernel side. A GEMM kernel's text imports the helpers by name, like any other Python module:
+
+    from fxc.codegen.triton.kernels.tiles import block_offsets, store_block, swizzled_block
 
     swizzled_block(M, N, ...)          program id -> (pid_m, pid_n) of the output block; programs walk
                                        the output in bands of GROUP_M block rows, so the weight
@@ -12,27 +11,43 @@ the helpers cost nothing at run time. They are:
     block_offsets(pid_m, pid_n, ...)   -> offs_m, offs_n, mask_m, mask_n of that block
     store_block(out_ptr, acc, ...)     masked store of the float32 accumulator in out's dtype
 
-Every load and the store is masked. The group-wise dequantization of the K loop stays written out in
-triton_w8a16.py and triton_w4a16.py: as a shared helper it made w4a16_gemm about 4% slower on an
-H200 (Triton 3.6; same shared memory and registers, different schedule), w8a16_gemm unchanged.
-Python side: `gemm_config(...)` builds one autotune entry, `swizzled_grid(m, n, constexprs)` the
-1-D grid swizzled_block expects, `launch_grouped_gemm(kernel, ...)` launches w8a16_gemm or
-w4a16_gemm (same arguments). Reads and writes nothing.
+Triton inlines a `@triton.jit` function that a kernel calls (compiled, and in its interpreter the
+call is a plain Python call), so the helpers cost nothing at run time. The kernel cache keys a
+kernel by its rendered text, which names the helpers but does not hold them; Triton's compile cache
+hashes each kernel together with the jit functions it calls, so an edit here recompiles them all.
+The group-wise dequantization of the K loop is not a helper: it stays written out in gemv.py and
+dequant_gemm.py, because as a shared helper it made w4a16_gemm slower on a GPU (benchmarks/RESULTS.md,
+"Triton templates before/after the shared tile helpers").
+
+Python side: `check` (an argument's dtype, sizes and device, or a ValueError naming the kernel),
+`output` (the out tensor: allocated, or the caller's checked), `group_scale_args` (the
+quantization-group scales of the weight-only kernels gemv, w8a16_gemm, w4a16_gemm), `gemm_config`
+(one autotune entry), `gemm_template` (a swizzled-block GEMM template from its table rows, with the
+interpreter config they all use) and `swizzled_grid` (the 1-D grid swizzled_block decodes).
+Reads and writes nothing; preserves its arguments (`group_scale_args` returns float32 copies where
+the scales are not already contiguous float32).
 """
 
 from __future__ import annotations
 
-import triton
+from collections.abc import Sequence
 
-from fxc.codegen.triton.cache import CompiledKernel, split_config
-
-HELPERS = '''
+import torch
 import triton
 import triton.language as tl
+
+from fxc.codegen.triton.template import KernelTemplate
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# -- kernel side: @triton.jit helpers, inlined into the kernels that call them ------------------
 
 
 @triton.jit
 def swizzled_block(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's output block (pid_m, pid_n), taking block rows in bands of GROUP_M: down a band's
+    rows first, then to the next block column, so a band reuses each weight column it loads."""
     pid = tl.program_id(axis=0)
     blocks_m = tl.cdiv(M, BLOCK_M)
     blocks_n = tl.cdiv(N, BLOCK_N)
@@ -46,6 +61,7 @@ def swizzled_block(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: 
 
 @triton.jit
 def block_offsets(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Rows offs_m and columns offs_n of block (pid_m, pid_n), with their masks (offs_m < M, offs_n < N)."""
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     return offs_m, offs_n, offs_m < M, offs_n < N
@@ -53,9 +69,49 @@ def block_offsets(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constex
 
 @triton.jit
 def store_block(out_ptr, acc, offs_m, offs_n, mask_mn, stride_om, stride_on):
+    """out[offs_m, offs_n] = acc, cast to out's dtype, where mask_mn."""
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_mn)
-'''
+
+
+# -- Python side: what the launch wrappers share --------------------------------------------------
+
+
+def check(kernel: str, name: str, tensor: torch.Tensor, dtypes: tuple | None, shape: tuple,
+          device: torch.device) -> None:
+    """Raise ValueError (naming the kernel and the argument) unless `tensor` has one of `dtypes` (None:
+    any), the sizes `shape` (None: any size) and lives on `device`."""
+    if ((dtypes is None or tensor.dtype in dtypes) and tensor.device == device and tensor.dim() == len(shape)
+            and all(want is None or want == got for want, got in zip(shape, tensor.shape))):
+        return
+    sizes = ", ".join("*" if s is None else str(s) for s in shape)
+    names = [str(d).replace("torch.", "") for d in dtypes or ()]
+    kinds = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    raise ValueError(f"{kernel}: {name} must be {kinds + ' ' if kinds else ''}[{sizes}] on {device}, got "
+                     f"{str(tensor.dtype).replace('torch.', '')} {list(tensor.shape)} on {tensor.device}")
+
+
+def output(kernel: str, out: torch.Tensor | None, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The [M, N] tensor a wrapper writes for x [M, K]: `out` checked (any float dtype, any strides),
+    or a new one of x's dtype."""
+    if out is None:
+        return torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
+    check(kernel, "out", out, FLOAT_DTYPES, (x.shape[0], n), x.device)
+    return out
+
+
+def group_scale_args(kernel: str, scale: torch.Tensor, zero_point: torch.Tensor | None, n: int, k: int,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(scale, zero point, group size) of a weight-only layout (fxc/ir/qformat.py): scale and zero point
+    [N, G] with G dividing K (any dtype), as contiguous float32, so the kernel addresses both with one pair
+    of strides."""
+    check(kernel, "scale", scale, None, (n, None), device)
+    if k % scale.shape[1]:
+        raise ValueError(f"{kernel}: scale has {scale.shape[1]} groups, which do not divide K={k}")
+    if zero_point is not None:
+        check(kernel, "zero_point", zero_point, None, tuple(scale.shape), device)
+        zero_point = zero_point.float().contiguous()
+    return scale.float().contiguous(), zero_point, k // scale.shape[1]
 
 
 def gemm_config(bm: int, bn: int, bk: int, warps: int, stages: int, group_m: int = 8) -> dict:
@@ -63,31 +119,16 @@ def gemm_config(bm: int, bn: int, bk: int, warps: int, stages: int, group_m: int
     return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, num_warps=warps, num_stages=stages)
 
 
+def gemm_template(name: str, text: str, table: Sequence[tuple], kernels: tuple[str, ...] | None = None,
+                  ) -> KernelTemplate:
+    """The template of swizzled-block GEMM kernels (`kernels`, default the one named `name`): its GPU
+    autotune table from rows of gemm_config arguments (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages),
+    and under the interpreter 32 x 64 x 64 blocks in bands of 2 on one warp."""
+    return KernelTemplate(name=name, text=text, kernels=kernels or (name,),
+                          configs=tuple(gemm_config(*row) for row in table),
+                          interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2))
+
+
 def swizzled_grid(m: int, n: int, constexprs: dict) -> tuple[int]:
     """One program per [BLOCK_M, BLOCK_N] output block, in the 1-D order swizzled_block decodes."""
     return (triton.cdiv(m, constexprs["BLOCK_M"]) * triton.cdiv(n, constexprs["BLOCK_N"]),)
-
-
-def scale_per_tile(group_size: int, block_k: int) -> bool:
-    """Whether every K tile lies inside one quantization group (one scale per column per tile)."""
-    return group_size % block_k == 0
-
-
-def launch_grouped_gemm(kernel: str, compiled: CompiledKernel, config: dict, x, qweight, scale, zero_point, out,
-                        epilogue_args: list) -> None:
-    """Launch w8a16_gemm or w4a16_gemm: x [M, K], qweight [N, K] int8 or [N, K/2] packed uint8,
-    scale/zero [N, G], out [M, N] (all 2-D, any strides)."""
-    m, k = x.shape
-    n = qweight.shape[0]
-    group_size = k // scale.shape[1]
-    constexprs, options = split_config(config)
-    compiled[kernel][swizzled_grid(m, n, constexprs)](
-        x, qweight, scale, zero_point, out,
-        m, n, k,
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), scale.stride(1),
-        out.stride(0), out.stride(1),
-        *epilogue_args,
-        GROUP_SIZE=group_size, HAS_ZERO=zero_point is not None,
-        SCALE_PER_TILE=scale_per_tile(group_size, constexprs["BLOCK_K"]),
-        **constexprs, **options,
-    )

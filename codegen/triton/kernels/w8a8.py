@@ -1,6 +1,7 @@
-"""W8A8 template: int8 activations x int8 weights -> int32, per-token x per-channel scales fused.
+"""w8a8: int8 activations x int8 weights -> int32, per-token x per-channel scales fused; two kernels.
 
-Two kernels (TEMPLATE) and their wrapper (`launch`):
+    compiled = cache.load(TEMPLATE.render(**hooks), TEMPLATE.kernels)   # as codegen/triton/picker.py does
+    y = launch(compiled, config, x, qweight, weight_scale, input_scale, epilogue_args)
 
     w8a8_quantize_rows  x [M, K] float -> qx int8 [M, K] and sx float32 [M], ROWS rows per program: per row
                         sx = max|x| / 127.5 (1 where the row is all zero), or the static per-tensor
@@ -10,20 +11,30 @@ Two kernels (TEMPLATE) and their wrapper (`launch`):
 
 Semantics: fxc.ir.ops.int8_linear. Division is IEEE (div_rn) like the reference; rounding uses the
 float32 trick (v + 1.5 * 2**23) - 1.5 * 2**23, exact half-to-even for |v| <= 128 and portable to
-Triton's interpreter (which has no libdevice rint). Hooks: {{epilogue_params}}, {{epilogue}}.
-Reads and writes nothing.
+Triton's interpreter (which has no libdevice rint).
+Reads: x float16/bfloat16/float32 [M, K] (any strides); qweight int8 [N, K] (any strides);
+weight_scale [N] and input_scale (None: dynamic, per token) of one element, any dtype (passed on as
+contiguous float32). Writes out [M, N] (allocated in x's dtype unless given; any strides) and its own
+scratch qx int8 [M, K], sx float32 [M]; preserves every input. Hooks: {{epilogue_params}}, {{epilogue}}
+(codegen/triton/epilogue.py). The picker runs it for every fxc.int8_linear.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import triton
 
 from fxc.codegen.triton.cache import CompiledKernel, split_config
-from fxc.codegen.triton.kernels.tiles import HELPERS, gemm_config, swizzled_grid
-from fxc.codegen.triton.template import KernelTemplate
+from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES, check, gemm_template, output, swizzled_grid
 
-TEXT = HELPERS + '''
+TEXT = '''
+import triton
+import triton.language as tl
+
+from fxc.codegen.triton.kernels.tiles import block_offsets, store_block, swizzled_block
+
 
 @triton.jit
 def w8a8_quantize_rows(
@@ -67,7 +78,7 @@ def w8a8_gemm(
     {{epilogue_params}}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # -- program id -> output block, its offsets and masks (helpers: triton_tiles.py) ------------
+    # -- program id -> output block, its offsets and masks (helpers: kernels/tiles.py) ----------
     pid_m, pid_n = swizzled_block(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m, offs_n, mask_m, mask_n = block_offsets(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
 
@@ -100,42 +111,43 @@ def w8a8_gemm(
 '''
 
 
-TEMPLATE = KernelTemplate(
-    name="w8a8",
-    text=TEXT,
-    kernels=("w8a8_quantize_rows", "w8a8_gemm"),
-    configs=(
-        gemm_config(128, 256, 128, 8, 3),
-        gemm_config(128, 128, 128, 8, 4),
-        gemm_config(256, 128, 128, 8, 3),
-        gemm_config(64, 128, 128, 4, 4),
-        gemm_config(16, 64, 256, 4, 4),
-        gemm_config(16, 128, 128, 4, 5),
-    ),
-    interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2),
-)
+TEMPLATE = gemm_template("w8a8", TEXT, [  # rows: BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
+    (128, 256, 128, 8, 3), (128, 128, 128, 8, 4), (256, 128, 128, 8, 3), (64, 128, 128, 4, 4), (16, 64, 256, 4, 4),
+    (16, 128, 128, 4, 5),
+], kernels=("w8a8_quantize_rows", "w8a8_gemm"))
 QUANT_BLOCK_K = 1024  # columns per step of the row quantization kernel
 QUANT_ROWS = {False: 2, True: 32}  # rows per program of it: on a GPU / in the interpreter (fewer launches)
 
 
-def launch(compiled: CompiledKernel, config: dict, x, qweight, weight_scale, input_scale, out, epilogue_args: list,
-           interpret: bool = False):
-    """x [M, K] float, qweight int8 [N, K], weight_scale float32 [N], input_scale float32 [1] or None."""
+def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: torch.Tensor,
+           weight_scale: torch.Tensor, input_scale: torch.Tensor | None, epilogue_args: Sequence = (),
+           out: torch.Tensor | None = None, interpret: bool = False) -> torch.Tensor:
+    """Check the inputs (layout above), allocate out unless given and the scratch qx, sx; launch
+    w8a8_quantize_rows on M / ROWS programs (ROWS: QUANT_ROWS[interpret]), then w8a8_gemm on one program
+    per output block; return out."""
+    check("w8a8", "x", x, FLOAT_DTYPES, (None, None), x.device)
     m, k = x.shape
     n = qweight.shape[0]
+    check("w8a8", "qweight", qweight, (torch.int8,), (n, k), x.device)
+    check("w8a8", "weight_scale", weight_scale.reshape(-1), None, (n,), x.device)
+    weight_scale = weight_scale.float().reshape(-1).contiguous()
+    if input_scale is not None:
+        check("w8a8", "input_scale", input_scale.reshape(-1), None, (1,), x.device)
+        input_scale = input_scale.float().reshape(1)
+    out = output("w8a8", out, x, n)
     qx = torch.empty((m, k), dtype=torch.int8, device=x.device)
     sx = torch.empty((m,), dtype=torch.float32, device=x.device)
     rows = min(QUANT_ROWS[interpret], triton.next_power_of_2(m))
     compiled["w8a8_quantize_rows"][(triton.cdiv(m, rows),)](
-        x, qx, sx, input_scale, m, k, x.stride(0), x.stride(1),
+        x, qx, sx, input_scale, m, k, *x.stride(),
         STATIC=input_scale is not None, ROWS=rows, BLOCK_K=min(QUANT_BLOCK_K, triton.next_power_of_2(k)),
     )
     constexprs, options = split_config(config)
-    grid = swizzled_grid(m, n, constexprs)
-    compiled["w8a8_gemm"][grid](
+    compiled["w8a8_gemm"][swizzled_grid(m, n, constexprs)](
         qx, sx, qweight, weight_scale, out,
         m, n, k,
-        qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
+        *qweight.stride(), *out.stride(),
         *epilogue_args,
         **constexprs, **options,
     )
+    return out

@@ -170,7 +170,7 @@ def test_fast_int4_unpacking_matches_qformat():
 def test_dequantize_into_scratch_matches_qformat_and_reuses_the_buffer():
     q = qformat.quantize_rtn(torch.randn(6, 32), 4, 8, symmetric=False)
     first = torch_fast_weight_only.scratch_tile(6 * 32, torch.device("cpu"))
-    out = torch_fast_weight_only.dequantize_into(first.view(6, 32), q.qweight, q.scale, q.zero_point, 4)
+    out = torch_fast_weight_only.dequantize_into(first.view(6, 32), q)
     assert torch.equal(out, qformat.dequantize(q.qweight, q.scale, q.zero_point, 4))
     again = torch_fast_weight_only.scratch_tile(5 * 32, torch.device("cpu"))
     assert again.data_ptr() == first.data_ptr()  # one buffer per thread, reused by every layer

@@ -1,4 +1,4 @@
-"""The weight-only kernel traced under torch.compile (codegen/torch_fast_weight_only.fused_plane_linear): exact
+"""The weight-only kernel traced under torch.compile (codegen/torch/weight_only.py, fused_plane_linear): exact
 float32 planes, results as close to the reference as float32 itself, nan rows for non-finite input, one graph
 with no break, and the backend saying which kernel it traced."""
 
@@ -13,6 +13,10 @@ from fxc.ir import qformat
 from tests.codegen.numpy.test_fxc_ops import QuantLinear
 
 pytestmark = pytest.mark.usefixtures("without_native_kernels")  # the AMX kernel: test_native_planes.py
+
+
+def _weight(model: QuantLinear, bits: int) -> qformat.QuantizedWeight:
+    return qformat.QuantizedWeight(model.qweight, model.scale, model.zero, bits)
 
 
 def _exact(model: QuantLinear, x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -40,7 +44,7 @@ def test_fused_plane_linear_is_as_close_as_float32(bits, symmetric, rows):
     model = QuantLinear(torch.randn(24, 66), bits, None, symmetric)
     x = torch.randn(rows, 66)
     x[:, 3] *= 300  # an outlier channel
-    got = wo.fused_plane_linear(x, model.qweight, model.scale, model.zero, model.bias, bits)
+    got = wo.fused_plane_linear(x, _weight(model, bits), model.bias)
     exact = _exact(model, x, bits)
     assert ((got.double() - exact).norm() / exact.norm()).item() < 2e-7
 
@@ -49,7 +53,7 @@ def test_non_finite_rows_give_nan_rows_and_leave_the_others_alone():
     model = QuantLinear(torch.randn(24, 40), 8)
     x = torch.randn(4, 40)
     x[1, 5], x[3, 0] = float("inf"), float("nan")
-    got = wo.fused_plane_linear(x, model.qweight, model.scale, model.zero, model.bias, 8)
+    got = wo.fused_plane_linear(x, _weight(model, 8), model.bias)
     assert bool(got[[1, 3]].isnan().all()) and bool(torch.isfinite(got[[0, 2]]).all())
     exact = _exact(model, x[[0, 2]], 8)
     assert ((got[[0, 2]].double() - exact).norm() / exact.norm()).item() < 2e-7
@@ -62,7 +66,7 @@ def test_traced_by_torch_compile_in_one_graph_and_reported():
     args = (model.qweight, model.scale, model.zero, model.bias, 8)
     with torch.no_grad():
         got = traced(x, *args)
-        fused = wo.fused_plane_linear(x.reshape(-1, 64), *args).reshape(2, 5, 24)
+        fused = wo.fused_plane_linear(x.reshape(-1, 64), _weight(model, 8), model.bias).reshape(2, 5, 24)
         eager = wo.weight_only_linear(x, *args)  # eager: the int8 planes of the few-rows kernel
     assert torch.equal(got, fused)
     assert ((got.double() - eager.double()).norm() / eager.double().norm()).item() < 2e-7

@@ -1,4 +1,4 @@
-"""The AMX-int8 plane kernel (codegen/torch/native/build.py, codegen/native/amx_plane_gemm.c): the split rebuilds
+"""The AMX-int8 plane kernel (codegen/torch/native/build.py and amx_plane_gemm.c): the split rebuilds
 every row within its bound, the product is as close to the exact one as float32 itself for int8/int4,
 symmetric/asymmetric, ragged shapes; rows with inf or nan get the reference's output; linears reading one
 input share one split; torch.compile traces it as one custom op; the backend reports it. On a CPU without
@@ -19,6 +19,7 @@ from fxc.ir import qformat
 from tests.codegen.numpy.numpy_check import assert_close_outputs
 from tests.codegen.numpy.test_fxc_ops import QuantLinear
 from tests.codegen.torch.test_fused_planes import _exact as exact_product
+from tests.codegen.torch.test_fused_planes import _weight
 
 pytestmark = pytest.mark.skipif(
     native_kernels.plane_kernel() is None, reason=f"no AMX plane kernel: {native_kernels.plane_kernel_status()}"
@@ -62,7 +63,7 @@ def test_product_is_as_close_as_float32_itself(bits, symmetric, shape, outputs):
     x = torch.randn(shape)
     x[..., 3] *= 300  # an outlier channel: the planes' error is relative to each row's largest value
     rows = x.reshape(-1, columns)
-    got = wo.native_plane_linear(rows, model.qweight, model.scale, model.zero, model.bias, bits)
+    got = wo.native_plane_linear(rows, _weight(model, bits), model.bias)
     exact = exact_product(model, rows, bits)
     float32 = rows @ qformat.dequantize(model.qweight, model.scale, model.zero, bits).T
     float32 = float32 + (model.bias if model.bias is not None else 0)
@@ -81,7 +82,7 @@ def test_product_is_as_close_as_float32_itself(bits, symmetric, shape, outputs):
 def test_ragged_shapes_match_the_exact_product(rows, columns, outputs, bits, symmetric):
     model = QuantLinear(torch.randn(outputs, columns), bits, None, symmetric)
     x = torch.randn(rows, columns)
-    got = wo.native_plane_linear(x, model.qweight, model.scale, model.zero, model.bias, bits)
+    got = wo.native_plane_linear(x, _weight(model, bits), model.bias)
     exact = exact_product(model, x, bits)
     weight = qformat.dequantize(model.qweight, model.scale, model.zero, bits).double()
     magnitude = x.double().abs() @ weight.abs().T + (model.bias.double().abs() if model.bias is not None else 0)
@@ -92,8 +93,8 @@ def test_rows_with_inf_or_nan_get_the_reference_output():
     model = QuantLinear(torch.randn(24, 64), 8)
     x = torch.randn(3, 64)
     x[0, 5], x[2, 0] = float("inf"), float("nan")
-    got = wo.native_plane_linear(x, model.qweight, model.scale, model.zero, model.bias, 8)
-    want = wo.dequantized_tile_linear(x, model.qweight, model.scale, model.zero, model.bias, 8)
+    got = wo.native_plane_linear(x, _weight(model, 8), model.bias)
+    want = wo.dequantized_tile_linear(x, _weight(model, 8), model.bias)
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
 
 

@@ -1,5 +1,6 @@
-"""Templates render only with exactly their hooks; the kernel cache is keyed by the source's hash and
-keeps one chosen config per (source, shapes, dtypes)."""
+"""Templates render only with exactly their hooks; the kernel cache is keyed by the source's hash, loads
+kernels whose text imports the tile helpers of kernels/tiles.py, and keeps one chosen config per
+(source, shapes, dtypes)."""
 
 import pytest
 
@@ -7,25 +8,21 @@ pytest.importorskip("triton")
 
 from fxc.codegen.triton.cache import KernelCache  # noqa: E402
 from fxc.codegen.triton.epilogue import Epilogue, Step  # noqa: E402
-from fxc.codegen.triton.kernels import gemv as triton_gemv  # noqa: E402
-from fxc.codegen.triton.kernels import sparse_nm as triton_sparse
-from fxc.codegen.triton.kernels import w4a16 as triton_w4a16
-from fxc.codegen.triton.kernels import w8a8 as triton_w8a8
-from fxc.codegen.triton.kernels import w8a16 as triton_w8a16
+from fxc.codegen.triton.kernels import dequant_gemm, gemv, tiles  # noqa: E402
+from fxc.codegen.triton.picker import TEMPLATES  # noqa: E402
 from fxc.codegen.triton.template import KernelTemplate  # noqa: E402
 
-TEMPLATES = [triton_w8a16.TEMPLATE, triton_w4a16.TEMPLATE, triton_gemv.TEMPLATE, triton_w8a8.TEMPLATE,
-             triton_sparse.TEMPLATE]
+W8A16 = dequant_gemm.TEMPLATES[8]
 EPILOGUE = Epilogue((Step("add", operand=0), Step("silu"), Step("mul", scalar=2.0)))
 
 
 def _fills(template, epilogue=EPILOGUE):
     fills = {"epilogue_params": epilogue.params(), "epilogue": epilogue.code(), "compute_dtype": "tl.float32",
-             "dot_precision": '"ieee"', "load_weight": triton_gemv.LOAD_INT4}
+             "dot_precision": '"ieee"', "load_weight": gemv.LOAD_INT4}
     return {name: text for name, text in fills.items() if name in template.hooks}
 
 
-@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.name)
+@pytest.mark.parametrize("template", TEMPLATES.values(), ids=lambda t: t.name)
 def test_every_template_renders_to_valid_python_with_its_kernels(template):
     source = template.render(**_fills(template))
     assert "{{" not in source and "}}" not in source
@@ -48,17 +45,18 @@ def test_render_rejects_missing_and_unknown_hooks():
 
 def test_cache_is_keyed_by_source_and_writes_it(tmp_path):
     cache = KernelCache(tmp_path, interpret=True)
-    source = triton_w8a16.TEMPLATE.render(**_fills(triton_w8a16.TEMPLATE))
-    first = cache.load(source, triton_w8a16.TEMPLATE.kernels)
-    assert cache.load(source, triton_w8a16.TEMPLATE.kernels) is first and len(cache) == 1
+    source = W8A16.render(**_fills(W8A16))
+    first = cache.load(source, W8A16.kernels)
+    assert cache.load(source, W8A16.kernels) is first and len(cache) == 1
     assert first.path.read_text() == source == first.source
-    other = triton_w8a16.TEMPLATE.render(**_fills(triton_w8a16.TEMPLATE, Epilogue((Step("relu"),))))
-    assert cache.load(other, triton_w8a16.TEMPLATE.kernels).digest != first.digest and len(cache) == 2
+    assert first["w8a16_gemm"].fn.__globals__["swizzled_block"] is tiles.swizzled_block  # imported by name
+    other = W8A16.render(**_fills(W8A16, Epilogue((Step("relu"),))))
+    assert cache.load(other, W8A16.kernels).digest != first.digest and len(cache) == 2
 
 
 def test_config_choice_is_cached_per_key(tmp_path):
     cache = KernelCache(tmp_path, interpret=True)
-    template = triton_w8a16.TEMPLATE
+    template = W8A16
     compiled = cache.load(template.render(**_fills(template)), template.kernels)
     runs = []
     key = ("w8a16_gemm", 32, 24, 64, "torch.float32", "torch.float32")

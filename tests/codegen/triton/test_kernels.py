@@ -1,5 +1,6 @@
-"""Every Triton template against the numpy reference (codegen/numpy/quant.py, numpy_sparse.py;
-the op set's torch reference in fxc/ir/ops.py where those are absent), in Triton's interpreter.
+"""Every Triton kernel (codegen/triton/kernels/) against the numpy reference (codegen/numpy/quant.py,
+codegen/common/nm_sparse.py; the op set's torch reference in fxc/ir/ops.py where those are absent), in
+Triton's interpreter, through the picker (FusedLinear) and, for the checks, the kernels' own wrappers.
 
 Ragged shapes come from hypothesis; outputs are poisoned with NaN before each launch, so an element
 a kernel fails to write fails the comparison. Each case runs with the interpreter's default config
@@ -15,7 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from fxc.codegen.triton.cache import KernelCache  # noqa: E402
 from fxc.codegen.triton.epilogue import Epilogue, Step, apply_reference  # noqa: E402
-from fxc.codegen.triton.kernels import w8a8 as triton_w8a8  # noqa: E402
+from fxc.codegen.triton.kernels import block_sparse, dequant_gemm, gemv, sparse_nm, w8a8  # noqa: E402
 from fxc.codegen.triton.kernels.block_sparse import block_map  # noqa: E402
 from fxc.codegen.triton.picker import FusedLinear  # noqa: E402
 from fxc.ir import ops, qformat  # noqa: E402
@@ -55,7 +56,7 @@ def _operands(name: str, m: int, n: int) -> list[torch.Tensor]:
 def reference(op, args) -> torch.Tensor:
     """op(*args) in numpy (float32, exact int32 GEMMs), the reference backend's own kernels."""
     try:
-        from fxc.codegen.common import nm_sparse as numpy_sparse
+        from fxc.codegen.common import nm_sparse
         from fxc.codegen.numpy import quant as nq
     except ImportError:
         return op(*args)
@@ -75,7 +76,7 @@ def reference(op, args) -> torch.Tensor:
     elif op == fxc_ops.sparse_nm_linear.default:
         values, indices, scale, bias, n_keep, m_group = args[1:7]
         kept = numpy(values).astype("float32") * (1 if scale is None else numpy(scale).reshape(-1, 1))
-        y = x @ numpy_sparse.densify_nm(kept, numpy(indices), n_keep, m_group).T
+        y = x @ nm_sparse.densify_nm(kept, numpy(indices), n_keep, m_group).T
     else:
         _, weight, bias = args
         y = x @ numpy(weight).T
@@ -138,7 +139,7 @@ def test_w8a8_row_quantization_is_exact_with_ties(cache):
     x = torch.cat([halves.repeat(3, 1) * torch.tensor([[1.0], [0.25], [8.0]]), torch.zeros(1, 11)])
     x = torch.cat([x, torch.randn(5, 11) * 4])
     compiled = FusedLinear(fxc_ops.int8_linear.default, Epilogue(()), cache).render_and_load(
-        triton_w8a8.TEMPLATE, Epilogue(()), torch.float32, {})
+        w8a8.TEMPLATE, Epilogue(()), torch.float32, {})
     qx = torch.full(x.shape, 99, dtype=torch.int8)
     sx = torch.full((x.shape[0],), float("nan"))
     compiled["w8a8_quantize_rows"][(3,)](x, qx, sx, None, x.shape[0], x.shape[1], x.stride(0), x.stride(1),
@@ -187,8 +188,8 @@ def test_block_sparse_matches_dense_linear(cache, m, n, k, block, zero, with_bia
 def test_block_map_lists_only_nonzero_tiles():
     weight = torch.zeros(40, 50)
     weight[0, 17] = weight[39, 49] = weight[20, 0] = 1.0
-    counts, columns, zero = block_map(weight, 16)  # bands of rows 0-15, 16-31, 32-39; K tiles 0..3
-    assert counts.tolist() == [1, 1, 1]
+    counts, columns, block, zero = block_map(weight, 16)  # bands of rows 0-15, 16-31, 32-39; K tiles 0..3
+    assert counts.tolist() == [1, 1, 1] and block == 16
     assert [columns[band, : counts[band]].tolist() for band in range(3)] == [[1], [0], [3]]
     assert zero == pytest.approx(1 - 3 / 12)
 
@@ -201,6 +202,57 @@ def test_bfloat16_inputs(cache, bits):
     args = (x, weight.qweight, weight.scale, None, torch.randn(24).to(torch.bfloat16), bits)
     fused = _check(cache, fxc_ops.quantized_linear.default, args, "relu", tolerance=5e-2)
     assert fused(*args).dtype == torch.bfloat16
+
+
+def test_launch_wrapper_alone_allocates_out(cache):
+    """A kernel file's `launch` without the picker: it allocates out in x's dtype and runs the epilogue."""
+    weight = qformat.quantize_rtn(torch.randn(24, 64), 4, 32, symmetric=False)
+    x, residual = torch.randn(20, 64), torch.randn(20, 24)
+    epilogue = Epilogue((Step("relu"), Step("add", operand=0)))
+    template = dequant_gemm.TEMPLATES[4]
+    compiled = FusedLinear(fxc_ops.quantized_linear.default, epilogue, cache).render_and_load(
+        template, epilogue, torch.float32, {})
+    out = dequant_gemm.launch(compiled, template.interpreter_config, x, weight.qweight, weight.scale,
+                              weight.zero_point, 4, epilogue.runtime_args([residual], 20, 24))
+    want = torch.relu(ops.quantized_linear(x, weight.qweight, weight.scale, weight.zero_point, None, 4)) + residual
+    assert out.shape == (20, 24) and out.dtype == torch.float32
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
+def _bad_calls():
+    """(kernel module, launch arguments after (compiled, config), error the wrapper raises)."""
+    x, q8 = torch.randn(4, 32), torch.zeros(8, 32, dtype=torch.int8)
+    scale = torch.ones(8, 2)
+    blocks = block_map(torch.randn(8, 32), 16)
+    return {
+        "w8a16-int4-weight": (dequant_gemm, (x, torch.zeros(8, 16, dtype=torch.uint8), scale, None, 8),
+                              r"w8a16_gemm: qweight must be int8 \[8, 32\] on cpu, got uint8 \[8, 16\]"),
+        "w4a16-int8-weight": (dequant_gemm, (x, q8, scale, None, 4),
+                              r"w4a16_gemm: qweight must be uint8 \[8, 16\] on cpu, got int8 \[8, 32\]"),
+        "w8a16-float64-x": (dequant_gemm, (x.double(), q8, scale, None, 8),
+                            r"w8a16_gemm: x must be float16, bfloat16 or float32 \[\*, \*\] on cpu, got float64"),
+        "w4a16-odd-k": (dequant_gemm, (torch.randn(4, 31), torch.zeros(8, 16, dtype=torch.uint8), scale, None, 4),
+                        r"w4a16_gemm: K=31 is odd"),
+        "w8a16-groups": (dequant_gemm, (x, q8, torch.ones(8, 3), None, 8), r"w8a16_gemm: scale has 3 groups"),
+        "w8a16-zero-shape": (dequant_gemm, (x, q8, scale, torch.zeros(8, 1), 8),
+                             r"w8a16_gemm: zero_point must be \[8, 2\] on cpu, got float32 \[8, 1\]"),
+        "w8a16-out-shape": (dequant_gemm, (x, q8, scale, None, 8, (), torch.empty(4, 9)), r"out must be .* \[4, 8\]"),
+        "dequant-bits": (dequant_gemm, (x, q8, scale, None, 2), r"dequant_gemm serves bits 4 or 8, got bits=2"),
+        "gemv-large-m": (gemv, (torch.randn(17, 32), q8, scale, None, 8), r"gemv serves M <= 16"),
+        "w8a8-scale": (w8a8, (x, q8, torch.ones(7), None),
+                       r"w8a8: weight_scale must be \[8\] on cpu, got float32 \[7\]"),
+        "sparse-pattern": (sparse_nm, (x, torch.randn(8, 16), torch.zeros(8, 16, dtype=torch.uint8), None, 2, 3),
+                           r"2:3 sparsity does not fit K=32"),
+        "block-sparse-map": (block_sparse, (x, torch.randn(8, 32), blocks._replace(columns=blocks.columns.t())),
+                             r"block_sparse_gemm: columns must be int32 \[1, \*\]"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_calls()))
+def test_launch_wrappers_check_their_inputs(case):
+    kernel, args, error = _bad_calls()[case]
+    with pytest.raises(ValueError, match=error):
+        kernel.launch(None, {}, *args)  # the checks run before the kernel or its config is touched
 
 
 def test_empty_batch_and_leading_dims(cache):

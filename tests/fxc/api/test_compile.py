@@ -119,3 +119,43 @@ def test_verify_rejects_broken_contracts():
         ir.verify(gm)
     ir.refresh_meta(gm)
     ir.verify(gm)
+
+
+def test_a_budget_runs_the_pass_registered_for_it_under_fxc_targets():
+    from dataclasses import dataclass
+
+    from fxc.passmgr import registry
+
+    assert registry.lookup("fxc.targets", fxc.Budget.name) is fxc.passes.Auto  # pyproject.toml's entry
+
+    @dataclass(frozen=True)
+    class Recorded(fxc.Pass):
+        name = "recorded"
+        scope: str = fxc.option("layers", "what the budget counts")
+        ratio: float | None = fxc.option(None, "dense / compressed size")
+
+        def run(self, gm, am):
+            return fxc.PassResult(changed=False)
+
+    model, example = mlp()
+    registry.register("fxc.targets", "budget", Recorded)
+    try:
+        cm = fxc.compile(model, passes="dce", example_inputs=example, target=fxc.Budget(ratio=2))
+    finally:
+        registry.unregister("fxc.targets", "budget")
+    assert cm.pipeline.passes[-1] == Recorded(scope="layers", ratio=2.0)
+    with pytest.raises(fxc.OptionError, match="target must be an fxc.Budget"):
+        fxc.compile(model, example_inputs=example, target="auto{ratio=2}")
+
+
+def test_subpackages_load_on_first_attribute_access():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fxc; assert 'fxc.passes' not in sys.modules and 'fxc.codegen' not in sys.modules; "
+        "print(fxc.passes.Prune.name, fxc.codegen.__name__); "
+        "exec('try:\\n fxc.no_such_thing\\nexcept AttributeError as e: print(e)')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["prune fxc.codegen", "module 'fxc' has no attribute 'no_such_thing'"]

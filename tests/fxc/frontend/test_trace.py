@@ -6,6 +6,8 @@ from tiny_models import attention_block, call, cnn, first_tensor, mlp, tiny_bert
 
 import fxc
 from fxc import ir
+from fxc.frontend.dynamo import DynamoGraph
+from fxc.frontend.export import export_canonical
 from fxc.ir import meta
 
 FAMILIES = {"mlp": mlp, "cnn": cnn, "attention": attention_block, "llama": tiny_llama, "bert": tiny_bert}
@@ -106,8 +108,9 @@ def test_dynamo_graph_weights_mapped_back_to_module_paths(identity):
     torch.compile(model, backend=backend)(*example)
     torch._dynamo.reset()
     lifted = seen["lifted"]
-    graph = fxc.frontend.trace.DynamoGraph(
-        fxc.frontend.trace._export(lifted.gm, tuple(lifted.user_values), {}, "dynamo", True), lifted.user_inputs
+    graph = DynamoGraph(
+        export_canonical(lifted.gm, tuple(lifted.user_values), {}, "dynamo", True),
+        lifted.user_inputs,
     )
     names = {n.target for n in graph.gm.graph.nodes if n.op == "get_attr"}
     assert {"conv1.weight", "bn1.running_mean", "fc.weight"} <= names

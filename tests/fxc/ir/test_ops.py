@@ -107,3 +107,62 @@ def test_bad_bits_rejected():
         torch.ops.fxc.quantized_linear(torch.randn(1, 8), q.qweight, q.scale, None, None, 3)
     with pytest.raises(ValueError, match="group size 3 does not divide"):
         qformat.quantize_rtn(torch.randn(4, 8), 8, 3)
+
+
+# --- typed views of op arguments, and the backend-internal plane_linear --------------------------------
+
+
+def test_each_view_names_its_ops_schema_arguments_in_order():
+    from fxc.ir import ops
+
+    assert set(ops.OP_ARGUMENTS) == set(ops.OPS)
+    for op, view in ops.OP_ARGUMENTS.items():
+        assert view.OP is op
+        assert view._fields == tuple(a.name for a in op._schema.arguments)
+
+
+def _quantized_linear_node(kwargs: dict):
+    graph = torch.fx.Graph()
+    x, w, s = graph.placeholder("x"), graph.placeholder("w"), graph.placeholder("s")
+    args = (x, w, s, None, None, 4)
+    positional = args[: len(args) - len(kwargs)]
+    node = graph.call_function(torch.ops.fxc.quantized_linear.default, positional, kwargs)
+    return node, x, w, s
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"bits": 4}, {"bias": None, "bits": 4}])
+def test_view_reads_positional_and_keyword_arguments(kwargs):
+    from fxc.ir.ops import QuantizedLinearArgs, op_arguments
+
+    node, x, w, s = _quantized_linear_node(kwargs)
+    args = QuantizedLinearArgs.of(node)
+    assert (args.x, args.qweight, args.scale, args.zero_point, args.bias, args.bits) == (x, w, s, None, None, 4)
+    assert op_arguments(node) == args
+    assert QuantizedLinearArgs(*args) == args  # the same view over run-time values in schema order
+
+
+def test_view_of_the_wrong_node_or_a_missing_argument_is_a_node_error():
+    from fxc.ir.ops import Int8LinearArgs, QuantizedLinearArgs, op_arguments
+
+    node, *_ = _quantized_linear_node({})
+    with pytest.raises(fxc.NodeError, match="Int8LinearArgs reads"):
+        Int8LinearArgs.of(node)
+    node.args = node.args[:5]
+    with pytest.raises(fxc.NodeError, match="missing its argument 'bits'"):
+        QuantizedLinearArgs.of(node)
+    relu = node.graph.call_function(torch.ops.aten.relu.default, (node,))
+    with pytest.raises(fxc.NodeError, match="not an op of fxc's op set"):
+        op_arguments(relu)
+
+
+@pytest.mark.parametrize("bits,group,symmetric", [(8, None, True), (4, 8, False)])
+def test_plane_linear_is_quantized_linear_on_rows(bits, group, symmetric):
+    from fxc.ir import ops
+
+    q = qformat.quantize_rtn(torch.randn(6, 32), bits, group, symmetric)
+    rows, bias = torch.randn(5, 32), torch.randn(6)
+    want = torch.ops.fxc.quantized_linear(rows, q.qweight, q.scale, q.zero_point, bias, bits)
+    got = torch.ops.fxc_native.plane_linear(rows, q.qweight, q.scale, q.zero_point, bias, bits)
+    torch.testing.assert_close(got, want)
+    assert ops.plane_linear._qualname == "fxc_native::plane_linear"
+    assert torch.ops.fxc_native.plane_linear.default not in ops.OPS  # backend-internal, not the IR contract

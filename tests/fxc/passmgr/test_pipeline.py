@@ -102,3 +102,26 @@ def test_bad_option_in_python_names_option_and_range():
 def test_help_lists_options():
     text = Knobs.help()
     assert "ratio=0.5" in text and "a fraction" in text and "group-size" in text
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [("symmetric", False), ("group_size", None), ("group_size", 64), ("ratio", 0.25), ("method", "gptq"),
+     ("skip", ("x", "y z", "")), ("skip", ())],
+)
+def test_format_value_is_what_the_parser_reads_back(option, value):
+    from fxc.passmgr.pipeline_text import format_value, parse_entries
+
+    text = f"knobs{{{option.replace('_', '-')}={format_value(value)}}}"
+    [(obj, explicit, is_analysis)] = parse_entries(text)
+    assert getattr(obj, option) == value and explicit == (option,) and not is_analysis
+    assert fxc.passmgr.pipeline.format_value is format_value  # still importable from pipeline.py
+
+
+def test_parse_entries_marks_analyses():
+    from fxc.passmgr.pipeline_text import parse_entries
+
+    (first, _, first_is_analysis), (second, explicit, second_is_analysis) = parse_entries("knobs,act-stats")
+    assert isinstance(first, Knobs) and not first_is_analysis
+    assert isinstance(second, fxc.Analysis) and second_is_analysis and explicit == ()
+    assert str(fxc.Pipeline.parse("knobs,act-stats")) == "knobs,act-stats"

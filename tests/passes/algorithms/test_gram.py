@@ -1,15 +1,16 @@
-"""GramAccumulator: float32 partial sums (upper tiles only for XᵀX), summed in float64, match float64 XᵀY."""
+"""GramAccumulator (passes/algorithms/gram.py): float32 partial sums (upper tiles only for XᵀX), summed in
+float64, match float64 XᵀY."""
 
 import pytest
 import torch
 
-from fxc.passes.analyses import hessian
-from fxc.passes.analyses.hessian import GramAccumulator, HessianAccumulator
+from fxc.passes.algorithms import gram as gram_module
+from fxc.passes.algorithms.gram import GramAccumulator, HessianAccumulator
 
 
 @pytest.mark.parametrize("rows_per_flush", [7, 4096])
 def test_gram_matches_float64_over_several_flushes(monkeypatch, rows_per_flush):
-    monkeypatch.setattr(hessian, "GRAM_ROWS", rows_per_flush)
+    monkeypatch.setattr(gram_module, "GRAM_ROWS", rows_per_flush)
     torch.manual_seed(0)
     lefts = [torch.randn(n, 12) * 3 + 1 for n in (5, 9, 1, 20)]
     rights = [torch.randn(n, 7) for n in (5, 9, 1, 20)]
@@ -39,7 +40,7 @@ def test_hessian_of_equal_inputs_is_the_cross_covariance_bit_for_bit():
 def test_equal_and_unequal_inputs_mixed_in_one_accumulator(monkeypatch, rows_per_flush):
     """Batches whose two inputs agree take the symmetric (upper-tile) product, the others the full one; any
     mix of the two sums to XᵀY."""
-    monkeypatch.setattr(hessian, "GRAM_ROWS", rows_per_flush)
+    monkeypatch.setattr(gram_module, "GRAM_ROWS", rows_per_flush)
     torch.manual_seed(1)
     lefts = [torch.randn(n, 10) for n in (6, 4, 8, 3)]
     rights = [lefts[0].clone(), torch.randn(4, 10), lefts[2].clone(), torch.randn(3, 10)]

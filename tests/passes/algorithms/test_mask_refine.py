@@ -7,9 +7,9 @@ import torch
 import fxc
 from fxc import ir
 from fxc.errors import OptionError
+from fxc.passes.algorithms.gram import dampen
 from fxc.passes.algorithms.mask_refine import refine_kept_weights
 from fxc.passes.algorithms.sparse_gpt import sparse_gpt
-from fxc.passes.analyses.hessian import dampen
 from fxc.passes.rewrites.prune import Prune
 
 

@@ -9,7 +9,7 @@ from fxc import ir
 from fxc.ir import qformat
 from fxc.passes.auto.candidates import parse_candidate
 from fxc.passes.auto.plan import KEEP, layer_choices
-from fxc.passes.auto.verify import joint_errors, portfolio
+from fxc.passes.auto.verify import check_plan, joint_errors, portfolio
 from fxc.passes.rewrites.auto import Auto
 from fxc.passes.select import select_layers
 from fxc.passmgr.analysis_manager import AnalysisManager
@@ -82,7 +82,7 @@ def test_pass_carries_out_the_plan_that_measured_best_not_the_mispredicted_one()
     sparse = [next(i for i, o in enumerate(c.options) if o is not KEEP and o.text == "2:4+w8") for c in choices]
     dense8 = [next(i for i, o in enumerate(c.options) if o is not KEEP and o.text == "w8") for c in choices]
     limit = sum(row[i] for row, i in zip(costs, dense8))
-    picks, line = auto._verify(gm, am, choices, costs, lie, limit, sparse)
+    picks, line = check_plan(gm, am, choices, costs, lie, limit, sparse, auto)
     assert picks == dense8 and line.startswith("joint check: knapsack, quantization only wins")
     errors = dict(part.split(": ") for part in line.split("(", 1)[1].rstrip(")").split("; "))
     assert float(errors["knapsack, quantization only"]) < 0.1 * float(errors["knapsack"])

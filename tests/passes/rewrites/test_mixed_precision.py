@@ -1,6 +1,6 @@
 """mixed-precision: the pass plans with the real sensitivity analysis, its plan is the optimum (checked by
-brute force; the solver itself is tested in test_budget_solver.py), layers never get a precision they
-cannot hold, quantize carries the plan out, and the model's bytes equal the plan."""
+brute force; the solver itself is tested in tests/passes/algorithms/test_budget_solver.py), layers never get
+a precision they cannot hold, quantize carries the plan out, and the model's bytes equal the plan."""
 
 import itertools
 import math

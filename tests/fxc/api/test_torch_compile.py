@@ -14,7 +14,7 @@ from rich.console import Console
 from tiny_models import cnn, first_tensor, mlp, tiny_llama
 
 import fxc
-from fxc.frontend import torch_compile_cache as dynamo_cache
+from fxc.api import torch_compile_cache as dynamo_cache
 from fxc.ir import ops
 
 

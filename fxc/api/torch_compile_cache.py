@@ -1,4 +1,4 @@
-"""Compiled graphs reused across dynamo recompiles: fxc/frontend/torch_compile.py asks here before running passes.
+"""Compiled graphs reused across dynamo recompiles: fxc/api/torch_compile.py asks here before running passes.
 
 Dynamo hands the backend a graph it has compiled before when a guard on a Python value fails, when the
 same module is torch.compile'd again with other options (a new instrument, another on_compile), or
@@ -14,7 +14,7 @@ The key is everything a compiled result is computed from:
 - every tensor the result depends on: the weights and constants the graph reads and the graph's
   calibration batches, each by name, dtype, shape and the SHA-256 of its contents. Contents, not
   version counters: writes through `.data` (common in weight init and hand-written updates) bypass them.
-  Hashing reads each tensor once per compile (about 1 GB/s per CPU core), small next to the passes.
+  Hashing reads each tensor once per compile, a single pass over the weights, small next to the passes.
 Instruments and on_compile are not in the key: they observe. A hit runs no pass, so they see no pass.
 Anything that cannot be keyed (an unhashable pass option or backend option, a get_attr that is not a
 tensor or a module, a tensor without readable contents) makes the graph uncacheable: it compiles.

@@ -13,11 +13,11 @@ An unknown key raises OptionError naming it and listing these. The instruments a
 graph of the model (a Timing collects the rows of all of them).
 
 For each graph dynamo hands over:
-1. inside the backend call: lift it (fxc.frontend.trace.lift_dynamo_graph): weights that arrive as
+1. inside the backend call: lift it (fxc.frontend.dynamo.lift_dynamo_graph): weights that arrive as
    placeholders become get_attr constants named by module path, SymInt size placeholders are read
    off the tensors they size; map the calibration batches onto the graph's inputs (below);
 2. at the graph's first call (exporting inside the backend call breaks dynamo's guards): export it
-   to canonical IR and fxc.compile it: passes, then the fxc backend; unless fxc/frontend/torch_compile_cache.py holds
+   to canonical IR and fxc.compile it: passes, then the fxc backend; unless fxc/api/torch_compile_cache.py holds
    a module compiled from the same graph, weights, calibration and settings (a recompile after a
    guard failure, the same module compiled again): then that one is used and no pass runs.
 The callable returned takes dynamo's arguments (weights, sizes, inputs) and passes on only the
@@ -54,11 +54,12 @@ from typing import Any
 import torch
 import torch.fx
 
+from fxc.api import torch_compile_cache as dynamo_cache
 from fxc.api.backend import CompiledModule
 from fxc.api.compiler import compile as fxc_compile
 from fxc.errors import CalibrationError, OptionError
-from fxc.frontend import torch_compile_cache as dynamo_cache
-from fxc.frontend.trace import LiftedGraph, lift_dynamo_graph, trace
+from fxc.frontend.dynamo import LiftedGraph, lift_dynamo_graph
+from fxc.frontend.trace import trace
 from fxc.passmgr import registry
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.pipeline import Pipeline
