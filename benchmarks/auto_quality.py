@@ -32,10 +32,10 @@ import fxc.eval.realdata
 from fxc import ir
 from fxc.ir import meta
 from fxc.ir.cost import model_bytes
-from fxc.passes.auto.candidates import parse_candidate
-from fxc.passes.auto.plan import layer_choices, stored_bytes, unfit
+from fxc.passes.auto.plan import layer_choices, stored_bytes
 from fxc.passes.rewrites.auto import DEFAULT_CANDIDATES, Auto
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.candidates import parse_candidate, unfit
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.pipeline import Pipeline

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from cpu_backends import interleaved_ms
 from harness import record, this_command
 
-from fxc.codegen.torch import weight_only as torch_fast_weight_only
+from fxc.codegen.torch import weight_only
 from fxc.ir import qformat
 from fxc.ir.ops import unpacked_columns
 
@@ -73,7 +73,7 @@ def layer_rows(tokens_list: list[int], layers: int, repeats: int, schemes: list[
             for s in schemes:
                 q = quantized[s][0]
                 want = torch.ops.fxc.quantized_linear(x, q.qweight, q.scale, q.zero_point, biases[0], q.bits)
-                got = torch_fast_weight_only.weight_only_linear(x, q.qweight, q.scale, q.zero_point, biases[0], q.bits)
+                got = weight_only.weight_only_linear(x, q.qweight, q.scale, q.zero_point, biases[0], q.bits)
                 errors[s] = ((got - want).norm() / want.norm()).item()
             rows.append({"layer": f"{n}x{k}", "tokens": tokens, "fp32_ms": ms["fp32"] / count,
                          **{name: ms["fp32"] / value for name, value in ms.items() if name != "fp32"},
@@ -93,7 +93,7 @@ def layer_candidates(x, weights, biases, quantized) -> dict:
     candidates = {"fp32": fp32}
     for s, qs in quantized.items():
         candidates[f"{s} old"] = quantized_round(old_dequantized_linear, qs)
-        candidates[f"{s} new"] = quantized_round(torch_fast_weight_only.weight_only_linear, qs)
+        candidates[f"{s} new"] = quantized_round(weight_only.weight_only_linear, qs)
     return candidates
 
 
@@ -132,7 +132,7 @@ def candidate_rows(tokens_list: list[int], layers: int, repeats: int) -> list[di
 
 def aten_candidates(x, weights, w8, w4, int4_packed, int4_scales) -> dict:
     """One call round per candidate over the distinct weights."""
-    new, aten = torch_fast_weight_only.weight_only_linear, torch.ops.aten
+    new, aten = weight_only.weight_only_linear, torch.ops.aten
     count = len(weights)
 
     def each(fn):
@@ -171,10 +171,10 @@ def model_rows(tokens_list: list[int], repeats: int) -> list[dict]:
         new = fxc.compile(traced, passes="quantize{bits=8}", example_inputs=(ids,), backend="torch")
         old_graph = new.runner.graph.__deepcopy__()  # the same graph, weight-only nodes on the old kernel
         for node in list(old_graph.nodes):
-            if node.target is torch_fast_weight_only.weight_only_linear:
+            if node.target is weight_only.weight_only_linear:
                 node.target, node.args = old_dequantized_linear, node.args[:6]
         for node in list(old_graph.nodes):
-            if node.target is torch_fast_weight_only.shared_planes:
+            if node.target is weight_only.shared_planes:
                 old_graph.erase_node(node)
         old = torch.fx.GraphModule(new.runner, old_graph)
         w4 = {name: fxc.compile(traced, passes=p, example_inputs=(ids,), backend="torch")

@@ -36,7 +36,7 @@ from fxc.errors import (
 )
 from fxc.frontend.dynamo import canonicalize_dynamo_graph, lift_dynamo_graph
 from fxc.frontend.trace import trace
-from fxc.ir import ops  # noqa: F401  (registers torch.ops.fxc.*)
+from fxc.ir import ops as _ops  # noqa: F401  (registers torch.ops.fxc.*)
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.instruments import Instrument, IRDump, NumericDrift, Progress, Timing

@@ -21,7 +21,7 @@ def _seed():
 @pytest.fixture
 def without_native_kernels(monkeypatch):
     """The torch backend as on a CPU without the AMX plane kernel (its torch kernels are what it tests)."""
-    from fxc.codegen.torch.native import build as native_kernels
+    from fxc.codegen.torch.native import build as native_build
 
-    monkeypatch.setattr(native_kernels, "plane_kernel", lambda: None)
-    monkeypatch.setattr(native_kernels, "plane_kernel_status", lambda: "disabled by the test")
+    monkeypatch.setattr(native_build, "plane_kernel", lambda: None)
+    monkeypatch.setattr(native_build, "plane_kernel_status", lambda: "disabled by the test")

@@ -2,9 +2,13 @@
 
 (a) import direction: the core (fxc/) imports neither fxc.passes nor fxc.codegen; passes/ does not
     import fxc.codegen; codegen/ does not import fxc.passes; inside the core, the packages are layered
-    (errors < ir < passmgr < frontend < api < fxc/__init__ < cli; CORE_LAYERS);
+    (errors < ir < passmgr < frontend < api < fxc/__init__ < cli; CORE_LAYERS); inside passes/, the
+    folders are layered (select.py, aten_groups.py < algorithms/ < specs/ < analyses/ < prune/, low_rank/,
+    auto/ < rewrites/ < training/ < passes/__init__.py; PASSES_LAYERS);
 (b) no import cycle among the project's modules;
-(c) every registered pass's and analysis's module docstring says what it reads, writes and preserves.
+(c) every pass and analysis registered in pyproject.toml's entry-point tables exists, its module docstring
+    has the labelled lines "Reads: ...", "Writes: ..." and "Preserves: ...", and its class is importable
+    from fxc.passes.
 
 Imports are read with `ast` from every module of the three packages, at module level and inside
 functions, `if TYPE_CHECKING:` blocks included. `import a.b.c` is an edge to module a.b.c;
@@ -16,14 +20,14 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]
 
 
 def _source_files() -> dict[str, Path]:
@@ -201,29 +205,105 @@ def test_no_import_cycle():
         )
 
 
-# --- (c) docstrings of registered passes and analyses -----------------------------------------------
+# --- the folders of passes/ ---------------------------------------------------------------------------
 
-WORDS = ("reads", "writes", "preserves")
+# passes/ in layers: a module imports from its own folder or from a folder of a lower layer, never from a
+# folder above it or beside it on the same layer.
+PASSES_LAYERS = {
+    "fxc.passes.select": 0, "fxc.passes.aten_groups": 0,  # layer selection; groups of ATen ops
+    "fxc.passes.algorithms": 1,  # the math: tensors (and calibration runners) in, tensors out
+    "fxc.passes.specs": 2,  # shared vocabulary: candidate specs, quantization schemes, pruning patterns
+    "fxc.passes.analyses": 3,  # registered analyses
+    "fxc.passes.prune": 4, "fxc.passes.low_rank": 4, "fxc.passes.auto": 4,  # one pass family's helpers each
+    "fxc.passes.rewrites": 5,  # registered passes
+    "fxc.passes.training": 6,  # compression-aware training (not passes)
+    "fxc.passes": 7,  # passes/__init__.py: the public names
+}  # fmt: skip
 
 
-def _registered() -> list[tuple[str, str]]:
-    from fxc.passmgr import registry
+def _passes_folder(module: str) -> str | None:
+    """The PASSES_LAYERS key of a module of passes/ (its folder, or the top-level module itself)."""
+    if not _inside(module, ("fxc.passes",)):
+        return None
+    return ".".join(module.split(".")[:3])
 
-    return [(group, name) for group in ("fxc.passes", "fxc.analyses") for name in registry.names(group)]
 
-
-@pytest.mark.parametrize("group,name", _registered())
-def test_registered_pass_docstring_says_what_it_reads_writes_and_preserves(group, name):
-    from fxc.passmgr import registry
-
-    cls = registry.lookup(group, name)
-    module = sys.modules[cls.__module__]
-    doc = module.__doc__ or ""
-    missing = [word for word in WORDS if not re.search(rf"\b{word}\b", doc, re.IGNORECASE)]
-    where = Path(module.__file__).resolve()
-    where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
-    assert not missing, (
-        f"{group} '{name}' ({cls.__module__}.{cls.__name__}): the module docstring of {where} does not say "
-        f"{' / '.join(w.capitalize() for w in missing)}; fix: end it with a line such as "
-        "'Reads <analyses, calibration>; writes <graph nodes, tensors, annotations>; preserves <analyses>.'"
+def test_passes_folders_are_layered():
+    unknown = sorted({f for m in SOURCES if (f := _passes_folder(m)) and f not in PASSES_LAYERS})
+    assert not unknown, (
+        f"folders or top-level modules of passes/ without a layer: {unknown}; add each to PASSES_LAYERS in "
+        "tests/test_layout.py at the layer its imports allow"
     )
+    breaches = []
+    for module in sorted(SOURCES):
+        own = _passes_folder(module)
+        if own is None:
+            continue
+        for target, line in _imports(module):
+            theirs = _passes_folder(target)
+            if theirs is None or theirs == own or PASSES_LAYERS[theirs] < PASSES_LAYERS[own]:
+                continue
+            where = "a layer above" if PASSES_LAYERS[theirs] > PASSES_LAYERS[own] else "beside it, on the same layer"
+            breaches.append(f"{_where(module)}:{line} ({own}) imports {target} ({theirs}, {where})")
+    order = " < ".join(
+        ", ".join(sorted(f for f in PASSES_LAYERS if PASSES_LAYERS[f] == level))
+        for level in sorted(set(PASSES_LAYERS.values()))
+    )
+    assert not breaches, (
+        f"imports against the layers of passes/ ({order}); fix: move what both need down (tensor math to "
+        "passes/algorithms/, shared vocabulary to passes/specs/), or type against a Protocol:\n  "
+        + "\n  ".join(breaches)
+    )
+
+
+# --- (c) registered passes and analyses ---------------------------------------------------------------
+
+LABELS = ("Reads:", "Writes:", "Preserves:")
+
+
+def _registered() -> list[tuple[str, str, str, str]]:
+    """(group, name, module, class) for every entry of pyproject.toml's fxc.passes and fxc.analyses tables."""
+    tables = PYPROJECT["project"]["entry-points"]
+    return [
+        (group, name, *target.split(":"))
+        for group in ("fxc.passes", "fxc.analyses")
+        for name, target in tables[group].items()
+    ]
+
+
+@pytest.mark.parametrize("group,name,module,cls", _registered())
+def test_registered_pass_docstring_says_what_it_reads_writes_and_preserves(group, name, module, cls):
+    entry = f'pyproject.toml [project.entry-points."{group}"] {name} = "{module}:{cls}"'
+    assert module in SOURCES, f"{entry}: no such module in the tree; fix the entry point or restore the module"
+    path = SOURCES[module]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    assert any(isinstance(node, ast.ClassDef) and node.name == cls for node in tree.body), (
+        f"{entry}: {_where(module)} defines no class {cls}; fix the entry point or the class name"
+    )
+    doc = ast.get_docstring(tree) or ""
+    missing = [label for label in LABELS if not re.search(rf"^{label} \S", doc, re.MULTILINE)]
+    assert not missing, (
+        f"{group} '{name}' ({module}.{cls}): the module docstring of {_where(module)} has no line starting with "
+        f"{' / '.join(repr(label) for label in missing)}; fix: give it one line each, as the other registered "
+        "modules do: 'Reads: <analyses, calibration, meta keys>', 'Writes: <graph nodes, tensors, "
+        "annotations>', 'Preserves: <analyses still valid>'"
+    )
+
+
+@pytest.mark.parametrize("group,name,module,cls", _registered())
+def test_registered_class_is_importable_from_fxc_passes(group, name, module, cls):
+    import importlib
+
+    import fxc.passes
+
+    defined = getattr(importlib.import_module(module), cls)
+    assert getattr(fxc.passes, cls, None) is defined and cls in fxc.passes.__all__, (
+        f"{group} '{name}' ({module}:{cls}) is not exported by fxc.passes; fix: import it in passes/__init__.py "
+        "and add it to __all__ (kept sorted)"
+    )
+
+
+def test_fxc_passes_all_is_sorted():
+    import fxc.passes
+
+    assert fxc.passes.__all__ == sorted(fxc.passes.__all__), "passes/__init__.py: keep __all__ sorted"

@@ -1,2 +1,3 @@
-"""Pieces more than one backend uses (the CPU choice between sparse and dense N:M kernels).
+"""Pieces more than one backend uses (the CPU choice between sparse and dense N:M kernels, the
+user's cache folder for built kernels).
 """

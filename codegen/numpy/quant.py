@@ -1,9 +1,9 @@
 """fxc's quantized storage formats (fxc/ir/qformat.py) in numpy, plus exact integer GEMMs through BLAS.
 
-- `unpack` / `dequantize_rows`: int8 or packed int4 (low nibble = even column) with per-channel or
-  per-group scales and optional zero points, W = (q - z) * s in float32 by the torch reference's own
-  array-neutral step (fxc.ir.qformat.apply_group_scales, numpy operations only here), so dequantized
-  weights are bit-identical.
+- `dequantize_rows`: int8 or packed int4 (low nibble = even column) with per-channel or per-group
+  scales and optional zero points, W = (q - z) * s in float32 by the torch reference's own
+  array-neutral steps (fxc.ir.qformat.unpack and apply_group_scales, numpy operations only on numpy
+  arrays), so dequantized weights are bit-identical.
 - `quantize_activations_per_token` / `quantize_activations`: symmetric int8, [-128, 127] (max|x| / 127.5),
   round-half-to-even (`np.rint`), bit-identical to torch.round.
 - `int8_matmul_exact`: int8 [M, K] x int8 [N, K]^T -> int32, exact. Every product has |p| <= 2^14
@@ -23,33 +23,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fxc.ir.qformat import ACTIVATION_LEVELS, apply_group_scales
+from fxc.ir.qformat import ACTIVATION_LEVELS, apply_group_scales, unpack
 
 EXACT_FLOAT32_K = 2**24 // 2**14  # 1024: longest exact int8 dot product in float32
 TILE_BYTES = 4 << 20  # float32 weight tile: fits in L2 with its output block
-
-
-def unpack_int4(packed: np.ndarray) -> np.ndarray:
-    """uint8 [N, K/2] -> int8 [N, K] in [-8, 7]; sign-extended by arithmetic shifts."""
-    signed = packed.view(np.int8)
-    low = np.left_shift(signed, 4) >> 4
-    high = signed >> 4
-    return np.stack([low, high], axis=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
-
-
-def unpack(qweight: np.ndarray, bits: int) -> np.ndarray:
-    if bits == 8:
-        return qweight
-    if bits == 4:
-        return unpack_int4(qweight)
-    raise ValueError(f"bits must be 4 or 8, got {bits}")
 
 
 def dequantize_rows(qweight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, bits: int) -> np.ndarray:
     """float32 [n, K] of n stored rows (any row block: scales and zeros sliced alike)."""
     q = unpack(qweight, bits).astype(np.float32)
     zero = zero_point.astype(np.float32, copy=False) if zero_point is not None else None
-    return apply_group_scales(q, scale.astype(np.float32, copy=False), zero)  # numpy ops only
+    return apply_group_scales(q, scale.astype(np.float32, copy=False), zero)  # numpy operations only
 
 
 def quantize_activations(x: np.ndarray, scale: np.ndarray) -> np.ndarray:

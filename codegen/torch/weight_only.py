@@ -52,7 +52,7 @@ import torch
 from fxc.codegen.torch.native import build as native_build
 from fxc.ir import ops
 from fxc.ir.ops import unpacked_columns
-from fxc.ir.qformat import QuantizedWeight, apply_group_scales
+from fxc.ir.qformat import QuantizedWeight, apply_group_scales, unpack
 
 TILE_BYTES = 16 << 20  # float32 weight tile of the dequantized path: a whole weight up to 4M elements;
 # bigger tiles rather than L2-sized ones, since a GEMM on column slices of the output runs below full speed
@@ -197,17 +197,9 @@ def split_into_int8_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return planes.view(-1, rows.shape[1]).to(torch.int8), _PLANE_STEPS * step
 
 
-def unpack_int4_fast(packed: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, K/2] -> int8 [N, K] (low nibble = even column), by arithmetic shifts; as qformat.unpack_int4."""
-    signed = packed.view(torch.int8)
-    low = torch.bitwise_right_shift(torch.bitwise_left_shift(signed, 4), 4)
-    high = torch.bitwise_right_shift(signed, 4)
-    return torch.stack([low, high], dim=-1).flatten(-2)
-
-
 def int8_weight(weight: QuantizedWeight) -> torch.Tensor:
     """int8 [N, K]: qweight itself for bits 8; for bits 4 unpacked (N*K bytes, freed after the call)."""
-    return weight.qweight if weight.bits == 8 else unpack_int4_fast(weight.qweight)
+    return unpack(weight.qweight, weight.bits)
 
 
 def plane_products(planes: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:

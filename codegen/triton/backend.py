@@ -16,12 +16,14 @@ Method tree of `TritonBackend.compile(gm, example_inputs)`:
                          and runs it through the kernel file's launch wrapper (codegen/triton/kernels/)
     -> TritonProgram     an nn.Module running the lowered graph, with summary()/source()/kernels()
 
-Options (backend_options): fuse_epilogue (fold elementwise followers into the kernel), autotune
-(time the template's config table on the GPU; off: its first config), decode_max_m (largest M the
-GEMV template serves), block_sparse_block / block_sparse_min_zero (a dense linear whose weight has
-at least that fraction of all-zero block x block tiles runs the block-sparse template; above 1: never),
-cache_dir (where generated kernel files go), poison_outputs (fill outputs with NaN before each
-launch, so an element a kernel fails to write shows up; for tests).
+Options (backend_options; declared fields with their help, checked like the other backends' options):
+fuse_epilogue (fold elementwise followers into the kernel), autotune (time the template's config
+table on the GPU; off: its first config), decode_max_m (largest M the GEMV template serves),
+block_sparse_block / block_sparse_min_zero (a dense linear whose weight has at least that fraction of
+all-zero block x block tiles runs the block-sparse template; above 1: never), cache_dir (where
+generated kernel files go; default $XDG_CACHE_HOME/fxc/triton, else ~/.cache/fxc/triton),
+poison_outputs (fill outputs with NaN before each launch, so an element a kernel fails to write shows
+up; for tests).
 Inference only: the kernels record no autograd history. The IR `gm` is never modified; the
 lowered graph shares its tensors. Writes kernel source files under cache_dir.
 """
@@ -30,13 +32,17 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.fx
 
 from fxc.api.backend import Backend
-from fxc.errors import BackendError, OptionError
+from fxc.errors import BackendError
 from fxc.ir.ops import node_arguments
+from fxc.passmgr.options import option, validate_options
 
 INTERPRETER_HINT = (
     "to run the Triton kernels on the CPU (slowly, for testing), start Triton's interpreter: set "
@@ -44,28 +50,29 @@ INTERPRETER_HINT = (
 )
 
 
+@dataclass(frozen=True)
 class TritonBackend(Backend):
-    name = "triton"
+    """Lower each compressed linear plus its epilogue to one generated Triton kernel; the rest runs in torch."""
 
-    def __init__(self, *, fuse_epilogue: bool = True, autotune: bool = True, decode_max_m: int = 16,
-                 block_sparse_block: int = 64, block_sparse_min_zero: float = 0.3, cache_dir: str | None = None,
-                 poison_outputs: bool = False, **unknown):
-        if unknown:
-            raise OptionError(
-                f"backend 'triton' has no option {', '.join(map(repr, unknown))}; it takes fuse_epilogue, "
-                "autotune, decode_max_m, block_sparse_block, block_sparse_min_zero, cache_dir, poison_outputs"
-            )
-        if block_sparse_block not in (16, 32, 64, 128):
-            raise OptionError(
-                f"backend 'triton': block_sparse_block must be 16, 32, 64 or 128, got {block_sparse_block}"
-            )
-        if not 0 <= decode_max_m <= 16:
-            raise OptionError(
-                f"backend 'triton': decode_max_m must be in 0..16 (the GEMV template's limit), got {decode_max_m}"
-            )
-        self.fuse_epilogue, self.autotune, self.decode_max_m = fuse_epilogue, autotune, decode_max_m
-        self.cache_dir, self.poison_outputs = cache_dir, poison_outputs
-        self.block_sparse_block, self.block_sparse_min_zero = block_sparse_block, block_sparse_min_zero
+    name: ClassVar[str] = "triton"
+    fuse_epilogue: bool = option(True, "fold the elementwise followers of each compressed linear into its kernel")
+    autotune: bool = option(True, "time the template's config table on the GPU once per shape (off: its first config)")
+    decode_max_m: int = option(16, "largest M (rows) the GEMV template serves (the template's limit is 16)",
+                               low=0, high=16)
+    block_sparse_block: int = option(64, "tile size of the block-sparse template", choices=(16, 32, 64, 128))
+    block_sparse_min_zero: float = option(
+        0.3, "a dense linear with at least this fraction of all-zero weight tiles runs the block-sparse template "
+        "(above 1: never)",
+    )
+    cache_dir: str | os.PathLike | None = option(
+        None, "folder of the generated kernel files (default: $XDG_CACHE_HOME/fxc/triton, else ~/.cache/fxc/triton)"
+    )
+    poison_outputs: bool = option(
+        False, "fill outputs with NaN before each launch, so an element a kernel fails to write shows up (tests)"
+    )
+
+    def __post_init__(self):
+        validate_options(self)
 
     def compile(self, gm: torch.fx.GraphModule, example_inputs) -> TritonProgram:
         interpret = check_environment(gm, example_inputs)

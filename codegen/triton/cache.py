@@ -1,6 +1,6 @@
 """The kernel cache: rendered Triton source → loaded kernels, and (source, shapes, dtypes) → config.
 
-    cache = KernelCache(directory, interpret=False)
+    cache = KernelCache(directory, interpret=False)  # default directory: $XDG_CACHE_HOME/fxc/triton
     compiled = cache.load(source, kernel_names)      # keyed by the sha256 of the source
     compiled.source                                   # the generated kernel text
     config = cache.choose(compiled, key, template, run)  # autotuned once per (source, shapes, dtypes)
@@ -14,7 +14,8 @@ replay) on the real arguments and the fastest kept; under the interpreter (no ti
 template's interpreter config is used. `interpret` says whether Triton runs kernels in its
 interpreter (TRITON_INTERPRET=1 when triton was imported; `interpreter_active()`), which only
 changes how configs are chosen.
-Reads and writes `<directory>/fxc_*.py`.
+Reads and writes `<directory>/fxc_*.py`; the default directory is the user's cache folder,
+$XDG_CACHE_HOME/fxc/triton (default ~/.cache/fxc/triton).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fxc.codegen.common.cache_dir import user_cache_dir
 from fxc.codegen.triton.template import KernelTemplate, config_label
 
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
@@ -50,8 +51,7 @@ class CompiledKernel:
 
 class KernelCache:
     def __init__(self, directory: str | os.PathLike | None = None, interpret: bool = False, autotune: bool = True):
-        default = Path(tempfile.gettempdir()) / f"fxc-triton-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-        self.directory = Path(directory) if directory is not None else default
+        self.directory = Path(directory) if directory is not None else user_cache_dir("triton")
         self.interpret = interpret
         self.autotune = autotune
         self._by_digest: dict[str, CompiledKernel] = {}

@@ -4,11 +4,14 @@ A backend is a class registered under group `fxc.backends` with a `name`, the se
 it lowers (`supported_targets`, None meaning "whatever torch runs") and `compile(gm, example_inputs)
 -> callable`. Backends either lower every node or report what they could not (see issue text in
 codegen/). `CompiledModule` wraps the compiled callable as an nn.Module with `.graph`, `.report()`,
-`.pipeline`, `.backend`. Reads nothing from disk.
+`.pipeline`, `.backend`. `make_backend(name, options)` builds the registered backend with its options
+(a backend that declares them as fxc.option fields rejects a name it does not declare). Reads nothing
+from disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -16,6 +19,9 @@ import torch
 import torch.fx
 
 from fxc.api.report import Report, build_report
+from fxc.errors import OptionError
+from fxc.passmgr import registry
+from fxc.passmgr.options import declared
 
 
 class Backend:
@@ -29,6 +35,22 @@ class Backend:
     def unsupported(self, gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
         """Nodes this backend cannot lower (reported all at once, at compile time)."""
         return []
+
+
+def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
+    """The backend registered under `name` (group fxc.backends) built with `options`. For a backend whose
+    options are declared fields (fxc.option), a name it does not declare is an OptionError listing the
+    ones it takes; any other backend class receives the options as they are."""
+    cls = registry.lookup("fxc.backends", name)
+    options = dict(options or {})
+    if dataclasses.is_dataclass(cls):
+        known = [f.name for f in declared(cls)]
+        unknown = [key for key in options if key not in known]
+        if unknown:
+            raise OptionError(
+                f"backend '{name}' has no option {', '.join(map(repr, unknown))}; it takes {', '.join(known) or 'none'}"
+            )
+    return cls(**options)
 
 
 class CompiledModule(torch.nn.Module):

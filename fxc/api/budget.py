@@ -9,7 +9,7 @@ Exactly one of `bytes`, `ratio`, `latency`. `scope` says what bytes and ratio co
     layers  the weights of the layers the auto pass plans (dense fp32 bytes / stored bytes for ratio);
             embeddings, the LM head, norms and biases it does not touch are left out
     model   every tensor of the model as fxc.ir.cost.model_bytes counts it, untouched ones included
-`candidates` (None: the pass's default set) are spec strings of passes/auto/candidates.py plus "keep".
+`candidates` (None: the pass's default set) are spec strings of passes/specs/candidates.py plus "keep".
 `pass_options()` gives the options of the pass that carries a budget out; fxc.compile(..., target=Budget(...))
 looks that pass up in the registry's `fxc.targets` group under `Budget.name` ("budget"; pyproject.toml
 maps it to the `auto` pass) and appends it to the pipeline. Typed config first, text second: the same

@@ -21,7 +21,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from fxc import ir
-from fxc.api.backend import CompiledModule
+from fxc.api.backend import CompiledModule, make_backend
 from fxc.api.budget import Budget
 from fxc.api.drift import DriftProbe
 from fxc.errors import OptionError, TraceError
@@ -80,7 +80,7 @@ def compile(
                 instrument.finish()
     ir.remove_unused_tensors(gm)
     name = resolve_backend(backend, gm)
-    runner = registry.lookup("fxc.backends", name)(**(backend_options or {})).compile(gm, example)
+    runner = make_backend(name, backend_options).compile(gm, example)
     drift = probe.measure(gm) if probe else None
     return CompiledModule(gm, runner, pipeline, name, instruments, drift, backend_options=backend_options)
 

@@ -31,10 +31,9 @@ import torch
 import torch.fx
 
 from fxc import ir
-from fxc.api.backend import CompiledModule
+from fxc.api.backend import CompiledModule, make_backend
 from fxc.errors import FormatError, OptionError
 from fxc.ir.graph_json import graph_from_json, graph_to_json
-from fxc.passmgr import registry
 from fxc.version import __version__
 
 FORMAT = "fxc-compiled-model"
@@ -105,7 +104,7 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
     name = backend or manifest["backend"]
     if backend_options is None:
         backend_options = _saved_options(manifest) if name == manifest["backend"] else {}
-    runner = registry.lookup("fxc.backends", name)(**backend_options).compile(gm, None)
+    runner = make_backend(name, backend_options).compile(gm, None)
     pipeline, drift = _pipeline(manifest["pipeline"]), dict(manifest["drift"])
     return CompiledModule(gm, runner, pipeline, name, (), drift, backend_options=backend_options)
 

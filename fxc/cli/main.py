@@ -2,6 +2,7 @@
 
     fxc compress MODEL --passes "quantize{bits=8}" --calib-text calib.txt --out compressed/
     fxc compress my_models:build --passes "prune{sparsity=0.5}" --calib-file calib.safetensors --out out/
+    fxc compress MODEL --backend torch --backend-option native=false --out out/   # no native AMX kernel
     fxc report compressed/          # per-layer table (plan, bytes, FLOPs, drift) with totals
     fxc demo                        # compress MiniLM, measure it, draw the size/quality Pareto plot
 
@@ -10,6 +11,8 @@ factory returns and the calibration file format). `compress` shows rich progress
 it tokenizes the calibration text and while each pass and analysis runs (fxc.Progress: per segment /
 layer / batch inside long passes such as sparse-gpt or gptq, with the current layer and elapsed time),
 then writes the model with fxc.save plus report.txt into the output folder and prints the report.
+`--backend-option KEY=VALUE` (repeatable, for compress and report) sets one of the backend's options,
+the backend_options of fxc.compile / fxc.load; VALUE reads as true/false, a number, else text.
 Errors fxc raises on purpose (bad pipeline text, unusable calibration, ...) print as one message and
 exit with status 2. Reads the model and calibration; writes the output folder.
 """
@@ -17,16 +20,20 @@ exit with status 2. Reads the model and calibration; writes the output folder.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from fxc.api.backend import make_backend
 from fxc.api.report import Report
-from fxc.errors import FxcError
+from fxc.errors import FxcError, OptionError
 from fxc.passmgr.instruments import Progress
+from fxc.passmgr.options import to_field_name
 
 DEFAULT_PIPELINE = "quantize{bits=8}"
 
@@ -55,10 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument("--n-calib", type=int, default=8, help="calibration windows (default 8)")
     compress.add_argument("--input-shape", help="without calibration: shape of a random float input, e.g. 4,16")
     compress.add_argument("--backend", default="auto", help="fxc backend: auto, torch, numpy, triton")
+    _backend_option_argument(compress)
     compress.set_defaults(run=_compress)
 
     report = commands.add_parser("report", help="print the per-layer table of a saved model")
     report.add_argument("path", help="a folder written by fxc compress / fxc.save")
+    _backend_option_argument(report, " (the report lowers the model with the torch backend; default: its saved ones)")
     report.set_defaults(run=_report)
 
     demo = commands.add_parser("demo", help="compress all-MiniLM-L6-v2 on the CPU and plot size against quality")
@@ -67,12 +76,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_option_argument(command: argparse.ArgumentParser, note: str = "") -> None:
+    command.add_argument(
+        "--backend-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a backend option, repeatable, e.g. native=false (the torch backend without its native AMX kernel); "
+             f"VALUE reads as true/false, a number, else text{note}",
+    )
+
+
+def parse_backend_options(items: Sequence[str]) -> dict[str, Any]:
+    """The --backend-option KEY=VALUE items as a backend_options dict (kebab-case keys read as snake_case)."""
+    options = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise OptionError(f"--backend-option {item!r} is not KEY=VALUE (e.g. --backend-option native=false)")
+        options[to_field_name(key.strip())] = _scalar(value.strip())
+    return options
+
+
+def _scalar(text: str) -> bool | int | float | str:
+    """true / false (any case) as a bool, an integer or finite decimal number as a number, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
+
+
 def _compress(args: argparse.Namespace) -> int:
     import fxc
     from fxc.cli.model_source import file_batches, load_model, text_batches
 
     started = time.perf_counter()
     pipeline = fxc.Pipeline.of(args.passes)  # a typo fails before the model loads
+    options = parse_backend_options(args.backend_option)
+    if options and args.backend != "auto":
+        make_backend(args.backend, options)  # an option the backend does not take fails before the model loads
     print(f"loading {args.model}")
     source = load_model(args.model)
     batches = None
@@ -83,7 +129,7 @@ def _compress(args: argparse.Namespace) -> int:
     example = _example(source, batches, args.input_shape, from_text=args.calib_text is not None)
     compiled = fxc.compile(
         source.model, pipeline, example_inputs=example, calibration=batches, backend=args.backend,
-        instruments=[Progress()],
+        instruments=[Progress()], backend_options=options,
     )
     folder = fxc.save(compiled, args.out)
     report = compiled.report(show=False)
@@ -117,7 +163,8 @@ def _example(source, batches, input_shape: str | None, from_text: bool = False):
 def _report(args: argparse.Namespace) -> int:
     import fxc
 
-    compiled = fxc.load(args.path, backend="torch")  # the report needs the graph, not the saved backend
+    options = parse_backend_options(args.backend_option) or None  # none given: the saved ones (when saved for torch)
+    compiled = fxc.load(args.path, backend="torch", backend_options=options)  # the graph, not the saved backend
     print_report(compiled.report(show=False), str(args.path))
     return 0
 

@@ -105,7 +105,8 @@ class KeptDense:
 class Frontier:
     """What a budgeted planner (the auto pass) explored, kept on the graph's output node: the exact
     optimum (cost, predicted damage) at several budgets, the budget asked for and the point chosen.
-    `objective` is "bytes" or "latency" (seconds); `scope` what the costs count ("layers" | "model")."""
+    `objective` is "bytes" or "latency" (seconds); `scope` what the costs count ("layers" | "model");
+    `source` the pass that wrote it, which labels each line of `describe`."""
 
     KEY = "fxc.frontier"
     objective: str
@@ -115,6 +116,7 @@ class Frontier:
     points: tuple[tuple[float, float], ...]  # (cost, least predicted damage) along the frontier
     measure: str = ""  # how damage was predicted (the auto pass's `measure`)
     mix: tuple[tuple[str, int], ...] = ()  # (candidate, number of layers) of the chosen plan
+    source: str = ""  # the pass that wrote it
 
     def __post_init__(self) -> None:  # JSON round trips give lists
         object.__setattr__(self, "chosen", tuple(self.chosen))
@@ -125,13 +127,12 @@ class Frontier:
         unit = "bytes" if self.objective == "bytes" else "s"
         fmt = (lambda v: f"{v:,.0f}") if self.objective == "bytes" else (lambda v: f"{v:.4g}")
         lines = [
-            f"auto: budget {fmt(self.budget)} {unit} ({self.scope}); chosen {fmt(self.chosen[0])} {unit}, "
+            f"budget {fmt(self.budget)} {unit} ({self.scope}); chosen {fmt(self.chosen[0])} {unit}, "
             f"predicted damage {self.chosen[1]:.4g} ({self.measure})",
-            "auto: mix " + ", ".join(f"{c} x{n}" for c, n in self.mix),
-            "auto: frontier (cost -> least predicted damage): "
-            + "; ".join(f"{fmt(c)} -> {d:.3g}" for c, d in self.points),
+            "mix " + ", ".join(f"{c} x{n}" for c, n in self.mix),
+            "frontier (cost -> least predicted damage): " + "; ".join(f"{fmt(c)} -> {d:.3g}" for c, d in self.points),
         ]
-        return lines
+        return [f"{self.source}: {line}" for line in lines] if self.source else lines
 
 
 ANNOTATIONS: dict[str, type] = {

@@ -11,6 +11,10 @@ float scales s (and optional zero points z), per output row and per group of `gr
 - scale / zero: float32 [N, K // group_size]; per-channel is group_size = K (one column).
 - symmetric: z is absent (zero); asymmetric: z holds integer values in q's range, as float32.
 
+`unpack`, `unpack_int4` and `apply_group_scales` take torch tensors and numpy arrays alike, so the
+torch reference, the torch backend's fast path and the numpy backend read the format through one
+definition (numpy operations only on numpy arrays).
+
 Rounding is round-half-to-even everywhere (torch.round, numpy.rint, Triton's rint).
 """
 
@@ -43,16 +47,27 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
 
 
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, K/2] → int8 [N, K] with values in [-8, 7]; inverse of pack_int4."""
-    low = (packed & 0xF).to(torch.int8)
-    high = (packed >> 4).to(torch.int8)
-    both = torch.stack([low, high], dim=-1).flatten(-2)
-    return torch.where(both >= 8, both - 16, both)
+def unpack_int4(packed):
+    """uint8 [N, K/2] → int8 [N, K] with values in [-8, 7]; inverse of pack_int4. The nibbles are
+    sign-extended by arithmetic shifts of the bytes read as int8 (low nibble: shifted up, then down).
+    A torch tensor or a numpy array (the numpy backend's, which runs numpy operations only)."""
+    library = _array_library(packed)
+    signed = packed.view(library.int8)
+    both = library.stack([(signed << 4) >> 4, signed >> 4], -1)  # [..., K/2, 2]: even column, odd column
+    return both.reshape(*packed.shape[:-1], 2 * packed.shape[-1])
 
 
-def unpack(qweight: torch.Tensor, bits: int) -> torch.Tensor:
-    """The stored integers as int8 [N, K], whatever the packing."""
+def _array_library(array):
+    """torch for a tensor, numpy for a numpy array: the module whose stack and dtypes take `array`."""
+    if isinstance(array, torch.Tensor):
+        return torch
+    import numpy
+
+    return numpy
+
+
+def unpack(qweight, bits: int):
+    """The stored integers as int8 [N, K], whatever the packing; a torch tensor or a numpy array."""
     if bits == 8:
         return qweight
     if bits == 4:

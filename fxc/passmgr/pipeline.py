@@ -1,4 +1,4 @@
-"""Pipelines: an ordered list of passes, written as objects or as text that prints back identically.
+"""Pipelines: an ordered list of passes, written as objects or as text (canonical text prints back identically).
 
     Pipeline.parse("dce,prune{method=wanda,sparsity=0.5},quantize{bits=4,group-size=64}")
     Pipeline.of([FoldBN(), "dce"])          # objects, text, or a mix

@@ -8,8 +8,9 @@ registered the same way (pyproject.toml), so a third-party package adds a pass e
     my-pass = "my_package.my_pass:MyPass"
 
 Entry points are read once, lazily; a class is imported only when its name is looked up.
-`register(group, name, cls)` adds one at run time (tests, notebooks). Reads installed package
-metadata; writes nothing.
+`register(group, name, cls)` adds one at run time (tests, notebooks). A failed lookup in a group with
+no entry points at all says the installed metadata predates the checkout (reinstall: pip install -e .).
+Reads installed package metadata; writes nothing.
 """
 
 from __future__ import annotations
@@ -70,4 +71,10 @@ def unknown_message(group: str, name: str, extra: list[str] | None = None) -> st
     known = names(group) + (extra or [])
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown {_KIND[group]} '{name}'{hint} (known: {', '.join(known) or 'none'})"
+    message = f"unknown {_KIND[group]} '{name}'{hint} (known: {', '.join(known) or 'none'})"
+    if not _load_entry_points()[group]:
+        message += (
+            f"; no installed package declares an '{group}' entry point, so fxc's installed metadata is older "
+            "than this checkout's pyproject.toml (or fxc is not installed): run `pip install -e .` in the checkout"
+        )
+    return message

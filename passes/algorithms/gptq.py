@@ -13,7 +13,7 @@ original column order. Without act_order each group's scale is computed when the
 the columns as the earlier error updates left them.
 
 `gptq_layers` runs sequentially (fxc.passmgr.sequential): for each segment it observes the layer inputs
-with the weights quantized so far, builds the Hessians (passes/analyses/hessian.py's segment_hessians for
+with the weights quantized so far, builds the Hessians (passes/algorithms/layer_inputs.py's segment_hessians for
 linear layers; for conv2d the Hessian of the unfolded input patches), quantizes, writes the dequantized
 weights back so the next segment sees the quantized model's activations, and advances. Grouped
 convolutions (depthwise) have one Hessian per group, which this does not build: they are quantized
@@ -27,6 +27,7 @@ calibration; writes (temporarily) the dequantized weights of the layers it quant
 from __future__ import annotations
 
 import functools
+from typing import Protocol
 
 import torch
 import torch.fx
@@ -42,10 +43,18 @@ from fxc.passes.algorithms.gram import (
     inverse_cholesky_upper,
     one_thread,
 )
-from fxc.passes.analyses.hessian import segment_hessians
-from fxc.passes.quantize.scheme import Scheme
+from fxc.passes.algorithms.layer_inputs import segment_hessians
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.sequential import CalibrationRunner, Segment, segments, segments_through
+
+
+class LayerScheme(Protocol):
+    """What gptq_layers reads of each layer's quantization scheme (passes/specs/scheme.py's Scheme)."""
+
+    bits: int
+    group_size: int | None
+    symmetric: bool
+    act_bits: int | None
 
 
 def gptq_quantize(
@@ -178,7 +187,7 @@ def conv_hessians(runner: CalibrationRunner, segment: Segment, convs: list[ir.We
 def gptq_layers(
     gm: torch.fx.GraphModule,
     calibration: Calibration,
-    schemes: dict[torch.fx.Node, Scheme],
+    schemes: dict[torch.fx.Node, LayerScheme],
     damp: float = 0.01,
     act_order: bool = False,
     block_size: int = 128,

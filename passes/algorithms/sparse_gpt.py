@@ -34,10 +34,9 @@ from fxc import ir
 from fxc.errors import CalibrationError
 from fxc.passes.algorithms.dense_target import DenseTwin, dense_target_weight
 from fxc.passes.algorithms.gram import DampedHessian, damped_hessian, one_thread
+from fxc.passes.algorithms.layer_inputs import channel_rows, segment_hessians
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS, refine_kept_weights
-from fxc.passes.analyses.act_stats import channel_rows
-from fxc.passes.analyses.hessian import segment_hessians
-from fxc.passes.prune.scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
+from fxc.passes.algorithms.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.sequential import CalibrationRunner, segments, segments_through
 

@@ -5,8 +5,9 @@
 
 Reads: calibration (required); the graph's linear and conv2d layers (fxc.ir.weight_layers).
 Writes: nothing in the graph; returns {layer node name: InputStats} for every linear and conv2d layer,
-streamed batch by batch (one batch's activations in memory): per input channel the L2 norm over all
-tokens (Wanda's ||x||), min, max and mean |x|.
+streamed batch by batch (one batch's activations in memory): per input channel (the input as rows:
+passes/algorithms/layer_inputs.py's channel_rows) the L2 norm over all tokens (Wanda's ||x||), min, max
+and mean |x|.
 Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
 that does not list `act-stats` in PassResult.preserved.
 Options: none.
@@ -20,6 +21,7 @@ import torch
 import torch.fx
 
 from fxc import ir
+from fxc.passes.algorithms.layer_inputs import channel_rows
 from fxc.passmgr.passbase import Analysis
 from fxc.passmgr.sequential import CalibrationRunner
 
@@ -64,14 +66,6 @@ class _Accumulator:
             (self.abs_sum / self.tokens).to(f),
             self.tokens,
         )
-
-
-def channel_rows(node: torch.fx.Node, x: torch.Tensor) -> torch.Tensor:
-    """A layer's input as [tokens, channels]: linear inputs flatten leading dims, conv inputs move
-    channels last."""
-    if node.target == ir.aten.conv2d.default:
-        return x.movedim(1, -1).reshape(-1, x.shape[1])
-    return x.reshape(-1, x.shape[-1])
 
 
 @dataclass(frozen=True)

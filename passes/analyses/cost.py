@@ -13,7 +13,7 @@ Preserves: not applicable (an analysis changes nothing); the cached result is dr
 that does not list `cost` in PassResult.preserved.
 Options: none.
 
-A plan becomes a candidate spec (passes/auto/candidates.py) whose storage_bytes gives the planned weight
+A plan becomes a candidate spec (passes/specs/candidates.py) whose storage_bytes gives the planned weight
 bytes; bias bytes are kept. Planned params count the weights the layer still stands for (low rank:
 r·(N+K); channel pruning: the kept fraction; zeros of unstructured / N:M sparsity still count). Planned
 FLOPs: N:M scales by N/M (the sparse op reduces over kept values only), low rank by r·(N+K)/(N·K), channel
@@ -32,7 +32,7 @@ import torch.fx
 from fxc import ir
 from fxc.ir import cost, meta
 from fxc.ir.cost import LayerCost
-from fxc.passes.auto.candidates import parse_candidate
+from fxc.passes.specs.candidates import parse_candidate
 from fxc.passmgr.passbase import Analysis
 
 

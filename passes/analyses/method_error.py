@@ -14,7 +14,7 @@ Options: candidates, quantize-method, prune-method, low-rank-method, damp, weigh
 seed, layers, skip; `fxc.passmgr.registry.lookup("fxc.analyses", "method-error").help()` prints each.
 
 Why next to `sensitivity`: that analysis measures every candidate with round-to-nearest quantization and
-Wanda-style masks (passes/auto/candidates.py, on purpose independent of the passes). The auto pass carries
+Wanda-style masks (passes/specs/candidates.py, on purpose independent of the passes). The auto pass carries
 its plan out with GPTQ and SparseGPT, which cut those errors by different amounts per layer and per
 candidate (most for per-channel int4, least for int8); planning with the RTN numbers would under-value
 exactly the options GPTQ helps most. Here ΔW comes from
@@ -45,12 +45,11 @@ from fxc.passes.algorithms import low_rank_math as lrm
 from fxc.passes.algorithms.gptq import gptq_quantize
 from fxc.passes.algorithms.gram import dampen
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS, refine_kept_weights
+from fxc.passes.algorithms.prune_scores import magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.algorithms.sparse_gpt import sparse_gpt
 from fxc.passes.analyses.output_metric import OutputMetric
-from fxc.passes.auto.candidates import Candidate, parse_candidates
-from fxc.passes.auto.plan import unfit
-from fxc.passes.prune.scores import magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.candidates import Candidate, parse_candidates, unfit
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Analysis
 
@@ -60,7 +59,7 @@ class MethodError(Analysis):
     """Layer-output error of each candidate made by GPTQ / SparseGPT / whitened SVD, as auto makes it."""
 
     name = "method-error"
-    candidates: tuple[str, ...] = option(("w8", "w4"), "candidate specs (passes/auto/candidates.py)")
+    candidates: tuple[str, ...] = option(("w8", "w4"), "candidate specs (passes/specs/candidates.py)")
     quantize_method: str = option("gptq", "how quantization is made", choices=("rtn", "gptq"))
     prune_method: str = option("sparse-gpt", "how sparsity is made", choices=("magnitude", "wanda", "sparse-gpt"))
     low_rank_method: str = option("whitened", "how low rank is made", choices=("svd", "whitened"))

@@ -13,7 +13,7 @@ error); returns a SensitivityResult.
 Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
 that does not list `sensitivity` in PassResult.preserved.
 Options:
-    candidates  spec strings (passes/auto/candidates.py)
+    candidates  spec strings (passes/specs/candidates.py)
     measure     layer:      exact layer-output error tr(ΔW H ΔWᵀ) from the input Hessian; cheap, linear only
                 model:      relative model-output error ||y' - y||² / ||y||² on the first `batches`
                             calibration batches, one layer compressed at a time (linear and conv2d)
@@ -42,8 +42,8 @@ import torch.utils._pytree as pytree
 
 from fxc import ir
 from fxc.errors import CalibrationError, FxcError
-from fxc.passes.auto.candidates import QUANTIZERS, Candidate, parse_candidates
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.candidates import QUANTIZERS, Candidate, parse_candidates
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Analysis
 

@@ -17,7 +17,8 @@ import torch
 from fxc.passes.analyses.method_error import MethodError
 from fxc.passes.analyses.output_metric import OutputMetric
 from fxc.passes.analyses.sensitivity import Sensitivity
-from fxc.passes.auto.plan import KEEP, LayerChoices
+from fxc.passes.auto.plan import LayerChoices
+from fxc.passes.specs.candidates import KEEP
 
 
 def score_options(am, choices: list[LayerChoices], options) -> None:

@@ -26,7 +26,7 @@ import torch.fx
 from fxc import ir
 from fxc.errors import FxcError
 from fxc.ir import cost, meta, qformat
-from fxc.passes.auto.candidates import Candidate
+from fxc.passes.specs.candidates import Candidate
 from fxc.passmgr import registry
 from fxc.passmgr.pipeline import Pipeline
 

@@ -9,7 +9,7 @@ writes nothing.
 Cost of an option is what the compressed model will really hold for the layer's weight (the bias is
 unchanged), in the formats the passes that carry the plan out write:
     keep            N·K dense values
-    wB[gG][a8]      quantize's packed integers and float32 scales (passes/quantize/scheme.py)
+    wB[gG][a8]      quantize's packed integers and float32 scales (passes/specs/scheme.py)
     sS[+wB]         unstructured zeros are stored dense (the op set has no unstructured sparse format),
                     so it costs what its quantization part costs and never saves bytes by itself
     N:M             sparse_nm_linear: N/M of the values plus one uint8 index each
@@ -32,11 +32,8 @@ import torch.fx
 from fxc import ir
 from fxc.ir import cost
 from fxc.passes.algorithms.budget_solver import Solution, solve_multiple_choice
-from fxc.passes.algorithms.low_rank_math import rank_for_ratio
-from fxc.passes.auto.candidates import Candidate
-from fxc.passes.quantize.scheme import GROUP_SIZES, Scheme
-
-KEEP = Candidate("keep")
+from fxc.passes.specs.candidates import KEEP, Candidate, split_rank, unfit
+from fxc.passes.specs.scheme import GROUP_SIZES, Scheme
 
 
 def realizable(candidate: Candidate) -> str | None:
@@ -53,30 +50,6 @@ def realizable(candidate: Candidate) -> str | None:
             "sparse_nm_linear stores int8 values with one scale per output row"
         )
     return None
-
-
-def unfit(candidate: Candidate, n: int, k: int) -> str | None:
-    """Why a weight [n, k] cannot take the candidate, or None."""
-    if candidate is KEEP:
-        return None
-    reason = candidate.problem((n, k))
-    if reason:
-        return reason
-    if candidate.rank_ratio is not None:
-        r = split_rank(candidate, n, k)
-        if r < 1:
-            return f"{candidate.text}: keeps less than rank 1 of a {n}x{k} weight"
-        if candidate.bits == 4 and (r % 2 or k % 2):
-            return f"{candidate.text}: int4 factors need even inputs, got rank {r} and {k} columns"
-        return None
-    if candidate.bits is not None:
-        return Scheme(candidate.bits, candidate.group_size, True, candidate.act_bits).unfit_reason(n, k)
-    return None
-
-
-def split_rank(candidate: Candidate, n: int, k: int) -> int:
-    """The rank the low-rank pass splits a [n, k] weight at for the candidate's ratio."""
-    return rank_for_ratio(n, k, candidate.rank_ratio)
 
 
 def stored_bytes(candidate: Candidate, n: int, k: int, element_size: int) -> int:

@@ -66,6 +66,7 @@ def frontier_record(
         points=tuple(sorted({point(p) for p in plans})),
         measure=measure,
         mix=mix(choices, picks),
+        source="auto",
     )
 
 

@@ -29,8 +29,8 @@ from fxc import ir
 from fxc.passes.algorithms.budget_solver import InfeasibleBudget
 from fxc.passes.analyses.method_error import MethodError
 from fxc.passes.analyses.sensitivity import model_outputs, relative_squared_error
-from fxc.passes.auto.candidates import Candidate
-from fxc.passes.auto.plan import KEEP, LayerChoices, solve
+from fxc.passes.auto.plan import LayerChoices, solve
+from fxc.passes.specs.candidates import KEEP, Candidate
 
 
 def check_plan(gm, am, choices, costs, scores, limit, picks, options) -> tuple[list[int], str]:

@@ -29,8 +29,8 @@ import torch.fx
 from fxc import ir
 from fxc.errors import OptionError
 from fxc.ir import meta
-from fxc.passes.opsets import COPIES, POINTWISE
-from fxc.passes.prune.scores import as_matrix
+from fxc.passes.algorithms.prune_scores import as_matrix
+from fxc.passes.aten_groups import COPIES, POINTWISE
 from fxc.passes.select import select_layers
 from fxc.passmgr.passbase import PassResult
 

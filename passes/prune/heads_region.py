@@ -18,7 +18,7 @@ import sympy
 import torch
 import torch.fx
 
-from fxc.passes.opsets import COPIES, POINTWISE
+from fxc.passes.aten_groups import COPIES, POINTWISE
 
 aten = torch.ops.aten
 UNARY = POINTWISE | COPIES | {

@@ -19,7 +19,7 @@ Options: bytes | ratio | latency (exactly one), scope, candidates, measure, esti
 grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, verify, apply,
 print-plan, layers, skip, seed; `fxc.passmgr.registry.lookup("fxc.passes", "auto").help()` prints each.
 
-For every selected linear layer the options are "keep" plus each candidate spec (passes/auto/candidates.py)
+For every selected linear layer the options are "keep" plus each candidate spec (passes/specs/candidates.py)
 the layer's shape can hold: int8, int4 per channel or per group, N:M, unstructured levels, low rank at
 several ratios, and combinations such as 2:4+w8 and r0.5+w8. Each option's cost is the bytes the
 compressed model will really hold for the weight (passes/auto/plan.py; or its roofline latency); its damage
@@ -66,11 +66,11 @@ from fxc.passes.algorithms.budget_solver import InfeasibleBudget
 from fxc.passes.auto import plan as auto_plan
 from fxc.passes.auto import report
 from fxc.passes.auto import verify as auto_verify
-from fxc.passes.auto.candidates import CandidateError, parse_candidate
 from fxc.passes.auto.damage import score_options
 from fxc.passes.auto.execute import carry_out, check_bytes
-from fxc.passes.auto.plan import KEEP, LayerChoices
+from fxc.passes.auto.plan import LayerChoices
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.candidates import KEEP, CandidateError, parse_candidate
 from fxc.passmgr import registry
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import ALL, Pass, PassResult

@@ -47,7 +47,7 @@ from fxc.errors import FxcError, OptionError
 from fxc.ir import meta
 from fxc.passes.algorithms import low_rank_math as lrm
 from fxc.passes.algorithms.gram import dampen
-from fxc.passes.analyses.hessian import segment_hessians
+from fxc.passes.algorithms.layer_inputs import segment_hessians
 from fxc.passes.low_rank.split import split_layer
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passmgr.options import option

@@ -18,7 +18,7 @@ scored by the error GPTQ leaves, not RTN's, since GPTQ recovers more in some for
 symmetric (must match quantize's), print-allocation, layers, skip.
 
 The budget is the stored size of the selected layers' weights: `bytes`, or `avg-bits` per weight
-(bytes = avg-bits x weights / 8), counted exactly as `quantize` stores them (passes/quantize/scheme.py:
+(bytes = avg-bits x weights / 8), counted exactly as `quantize` stores them (passes/specs/scheme.py:
 packed integers plus float32 scales and zero points; the bias is not counted, it is unchanged), so
 `fxc.ir.cost.model_bytes` of the quantized model equals the plan. At 4.5 average bits uniform w4g64 fits
 exactly (4 bits + one float32 scale per 64 weights); the planner may instead spend the same bytes on
@@ -50,9 +50,9 @@ from fxc.errors import FxcError, OptionError
 from fxc.ir import meta
 from fxc.passes.algorithms.budget_solver import InfeasibleBudget, solve_multiple_choice
 from fxc.passes.analyses.method_error import MethodError
-from fxc.passes.auto.candidates import QUANTIZERS
-from fxc.passes.quantize.scheme import Scheme, parse_scheme
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.candidates import QUANTIZERS
+from fxc.passes.specs.scheme import Scheme, parse_scheme
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import ALL, Pass, PassResult
 

@@ -50,10 +50,11 @@ from fxc.errors import CalibrationError, NodeError, OptionError
 from fxc.ir import meta
 from fxc.passes.algorithms.dense_target import TARGETS
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS
+from fxc.passes.algorithms.prune_scores import apply_mask, magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.algorithms.sparse_gpt import DEFAULT_STAGES, SparseGptOptions, Target, prune_sequentially
-from fxc.passes.prune.scores import apply_mask, magnitude_scores, nm_mask, parse_pattern, unstructured_mask
 from fxc.passes.rewrites.lower_sparse import lower_nm_layer
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.prune_patterns import parse_pattern
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Pass, PassResult
 
@@ -63,7 +64,7 @@ ALLOCATIONS = ("uniform", "owl", "sensitivity")
 
 @dataclass(frozen=True)
 class Prune(Pass):
-    """Zero weights (unstructured / N:M) or remove whole channels (structured)."""
+    """Zero weights (unstructured / N:M) or remove whole channels or attention heads (structured)."""
 
     name = "prune"
     method: str = option("magnitude", "how weights are scored", choices=METHODS)

@@ -39,8 +39,8 @@ from fxc.errors import NodeError, OptionError
 from fxc.ir import meta, qformat
 from fxc.passes.algorithms.dense_target import TARGETS
 from fxc.passes.algorithms.gptq import conv_geometry, gptq_layers
-from fxc.passes.quantize.scheme import GROUP_SIZES, KEEP_BITS, Scheme
 from fxc.passes.select import DEFAULT_SKIP, select_layers
+from fxc.passes.specs.scheme import GROUP_SIZES, KEEP_BITS, Scheme
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Pass, PassResult
 

@@ -31,7 +31,7 @@ import torch
 import torch.fx
 
 from fxc import ir
-from fxc.passes.opsets import COPIES
+from fxc.passes.aten_groups import COPIES
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Pass, PassResult

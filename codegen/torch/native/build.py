@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from fxc.codegen.common.cache_dir import user_cache_dir
 from fxc.ir.qformat import QuantizedWeight
 
 SOURCE = Path(__file__).with_name("amx_plane_gemm.c")
@@ -39,9 +40,7 @@ TILE_M, TILE_K, PLANES = 16, 64, 4
 def cache_dir() -> Path:
     """Where compiled kernels go: $XDG_CACHE_HOME/fxc/native, or ~/.cache/fxc/native when it is unset or
     not an absolute path (the XDG base directory rule)."""
-    root = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(root) if os.path.isabs(root) else Path.home() / ".cache"
-    return base / "fxc" / "native"
+    return user_cache_dir("native")
 
 
 def _cpu_has_amx_int8() -> bool:

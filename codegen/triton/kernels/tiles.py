@@ -11,13 +11,13 @@ Kernel side. A GEMM kernel's text imports the helpers by name, like any other Py
     block_offsets(pid_m, pid_n, ...)   -> offs_m, offs_n, mask_m, mask_n of that block
     store_block(out_ptr, acc, ...)     masked store of the float32 accumulator in out's dtype
 
-Triton inlines a `@triton.jit` function that a kernel calls (compiled, and in its interpreter the
-call is a plain Python call), so the helpers cost nothing at run time. The kernel cache keys a
-kernel by its rendered text, which names the helpers but does not hold them; Triton's compile cache
-hashes each kernel together with the jit functions it calls, so an edit here recompiles them all.
-The group-wise dequantization of the K loop is not a helper: it stays written out in gemv.py and
-dequant_gemm.py, because as a shared helper it made w4a16_gemm slower on a GPU (benchmarks/RESULTS.md,
-"Triton templates before/after the shared tile helpers").
+Triton inlines a `@triton.jit` function that a kernel calls when it compiles the kernel (in its
+interpreter the call is a plain Python call), so a helper adds no call to the compiled kernel. The
+kernel cache keys a kernel by its rendered text, which names the helpers but does not hold them;
+Triton's compile cache hashes each kernel together with the jit functions it calls, so an edit here
+recompiles them all. The group-wise dequantization of the K loop is not a helper: it stays written
+out in gemv.py and dequant_gemm.py. The kernels with these imported helpers have not been timed on a
+GPU yet.
 
 Python side: `check` (an argument's dtype, sizes and device, or a ValueError naming the kernel),
 `output` (the out tensor: allocated, or the caller's checked), `group_scale_args` (the

@@ -1,8 +1,13 @@
 """Shared checks of the numpy backend tests: compile one traced graph with the torch backend (the
 reference ops as is) and with the numpy backend, run both and compare every output leaf: floats
-within a relative error (max |a - b| / max |b|), integers and booleans exactly."""
+within a relative error (max |a - b| / max |b|), integers and booleans exactly; and list the torch
+functions a call runs (the numpy backend's run path calls none)."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -17,6 +22,23 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     actual, expected = actual.double(), expected.double()
     scale = expected.abs().max().item() if expected.numel() else 0.0
     return (actual - expected).abs().max().item() / max(scale, 1e-30) if expected.numel() else 0.0
+
+
+def torch_calls(run: Callable[[], Any]) -> tuple[list[str], Any]:
+    """(the modules of the torch functions `run()` called, Python or C, in call order; its result)."""
+    calls = []
+
+    def watch(frame, event, arg):
+        module = (getattr(arg, "__module__", None) or "") if event == "c_call" else frame.f_globals.get("__name__", "")
+        if event in ("call", "c_call") and module.startswith("torch"):
+            calls.append(module)
+
+    sys.setprofile(watch)
+    try:
+        result = run()
+    finally:
+        sys.setprofile(None)
+    return calls, result
 
 
 def compile_both(model, example, passes=None):

@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 
 import fxc
-from fxc.codegen.numpy import quant as numpy_qformat
+from fxc.codegen.numpy import quant
 from fxc.ir import qformat
 from fxc.ir.ops import int8_matmul_reference
-from tests.codegen.numpy.numpy_check import assert_close_outputs, relative_error
+from tests.codegen.numpy.numpy_check import assert_close_outputs, relative_error, torch_calls
 
 fxc_ops = torch.ops.fxc
 
@@ -88,16 +88,24 @@ def test_quantized_linear_matches_reference(bits, group_size, symmetric):
 
 
 def test_quantized_linear_tiles_large_weights_without_changing_the_result(monkeypatch):
-    monkeypatch.setattr(numpy_qformat, "TILE_BYTES", 4 * 48 * 5)  # tiles of 5 rows: 24 rows -> 5 tiles
+    monkeypatch.setattr(quant, "TILE_BYTES", 4 * 48 * 5)  # tiles of 5 rows: 24 rows -> 5 tiles
     got, want, _ = run_both(QuantLinear(torch.randn(24, 48), 4, 16, False), torch.randn(7, 48))
     assert_close_outputs(got, want)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_linear_runs_without_calling_torch(bits):
+    _, _, numpy_module = run_both(QuantLinear(torch.randn(24, 48), bits, 16, False), torch.randn(3, 48))
+    x = np.random.default_rng(0).standard_normal((3, 48), dtype=np.float32)
+    calls, outputs = torch_calls(lambda: numpy_module.runner.run_numpy(x))
+    assert calls == [] and isinstance(outputs[0], np.ndarray) and outputs[0].shape == (3, 24)
 
 
 def test_dequantized_rows_are_bit_identical_to_the_reference():
     for bits, group_size, symmetric in [(8, None, True), (4, 8, False)]:
         q = qformat.quantize_rtn(torch.randn(6, 32), bits, group_size, symmetric)
         zero = None if q.zero_point is None else q.zero_point.numpy()
-        got = numpy_qformat.dequantize_rows(q.qweight.numpy(), q.scale.numpy(), zero, bits)
+        got = quant.dequantize_rows(q.qweight.numpy(), q.scale.numpy(), zero, bits)
         assert np.array_equal(got, qformat.dequantize(*q).numpy())
 
 
@@ -121,7 +129,7 @@ def test_int8_accumulators_are_bit_exact_at_the_extremes(columns):
     qx[1] = -127
     qw = torch.randint(-128, 128, (7, columns), dtype=torch.int8)
     qw[0] = -128  # row 0 x weight 0: every product is -127 * -128, the largest partial sums there are
-    got = numpy_qformat.int8_matmul_exact(qx.numpy(), qw.numpy(), tile_rows=3)
+    got = quant.int8_matmul_exact(qx.numpy(), qw.numpy(), tile_rows=3)
     assert got.dtype == np.int32
     assert np.array_equal(got, int8_matmul_reference(qx, qw).numpy())
 
@@ -140,7 +148,7 @@ def test_int8_linear_is_bit_exact_with_the_reference(static):
 def test_activation_quantization_rounds_half_to_even_like_torch():
     x = torch.tensor([[0.5, 1.5, 2.5, -0.5, -2.5, 127.0, 200.0, -300.0]])
     scale = torch.tensor([[1.0]])
-    got = numpy_qformat.quantize_activations(x.numpy(), scale.numpy())
+    got = quant.quantize_activations(x.numpy(), scale.numpy())
     assert np.array_equal(got, qformat.quantize_activations(x, scale).numpy())
     assert got.tolist() == [[0, 2, 2, 0, -2, 127, 127, -128]]
 

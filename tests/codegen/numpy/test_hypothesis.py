@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fxc.codegen.numpy import quant as numpy_qformat
+from fxc.codegen.numpy import quant
 from fxc.codegen.numpy.ops.conv import conv2d
 from fxc.codegen.numpy.ops.nn import _matmul, linear
 from fxc.ir import qformat
@@ -78,9 +78,9 @@ def test_quantized_linear_ragged_shapes(rows, n, half_k, bits, grouped, symmetri
 
     def weight_rows(n0, n1):
         z = None if zero is None else zero[n0:n1]
-        return numpy_qformat.dequantize_rows(q.qweight.numpy()[n0:n1], q.scale.numpy()[n0:n1], z, bits)
+        return quant.dequantize_rows(q.qweight.numpy()[n0:n1], q.scale.numpy()[n0:n1], z, bits)
 
-    got = torch.from_numpy(numpy_qformat.tiled_linear(x.numpy(), n, weight_rows, np.dtype(np.float32)))
+    got = torch.from_numpy(quant.tiled_linear(x.numpy(), n, weight_rows, np.dtype(np.float32)))
     # random data can cancel to an output near 0, where a norm-relative error says nothing about the kernel:
     # bound each element by the size of its summands, |x| @ |W|ᵀ (float32 summation error is relative to it)
     weight = qformat.dequantize(q.qweight, q.scale, q.zero_point, bits).view(n, k)
@@ -94,5 +94,5 @@ def test_quantized_linear_ragged_shapes(rows, n, half_k, bits, grouped, symmetri
 def test_int8_matmul_exact_any_shape(rows, n, k, tile):
     qx = torch.randint(-127, 128, (rows, k), dtype=torch.int8)
     qw = torch.randint(-128, 128, (n, k), dtype=torch.int8)
-    got = numpy_qformat.int8_matmul_exact(qx.numpy(), qw.numpy(), tile_rows=tile)
+    got = quant.int8_matmul_exact(qx.numpy(), qw.numpy(), tile_rows=tile)
     assert np.array_equal(got, int8_matmul_reference(qx, qw).numpy())

@@ -4,8 +4,6 @@ freed, and inputs/outputs follow the graph's pytree specs."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,7 @@ import torch.nn as nn
 
 import fxc
 from tests import tiny_models
+from tests.codegen.numpy.numpy_check import torch_calls
 
 
 class Folding(nn.Module):
@@ -51,19 +50,8 @@ def test_generated_function_runs_without_calling_torch():
     model, example = tiny_models.tiny_llama(layers=1)
     compiled = fxc.compile(model, example_inputs=example, backend="numpy")
     inputs = [example[0].numpy()]
-    torch_calls = []
-
-    def watch(frame, event, arg):
-        module = (getattr(arg, "__module__", None) or "") if event == "c_call" else frame.f_globals.get("__name__", "")
-        if event in ("call", "c_call") and module.startswith("torch"):
-            torch_calls.append(module)
-
-    sys.setprofile(watch)
-    try:
-        outputs = compiled.runner.run_numpy(*inputs)
-    finally:
-        sys.setprofile(None)
-    assert torch_calls == []
+    calls, outputs = torch_calls(lambda: compiled.runner.run_numpy(*inputs))
+    assert calls == []
     assert isinstance(outputs[0], np.ndarray) and outputs[0].shape == (2, 12, 64)
     assert "del " in compiled.runner.code  # dead values are freed as the function runs
 

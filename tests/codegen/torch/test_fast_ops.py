@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import fxc
-from fxc.codegen.torch import fast_ops as torch_fast
-from fxc.codegen.torch import weight_only as torch_fast_weight_only
+from fxc.codegen.torch import fast_ops, weight_only
 from fxc.ir import qformat
 from tests.codegen.numpy.numpy_check import assert_close_outputs
 from tests.codegen.numpy.test_fxc_ops import Int8Linear, QuantLinear, SparseLinear
@@ -39,26 +38,26 @@ def test_int8_linear_through_int_mm_is_bit_exact(rows, static):
 
 
 def test_int8_matmul_falls_back_to_the_exact_float_gemm_where_int_mm_cannot_run(monkeypatch):
-    monkeypatch.setattr(torch_fast, "int_mm_supported", lambda *args: False)
+    monkeypatch.setattr(fast_ops, "int_mm_supported", lambda *args: False)
     monkeypatch.setattr(torch, "_int_mm", None)  # must not be called
     qx = torch.randint(-127, 128, (3, 40), dtype=torch.int8)
     qw = torch.randint(-128, 128, (5, 40), dtype=torch.int8)
-    assert torch.equal(torch_fast.int8_matmul(qx, qw), (qx.double() @ qw.double().T).int())
+    assert torch.equal(fast_ops.int8_matmul(qx, qw), (qx.double() @ qw.double().T).int())
 
 
 def test_int_mm_constraints_on_cuda_are_checked_before_use():
     cuda = torch.device("cuda")
-    assert torch_fast.int_mm_supported(3, 64, 32, cuda)  # rows <= 16 are padded
-    assert not torch_fast.int_mm_supported(32, 60, 32, cuda)  # K not a multiple of 8
-    assert not torch_fast.int_mm_supported(32, 64, 30, cuda)
-    assert torch_fast.int_mm_supported(3, 5, 7, torch.device("cpu"))
+    assert fast_ops.int_mm_supported(3, 64, 32, cuda)  # rows <= 16 are padded
+    assert not fast_ops.int_mm_supported(32, 60, 32, cuda)  # K not a multiple of 8
+    assert not fast_ops.int_mm_supported(32, 64, 30, cuda)
+    assert fast_ops.int_mm_supported(3, 5, 7, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("bits,group_size,symmetric", [(8, None, True), (4, 16, False)])
 @pytest.mark.parametrize("tiled", [False, True])
 def test_weight_only_linear_whole_or_tiled_matches_reference(monkeypatch, bits, group_size, symmetric, tiled):
     if tiled:
-        monkeypatch.setattr(torch_fast_weight_only, "TILE_BYTES", 4 * 48 * 7)  # 7 rows a tile: 3 ragged tiles
+        monkeypatch.setattr(weight_only, "TILE_BYTES", 4 * 48 * 7)  # 7 rows a tile: 3 ragged tiles
     model = QuantLinear(torch.randn(20, 48), bits, group_size, symmetric)
     x = torch.randn(2, 9, 48)  # 18 rows: past PLANE_ROWS, so the dequantized tiles
     fast, reference = compile_fast_and_reference(model, x)
@@ -70,14 +69,14 @@ def _reference_and_planes_counted(monkeypatch, model, x):
     """fast(x), reference(x), how many calls the int8-plane kernel answered, and the backend's notes."""
     fast, reference = compile_fast_and_reference(model, x)
     answered = []
-    planes_kernel = torch_fast_weight_only.int8_plane_linear
+    planes_kernel = weight_only.int8_plane_linear
 
     def counted(*args):
         y = planes_kernel(*args)
         answered.append(y is not None)
         return y
 
-    monkeypatch.setattr(torch_fast_weight_only, "int8_plane_linear", counted)
+    monkeypatch.setattr(weight_only, "int8_plane_linear", counted)
     return fast(x), reference(x), sum(answered), fast.runner.notes
 
 
@@ -124,7 +123,7 @@ def test_many_rows_and_non_finite_rows_take_the_dequantized_path(monkeypatch):
 def test_int8_planes_reconstruct_rows_and_fit_int8():
     rows = torch.randn(5, 33) * torch.logspace(-6, 6, 5).unsqueeze(1)
     rows[2] = 0.0
-    planes, steps = torch_fast_weight_only.split_into_int8_planes(rows)
+    planes, steps = weight_only.split_into_int8_planes(rows)
     assert planes.dtype == torch.int8 and planes.shape == (4 * 5, 33) and int(planes.abs().max()) <= 127
     step = rows.double().abs().amax(dim=1, keepdim=True) * (1 / 127) + torch.finfo(torch.float64).tiny
     powers = torch.tensor([254.0**-p for p in range(4)], dtype=torch.float64).reshape(4, 1, 1)
@@ -132,7 +131,7 @@ def test_int8_planes_reconstruct_rows_and_fit_int8():
     rebuilt = (planes.view(4, 5, 33).double() * powers).sum(0) * step
     bound = rows.abs().amax(dim=1, keepdim=True).double() * 2.5e-10
     assert bool(((rebuilt - rows.double()).abs() <= bound).all())
-    assert torch_fast_weight_only.split_into_int8_planes(torch.tensor([[1.0, float("nan")]])) is None
+    assert weight_only.split_into_int8_planes(torch.tensor([[1.0, float("nan")]])) is None
 
 
 def test_scratch_tiles_work_in_and_out_of_inference_mode():
@@ -143,8 +142,8 @@ def test_scratch_tiles_work_in_and_out_of_inference_mode():
 
     def fresh_thread():  # a new thread: its scratch is created inside inference mode, then written outside
         with torch.inference_mode():
-            results.append(torch_fast_weight_only.weight_only_linear(x, q.qweight, q.scale, None, None, 8))
-        results.append(torch_fast_weight_only.weight_only_linear(x, q.qweight, q.scale, None, None, 8))
+            results.append(weight_only.weight_only_linear(x, q.qweight, q.scale, None, None, 8))
+        results.append(weight_only.weight_only_linear(x, q.qweight, q.scale, None, None, 8))
 
     thread = threading.Thread(target=fresh_thread)
     thread.start()
@@ -156,23 +155,26 @@ def test_scratch_tiles_work_in_and_out_of_inference_mode():
 def test_gradients_flow_through_the_fast_path(rows):
     q, other = qformat.quantize_rtn(torch.randn(24, 40), 8), qformat.quantize_rtn(torch.randn(24, 40), 8)
     leaf = torch.randn(rows, 40, requires_grad=True)
-    first = torch_fast_weight_only.weight_only_linear(leaf, q.qweight, q.scale, None, None, 8)
-    torch_fast_weight_only.weight_only_linear(leaf, other.qweight, other.scale, None, None, 8)  # no reuse of its tile
+    first = weight_only.weight_only_linear(leaf, q.qweight, q.scale, None, None, 8)
+    weight_only.weight_only_linear(leaf, other.qweight, other.scale, None, None, 8)  # no reuse of its tile
     first.sum().backward()
     assert torch.allclose(leaf.grad, qformat.dequantize(q.qweight, q.scale, None, 8).sum(0).expand(rows, 40))
 
 
-def test_fast_int4_unpacking_matches_qformat():
-    packed = torch.arange(256, dtype=torch.int32).to(torch.uint8).reshape(8, 32)
-    assert torch.equal(torch_fast_weight_only.unpack_int4_fast(packed), qformat.unpack_int4(packed))
+def test_int8_weight_is_the_stored_integers():
+    for bits in (8, 4):
+        q = qformat.quantize_rtn(torch.randn(6, 32), bits, 8, symmetric=False)
+        ints = weight_only.int8_weight(q)
+        assert ints.dtype == torch.int8 and torch.equal(ints, qformat.unpack(q.qweight, bits))
+    assert weight_only.int8_weight(q._replace(bits=8)) is q.qweight  # int8 weights are used as stored
 
 
 def test_dequantize_into_scratch_matches_qformat_and_reuses_the_buffer():
     q = qformat.quantize_rtn(torch.randn(6, 32), 4, 8, symmetric=False)
-    first = torch_fast_weight_only.scratch_tile(6 * 32, torch.device("cpu"))
-    out = torch_fast_weight_only.dequantize_into(first.view(6, 32), q)
+    first = weight_only.scratch_tile(6 * 32, torch.device("cpu"))
+    out = weight_only.dequantize_into(first.view(6, 32), q)
     assert torch.equal(out, qformat.dequantize(q.qweight, q.scale, q.zero_point, 4))
-    again = torch_fast_weight_only.scratch_tile(5 * 32, torch.device("cpu"))
+    again = weight_only.scratch_tile(5 * 32, torch.device("cpu"))
     assert again.data_ptr() == first.data_ptr()  # one buffer per thread, reused by every layer
 
 
@@ -185,7 +187,7 @@ def test_sparse_linear_uses_csr_past_the_crossover_and_dense_below(crossover):
     kernel = "torch CSR" if crossover == 1.0 else "dense BLAS"
     assert f"-> {kernel}" in fast.runner.notes[0]
     swapped = [n.target for n in fast.runner.graph.nodes if n.op == "call_function"]
-    assert swapped == [torch_fast.csr_linear if crossover == 1.0 else torch_fast.dense_linear]
+    assert swapped == [fast_ops.csr_linear if crossover == 1.0 else fast_ops.dense_linear]
 
 
 def test_compiled_graph_stays_canonical_and_fast_false_runs_it_as_is():
@@ -193,7 +195,7 @@ def test_compiled_graph_stays_canonical_and_fast_false_runs_it_as_is():
     x = torch.randn(3, 16)
     fast, reference = compile_fast_and_reference(model, x)
     assert [n.target for n in fast.graph.graph.nodes if n.op == "call_function"] == [fxc_ops.int8_linear.default]
-    assert [n.target for n in fast.runner.graph.nodes if n.op == "call_function"] == [torch_fast.int8_linear_int_mm]
+    assert [n.target for n in fast.runner.graph.nodes if n.op == "call_function"] == [fast_ops.int8_linear_int_mm]
     assert reference.runner is reference.graph
     assert fast.runner.qweight is fast.graph.qweight  # the fast copy shares the weights
 
@@ -212,7 +214,7 @@ def test_quantized_llama_runs_the_same_on_fast_torch_and_numpy():
         want = reference(*example).logits
         assert torch.equal(fast(*example).logits, want)  # same ops (whole-weight dequantization, _int_mm)
         assert_close_outputs(numpy_module(*example).logits, want)
-    shared = [n for n in fast.runner.graph.nodes if n.target is torch_fast.quantize_per_token]
+    shared = [n for n in fast.runner.graph.nodes if n.target is fast_ops.quantize_per_token]
     assert len(shared) == 2  # q/k/v read one quantized input, gate/up another
 
 
@@ -225,7 +227,7 @@ def test_llama_linears_reading_one_input_share_its_int8_planes():
     reference = fxc.compile(model, passes="quantize{bits=8}", example_inputs=example, backend="torch",
                             backend_options={"fast": False})
     fast = fxc.compile(reference.graph, example_inputs=example, backend="torch")
-    shared = [n for n in fast.runner.graph.nodes if n.target is torch_fast_weight_only.shared_planes]
+    shared = [n for n in fast.runner.graph.nodes if n.target is weight_only.shared_planes]
     assert len(shared) == 2  # q/k/v read one input, gate/up another
     assert_close_outputs(fast(*example).logits, reference(*example).logits)
 
@@ -236,5 +238,5 @@ def test_torch_compile_option_wraps_the_fast_graph_and_says_so():
     compiled = fxc.compile(model, example_inputs=(x,), backend="torch", backend_options={"torch_compile": True})
     assert isinstance(compiled.runner, torch._dynamo.eval_frame.OptimizedModule)  # compiles on its first call
     swapped = [n.target for n in compiled.runner._orig_mod.graph.nodes if n.op == "call_function"]
-    assert swapped == [torch_fast.int8_linear_int_mm]
+    assert swapped == [fast_ops.int8_linear_int_mm]
     assert compiled.runner.report_notes()[-1] == "torch backend: graph under torch.compile (inductor, dynamic shapes)"

@@ -14,7 +14,7 @@ import torch
 
 import fxc
 from fxc.codegen.torch import weight_only as wo
-from fxc.codegen.torch.native import build as native_kernels
+from fxc.codegen.torch.native import build as native_build
 from tests.codegen.numpy.numpy_check import assert_close_outputs
 from tests.codegen.numpy.test_fxc_ops import QuantLinear
 
@@ -24,9 +24,9 @@ def pretend_native(monkeypatch):
     """The AMX kernel as if loaded; each split it is asked for is recorded and refused (None: the caller
     falls back to the dequantized tiles, as for a row holding inf or nan)."""
     calls = []
-    monkeypatch.setattr(native_kernels, "plane_kernel", lambda: object())
-    monkeypatch.setattr(native_kernels, "plane_kernel_status", lambda: "AMX-int8 plane kernel (pretend)")
-    monkeypatch.setattr(native_kernels, "split_rows", lambda rows: calls.append(tuple(rows.shape)))
+    monkeypatch.setattr(native_build, "plane_kernel", lambda: object())
+    monkeypatch.setattr(native_build, "plane_kernel_status", lambda: "AMX-int8 plane kernel (pretend)")
+    monkeypatch.setattr(native_build, "split_rows", lambda rows: calls.append(tuple(rows.shape)))
     return calls
 
 
@@ -73,7 +73,7 @@ def test_plane_linear_op_dispatches_to_the_backends_cpu_kernel(request):
     rows = torch.randn(3, 64)
     args = (model.qweight, model.scale, model.zero, model.bias, 8)
     want = torch.ops.fxc.quantized_linear(rows, *args)
-    if native_kernels.plane_kernel() is None:  # not loaded here: the CPU kernel takes the tiles
+    if native_build.plane_kernel() is None:  # not loaded here: the CPU kernel takes the tiles
         torch.testing.assert_close(torch.ops.fxc_native.plane_linear(rows, *args), want)
     calls = request.getfixturevalue("pretend_native")
     torch.testing.assert_close(torch.ops.fxc_native.plane_linear(rows, *args), want)
@@ -105,14 +105,14 @@ def test_torch_compile_emits_plane_linear_only_with_native(pretend_native, nativ
 
 
 def test_the_c_source_sits_next_to_build_py():
-    assert native_kernels.SOURCE == Path(native_kernels.__file__).with_name("amx_plane_gemm.c")
-    assert native_kernels.SOURCE.is_file()
+    assert native_build.SOURCE == Path(native_build.__file__).with_name("amx_plane_gemm.c")
+    assert native_build.SOURCE.is_file()
 
 
 def test_compiled_kernels_go_to_the_xdg_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert native_kernels.cache_dir() == tmp_path / "fxc" / "native"
+    assert native_build.cache_dir() == tmp_path / "fxc" / "native"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as the XDG rule says
-    assert native_kernels.cache_dir() == Path.home() / ".cache" / "fxc" / "native"
+    assert native_build.cache_dir() == Path.home() / ".cache" / "fxc" / "native"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert native_kernels.cache_dir() == Path.home() / ".cache" / "fxc" / "native"
+    assert native_build.cache_dir() == Path.home() / ".cache" / "fxc" / "native"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import fxc
 from fxc.codegen.torch import weight_only as wo
-from fxc.codegen.torch.native import build as native_kernels
+from fxc.codegen.torch.native import build as native_build
 from fxc.ir import qformat
 from tests.codegen.numpy.numpy_check import assert_close_outputs
 from tests.codegen.numpy.test_fxc_ops import QuantLinear
@@ -22,11 +22,11 @@ from tests.codegen.torch.test_fused_planes import _exact as exact_product
 from tests.codegen.torch.test_fused_planes import _weight
 
 pytestmark = pytest.mark.skipif(
-    native_kernels.plane_kernel() is None, reason=f"no AMX plane kernel: {native_kernels.plane_kernel_status()}"
+    native_build.plane_kernel() is None, reason=f"no AMX plane kernel: {native_build.plane_kernel_status()}"
 )
 
 
-def _unpacked_planes(split: native_kernels.SplitRows) -> torch.Tensor:
+def _unpacked_planes(split: native_build.SplitRows) -> torch.Tensor:
     """The tile-interleaved planes back as int [PLANES, M, K]: tile (p, m block, k tile) row r holds columns
     4r .. 4r+3 of its 16 rows, 4 bytes each."""
     planes, m_pad, k_pad = split.planes, split.planes.shape[1], split.planes.shape[2]
@@ -40,7 +40,7 @@ def test_split_rebuilds_rows_within_its_bound_and_fits_int8():
     rows[2] = 0.0
     rows[4, 0] = 127 * 2.0**10  # max|row| / 127 a power of two: the step's edge case
     rows[7] = torch.randn(100) * 1e-40  # subnormal rows: no float32 inverse step, the split's float64 path
-    split = native_kernels.split_rows(rows)
+    split = native_build.split_rows(rows)
     planes = _unpacked_planes(split)
     assert int(planes[0].abs().max()) <= 127 and int(planes[1:].abs().max()) <= 64
     assert torch.equal(torch.frexp(split.step).mantissa, torch.full_like(split.step, 0.5))  # powers of two
@@ -104,8 +104,8 @@ def test_backend_runs_the_kernel_and_reports_it(monkeypatch):
     reference = fxc.compile(model, example_inputs=(x,), backend="torch", backend_options={"fast": False})
     fast = fxc.compile(reference.graph, example_inputs=(x,), backend="torch")
     calls = []
-    gemm = native_kernels.plane_gemm
-    monkeypatch.setattr(native_kernels, "plane_gemm", lambda *a: calls.append(1) or gemm(*a))
+    gemm = native_build.plane_gemm
+    monkeypatch.setattr(native_build, "plane_gemm", lambda *a: calls.append(1) or gemm(*a))
     assert_close_outputs(fast(x), reference(x))
     assert calls == [1]
     assert "AMX-int8 plane kernel: 4 int8 planes of x times the stored int8 weight" in fast.runner.notes[0]
@@ -119,8 +119,8 @@ def test_group_wise_scales_of_whole_tiles_run_on_the_kernel(monkeypatch, bits, s
     x = torch.randn(rows, columns)
     x[:, 5] *= 100
     calls = []
-    gemm = native_kernels.plane_gemm
-    monkeypatch.setattr(native_kernels, "plane_gemm", lambda *a: calls.append(1) or gemm(*a))
+    gemm = native_build.plane_gemm
+    monkeypatch.setattr(native_build, "plane_gemm", lambda *a: calls.append(1) or gemm(*a))
     got = wo.weight_only_linear(x, model.qweight, model.scale, model.zero, model.bias, bits)
     assert calls == [1]
     exact = exact_product(model, x, bits)
@@ -132,7 +132,7 @@ def test_group_wise_scales_of_part_tiles_keep_the_dequantized_tiles(monkeypatch)
     model = QuantLinear(torch.randn(24, 64), 4, 32, True)
     x = torch.randn(5, 64)
     calls = []
-    monkeypatch.setattr(native_kernels, "plane_gemm", lambda *a: calls.append(1))
+    monkeypatch.setattr(native_build, "plane_gemm", lambda *a: calls.append(1))
     fast = fxc.compile(model, example_inputs=(x,), backend="torch")
     reference = fxc.compile(model, example_inputs=(x,), backend="torch", backend_options={"fast": False})
     assert_close_outputs(fast(x), reference(x))
@@ -149,8 +149,8 @@ def test_llama_linears_reading_one_input_share_one_split(monkeypatch):
                             backend_options={"fast": False})  # fmt: skip
     fast = fxc.compile(reference.graph, example_inputs=example, backend="torch")
     splits = []
-    split_rows = native_kernels.split_rows
-    monkeypatch.setattr(native_kernels, "split_rows", lambda rows: splits.append(rows.shape) or split_rows(rows))
+    split_rows = native_build.split_rows
+    monkeypatch.setattr(native_build, "split_rows", lambda rows: splits.append(rows.shape) or split_rows(rows))
     assert_close_outputs(fast(*example).logits, reference(*example).logits)
     linears = [n for n in fast.runner.graph.nodes if n.target is wo.weight_only_linear]
     assert len(linears) == 7 and len(splits) == 4  # q/k/v one split, o, gate/up one, down

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from tiny_models import call, cnn, first_tensor, tiny_llama  # noqa: E402
 
 import fxc  # noqa: E402
-from fxc.codegen.triton import cache as triton_cache  # noqa: E402
+from fxc.codegen.triton import cache  # noqa: E402
 from fxc.passmgr import registry  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")
@@ -106,7 +106,7 @@ def test_op_without_template_runs_in_torch_and_is_reported(tmp_path):
 
 def test_cpu_model_without_interpreter_names_the_interpreter(monkeypatch, llama):
     model, example = llama
-    monkeypatch.setattr(triton_cache, "interpreter_active", lambda: False)
+    monkeypatch.setattr(cache, "interpreter_active", lambda: False)
     with pytest.raises(fxc.BackendError, match="TRITON_INTERPRET=1"):
         fxc.compile(model, passes="quantize{bits=8}", example_inputs=example, backend="triton")
 
@@ -115,3 +115,19 @@ def test_unknown_backend_option_is_an_option_error(llama):
     model, example = llama
     with pytest.raises(fxc.OptionError, match="no option 'interpet'.*poison_outputs"):
         fxc.compile(model, example_inputs=example, backend="triton", backend_options={"interpet": True})
+
+
+def test_options_are_declared_fields_checked_like_other_backends(llama):
+    from fxc.codegen.triton.backend import TritonBackend
+    from fxc.passmgr.options import declared
+
+    defaults = {f.name: f.default for f in declared(TritonBackend)}
+    assert defaults == {"fuse_epilogue": True, "autotune": True, "decode_max_m": 16, "block_sparse_block": 64,
+                        "block_sparse_min_zero": 0.3, "cache_dir": None, "poison_outputs": False}
+    assert all(f.metadata["help"] for f in declared(TritonBackend))
+    model, example = llama
+    for options, message in [({"block_sparse_block": 8}, r"'block-sparse-block' must be one of 16, 32, 64, 128"),
+                             ({"decode_max_m": 17}, r"'decode-max-m' must be in \[0, 16\], got 17"),
+                             ({"autotune": "yes"}, r"'autotune' must be bool, got str yes")]:
+        with pytest.raises(fxc.OptionError, match=message):
+            fxc.compile(model, example_inputs=example, backend="triton", backend_options=options)

@@ -1,6 +1,8 @@
 """Templates render only with exactly their hooks; the kernel cache is keyed by the source's hash, loads
-kernels whose text imports the tile helpers of kernels/tiles.py, and keeps one chosen config per
-(source, shapes, dtypes)."""
+kernels whose text imports the tile helpers of kernels/tiles.py, keeps one chosen config per
+(source, shapes, dtypes), and writes to the XDG cache folder unless given a directory."""
+
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,13 @@ def test_config_choice_is_cached_per_key(tmp_path):
     assert compiled.configs[key] == template.interpreter_config and runs == []  # no timing in the interpreter
     forced = dict(template.interpreter_config, BLOCK_K=16)
     assert cache.choose(compiled, key, template, runs.append, forced=forced) == forced
+
+
+def test_kernel_files_go_to_the_xdg_cache_by_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert KernelCache().directory == tmp_path / "fxc" / "triton"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as the XDG rule says
+    assert KernelCache().directory == Path.home() / ".cache" / "fxc" / "triton"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert KernelCache().directory == Path.home() / ".cache" / "fxc" / "triton"
+    assert KernelCache(tmp_path / "kernels").directory == tmp_path / "kernels"  # the backend's cache_dir

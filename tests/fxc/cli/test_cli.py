@@ -1,5 +1,8 @@
 """The `fxc` command line on tiny models: compress (module:factory and a Hugging Face folder, with
-calibration from a file or from text), report, and clear errors with exit status 2."""
+calibration from a file or from text), report, backend options (--backend-option KEY=VALUE), and
+clear errors with exit status 2."""
+
+import json
 
 import pytest
 import torch
@@ -7,7 +10,7 @@ from safetensors.torch import save_file
 from tiny_models import mlp
 
 import fxc
-from fxc.cli.main import main
+from fxc.cli.main import main, parse_backend_options
 
 
 def test_compress_module_factory_saves_a_loadable_model(tmp_path, capsys):
@@ -43,6 +46,55 @@ def test_bad_pipeline_is_one_clear_message(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "option 'bits' must be one of 4, 8, got 3" in err and "^" in err
+
+
+def test_backend_option_reaches_the_backend_and_is_saved(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    code = main(["compress", "tiny_models:mlp", "--backend", "torch", "--backend-option", "native=false",
+                 "--backend-option", "sparse-crossover=0.25", "-o", str(out)])
+    assert code == 0
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["backend"] == "torch" and saved["backend_options"] == {"native": False, "sparse_crossover": 0.25}
+    assert fxc.load(out).backend_options == {"native": False, "sparse_crossover": 0.25}
+
+    loaded = []
+    monkeypatch.setattr(fxc, "load", lambda *args, **kwargs: loaded.append(fxc.api.serialize.load(*args, **kwargs))
+                        or loaded[-1])
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert loaded[-1].backend_options == {"native": False, "sparse_crossover": 0.25}  # none given: the saved ones
+    assert main(["report", str(out), "--backend-option", "fast=false"]) == 0
+    assert loaded[-1].backend_options == {"fast": False} and loaded[-1].runner is loaded[-1].graph
+    assert "total" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["compress", "report"])
+@pytest.mark.parametrize("item", ["native", "=false", " =1"])
+def test_malformed_backend_option_is_one_clear_message(tmp_path, capsys, command, item):
+    target = ["tiny_models:mlp", "-o", str(tmp_path)] if command == "compress" else [str(tmp_path)]
+    assert main([command, *target, "--backend-option", item]) == 2
+    err = capsys.readouterr().err
+    expected = f"--backend-option {item!r} is not KEY=VALUE (e.g. --backend-option native=false)"
+    assert err == f"fxc {command}: error: {expected}\n"
+
+
+def test_unknown_backend_option_is_one_clear_message(tmp_path, capsys):
+    code = main(["compress", "tiny_models:mlp", "--backend", "torch", "--backend-option", "nativ=false",
+                 "-o", str(tmp_path)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "fxc compress: error: backend 'torch' has no option 'nativ'; it takes fast, torch_compile, sparse_crossover, "
+        "native\n"
+    )
+
+
+def test_backend_option_values_read_as_json_scalars():
+    items = ["a=true", "b=FALSE", "c=3", "d=-0.5", "e=1e-3", "f=text", "g=", "h=inf", "url=x=y", "kebab-key=1"]
+    assert parse_backend_options(items) == {
+        "a": True, "b": False, "c": 3, "d": -0.5, "e": 0.001, "f": "text", "g": "", "h": "inf", "url": "x=y",
+        "kebab_key": 1,
+    }
+    assert parse_backend_options(["n=1", "n=2"]) == {"n": 2}  # the last one given wins
 
 
 def test_text_calibration_needs_a_tokenizer(tmp_path, capsys):

@@ -35,6 +35,25 @@ def test_int4_packing_round_trips_and_halves_bytes():
     assert packed[0, 0] == (int(q[0, 0]) & 0xF) | ((int(q[0, 1]) & 0xF) << 4)
 
 
+def test_int4_unpacking_reads_every_byte_the_same_from_torch_and_numpy():
+    import numpy as np
+
+    packed = torch.arange(256, dtype=torch.int32).to(torch.uint8).reshape(8, 32)
+    signed = lambda nibble: nibble - 16 if nibble >= 8 else nibble  # noqa: E731
+    want = torch.tensor([[signed(b & 0xF), signed(b >> 4)] for b in range(256)], dtype=torch.int8).reshape(8, 64)
+    assert torch.equal(qformat.unpack_int4(packed), want)
+    from_numpy = qformat.unpack(packed.numpy(), 4)  # the numpy backend's call: numpy in, numpy out
+    assert isinstance(from_numpy, np.ndarray) and from_numpy.dtype == np.int8
+    assert np.array_equal(from_numpy, want.numpy())
+    with pytest.raises(ValueError, match="bits must be one of"):
+        qformat.unpack(packed, 3)
+
+
+def test_the_op_set_registers_without_an_fxc_ops_attribute():
+    assert torch.ops.fxc.quantized_linear is not None  # registered by `import fxc`
+    assert not hasattr(fxc, "ops")  # the op definitions are fxc.ir.ops
+
+
 def test_quantized_conv2d_matches_float_conv():
     w, x = torch.randn(4, 2, 3, 3), torch.randn(1, 4, 6, 6)
     q = qformat.quantize_rtn(w.reshape(4, -1), 8)

@@ -1,5 +1,6 @@
-"""Pass manager: analyses cached and invalidated, third-party passes through entry points, instruments,
-failure context, and the model left untouched by a failing pipeline."""
+"""Pass manager: analyses cached and invalidated, third-party passes through entry points (and the hint
+when the installed metadata predates a group), instruments, failure context, and the model left
+untouched by a failing pipeline."""
 
 import importlib.metadata
 from dataclasses import dataclass
@@ -103,6 +104,28 @@ def test_third_party_pass_from_entry_point_usable_by_name(monkeypatch, tmp_path)
         cm = fxc.compile(model, passes="dce,scale-weights{factor=3.0}", example_inputs=(x,))
         torch.testing.assert_close(cm(x), 3 * model(x))
         assert str(cm.pipeline) == "dce,scale-weights{factor=3.0}"
+    finally:
+        monkeypatch.undo()
+        registry.refresh()
+
+
+def test_a_group_missing_from_the_installed_metadata_says_to_reinstall(monkeypatch):
+    """A checkout that added the fxc.targets group, installed before it: the lookup says how to fix it."""
+    real = importlib.metadata.entry_points()
+    groups = [group for group in registry.GROUPS if group != "fxc.targets"]
+    older = importlib.metadata.EntryPoints([ep for group in groups for ep in real.select(group=group)])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: older)
+    registry.refresh()
+    try:
+        model, example = mlp()
+        with pytest.raises(fxc.UnknownNameError) as missing:
+            fxc.compile(model, example_inputs=example, target=fxc.Budget(ratio=2))
+        message = str(missing.value)
+        assert message.startswith("unknown target 'budget' (known: none); no installed package declares an ")
+        assert "older than this checkout's pyproject.toml" in message and "`pip install -e .`" in message
+        with pytest.raises(fxc.UnknownNameError) as typo:  # a group with entry points: no such hint
+            registry.lookup("fxc.backends", "nympy")
+        assert str(typo.value) == "unknown backend 'nympy'; did you mean numpy? (known: numpy, torch, triton)"
     finally:
         monkeypatch.undo()
         registry.refresh()

@@ -8,7 +8,7 @@ import fxc
 from fxc import ir
 from fxc.errors import CalibrationError, FxcError, OptionError
 from fxc.passes.analyses.sensitivity import Sensitivity
-from fxc.passes.auto.candidates import parse_candidate
+from fxc.passes.specs.candidates import parse_candidate
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration
 

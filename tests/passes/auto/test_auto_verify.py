@@ -7,11 +7,11 @@ from tiny_models import MLP
 import fxc
 from fxc import ir
 from fxc.ir import qformat
-from fxc.passes.auto.candidates import parse_candidate
-from fxc.passes.auto.plan import KEEP, layer_choices
+from fxc.passes.auto.plan import layer_choices
 from fxc.passes.auto.verify import check_plan, joint_errors, portfolio
 from fxc.passes.rewrites.auto import Auto
 from fxc.passes.select import select_layers
+from fxc.passes.specs.candidates import KEEP, parse_candidate
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration
 

@@ -14,8 +14,8 @@ from fxc import ir
 from fxc.errors import FxcError
 from fxc.ir import meta
 from fxc.ir.cost import model_bytes
-from fxc.passes.quantize.scheme import parse_scheme
 from fxc.passes.rewrites.mixed_precision import planned_bytes
+from fxc.passes.specs.scheme import parse_scheme
 
 
 def _brute_force(costs, scores, budget):

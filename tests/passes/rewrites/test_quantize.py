@@ -11,7 +11,7 @@ from fxc import ir
 from fxc.ir import meta, qformat
 from fxc.ir.cost import model_bytes
 from fxc.passes import Quantize
-from fxc.passes.quantize.scheme import Scheme
+from fxc.passes.specs.scheme import Scheme
 
 SCHEMES = [(8, None), (4, None), (8, 32), (4, 32), (4, 64), (4, 128)]
 

@@ -10,13 +10,11 @@ import fxc
 from fxc.errors import OptionError
 from fxc.ir import meta
 from fxc.ir.cost import model_bytes
-from fxc.passes.analyses.method_error import MethodError
-from fxc.passes.analyses.output_metric import OutputMetric
 from fxc.passes.analyses.sensitivity import Sensitivity
-from fxc.passes.auto.candidates import parse_candidate
-from fxc.passes.auto.plan import KEEP, layer_choices, stored_bytes
+from fxc.passes.auto.plan import layer_choices, stored_bytes
 from fxc.passes.rewrites.auto import Auto
 from fxc.passes.select import select_layers
+from fxc.passes.specs.candidates import KEEP, parse_candidate
 from fxc.passmgr import registry
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration
@@ -158,45 +156,6 @@ def test_latency_budget_from_the_roofline():
     frontier = meta.get(output, meta.Frontier)
     assert frontier.objective == "latency" and frontier.chosen[0] <= 0.6 * dense
     assert any(meta.get(layer.node, meta.LayerPlan).bits != 16 for layer in layers)
-
-
-def test_output_metric_predicts_the_model_output_error():
-    model, calibration = _model()
-    gm = fxc.trace(model, (calibration[0],))
-    am = AnalysisManager(gm, Calibration.of(calibration))
-    layers = select_layers(gm, kinds=("linear",))
-    specs = ("w4", "r0.25+w8")
-    measured = am.get(Sensitivity(candidates=specs, measure="model", batches=2))
-    predicted = am.get(MethodError(candidates=specs, quantize_method="rtn", weighting="output", batches=2))
-    metric = am.get(OutputMetric(batches=2))
-    layer_error = am.get(Sensitivity(candidates=specs, measure="layer"))
-    for item in layers:
-        name = item.node.name
-        for spec in specs:
-            assert 0.5 < predicted[name][spec] / measured.error[name][spec] < 2.0, (item.fqn, spec)
-        isotropic = float(torch.trace(metric[name])) / metric[name].shape[0] * layer_error.error[name]["w4"]
-        assert 0.5 < isotropic / measured.error[name]["w4"] < 2.0, item.fqn
-
-
-def test_executed_estimates_use_gptq_and_sparse_gpt():
-    model, calibration = _model()
-    gm = fxc.trace(model, (calibration[0],))
-    am = AnalysisManager(gm, Calibration.of(calibration))
-    specs = ("w4", "2:4+w8")
-    made = am.get(MethodError(candidates=specs))
-    rtn = am.get(MethodError(candidates=specs, quantize_method="rtn", prune_method="wanda"))
-    sensitivity = am.get(Sensitivity(candidates=specs, measure="layer"))
-    for name in sensitivity.layers:
-        assert rtn[name]["w4"] == pytest.approx(sensitivity.error[name]["w4"], rel=1e-6)
-        assert rtn[name]["2:4+w8"] == pytest.approx(sensitivity.error[name]["2:4+w8"], rel=1e-6)
-        assert made[name]["w4"] < rtn[name]["w4"] and made[name]["2:4+w8"] < rtn[name]["2:4+w8"]
-
-
-def test_stored_bytes_agree_with_the_candidate_formats():
-    for text in ("w8", "w4", "w4g64", "w8a8", "2:4", "4:8", "2:4+w8", "r0.5", "r0.25+w8", "r0.5+w4"):
-        candidate = parse_candidate(text)
-        assert stored_bytes(candidate, 128, 256, 4) == candidate.storage_bytes((128, 256)), text
-    assert stored_bytes(parse_candidate("s0.5+w4"), 128, 256, 4) == stored_bytes(parse_candidate("w4"), 128, 256, 4)
 
 
 def test_tied_weights_and_bad_options_are_refused():

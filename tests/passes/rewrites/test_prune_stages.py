@@ -1,5 +1,5 @@
-"""Gradual sparse-gpt (prune option `stages`, passes/algorithms/sparse_gpt.py): the same sparsity in the end, less layer
-output error than one step, and refused where it does not apply."""
+"""The prune pass's gradual sparse-gpt (option `stages`; the stages run in passes/algorithms/sparse_gpt.py): the same
+sparsity in the end, less layer output error than one step, and refused where it does not apply."""
 
 import pytest
 import torch
@@ -46,12 +46,3 @@ def test_stages_are_refused_outside_unstructured_sparse_gpt(options):
         Prune(stages=2, **options)
     with pytest.raises(OptionError, match="'stages'"):
         Prune(method="sparse-gpt", stages=0)
-
-
-def test_stage_schedule_starts_at_forty_percent_of_the_target_and_ends_on_it():
-    from fxc.passes.algorithms.sparse_gpt import stage_sparsities
-
-    assert stage_sparsities(0.5, 1) == [0.5]
-    assert stage_sparsities(0.5, 3) == pytest.approx([0.2, 0.35, 0.5])
-    five = stage_sparsities(0.6, 5)
-    assert five[0] == pytest.approx(0.24) and five[-1] == 0.6 and five == sorted(five)

@@ -1,5 +1,5 @@
-"""ATen op sets that more than one pass walks through: they carry a tensor's values, or each element
-apart, from their one tensor input to their output.
+"""Groups of ATen ops that more than one pass walks through: they carry a tensor's values, or each element
+apart, from their one tensor input to their output. (Plain ATen ops, not fxc's op set, fxc/ir/ops.py.)
 
     COPIES      the input's values unchanged: a dtype cast, a clone, an alias, and dropout (the identity
                 in an inference graph)

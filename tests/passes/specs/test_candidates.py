@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fxc.errors import OptionError
-from fxc.passes.auto.candidates import CandidateError, parse_candidate, parse_candidates
+from fxc.passes.specs.candidates import CandidateError, parse_candidate, parse_candidates
 
 
 def _layer_error(delta: torch.Tensor, hessian: torch.Tensor) -> float:

@@ -5,6 +5,7 @@
     c.storage_bytes((N, K))              # bytes the compressed weight takes in fxc's formats
     c.supports((N, K))                   # False where apply would refuse the shape; c.problem((N, K)) says why
     c.to_plan("mixed-precision")         # the meta.LayerPlan that asks the rewrites for it
+    unfit(c, N, K)                       # why the passes cannot carry c out on a weight [N, K], or None
 
 Grammar: parts joined by "+", at most one structure part and one quantization part.
     dense         keep the weight as it is (fp32)
@@ -21,9 +22,12 @@ quantization of low-rank factors is refused).
 Shapes: `problem(shape)` names why a weight cannot take a candidate (None if it can), `supports(shape)`
 is its boolean: N:M needs M | K, low rank a rank below min(N, K), and every matrix the quantization
 part stores (the weight, or both low-rank factors [r, K] and [N, r]) must fit quantize's format
-(passes/quantize/scheme.py's Scheme.unfit_reason: the group size divides its columns; int4, two columns per
+(passes/specs/scheme.py's Scheme.unfit_reason: the group size divides its columns; int4, two columns per
 byte, needs an even number). `apply` refuses such shapes with CandidateError; the sensitivity analysis skips
-them (score inf) and planners offer a candidate only to the layers it supports.
+them (score inf) and planners offer a candidate only to the layers it supports. `unfit(candidate, n, k)`
+adds what carrying it out with the passes needs: a low-rank split at the rank the low-rank pass rounds to
+(`split_rank`) of at least 1, and even int4 factors; `KEEP` is the planners' "leave the weight dense"
+option, which always fits.
 
 With a Hessian H [K, K] (2XᵀX/n of the layer's input), apply() minimizes the layer-output error
 tr(ΔW H ΔWᵀ) where a method can: sparsity scores are |W|·sqrt(diag H) (Wanda's |W|·||x||), low rank
@@ -49,8 +53,9 @@ import torch
 from fxc.errors import FxcError, OptionError
 from fxc.ir import meta, qformat
 from fxc.passes.algorithms.gptq import gptq_quantize
-from fxc.passes.prune.scores import as_matrix, nm_mask, unstructured_mask
-from fxc.passes.quantize.scheme import Scheme
+from fxc.passes.algorithms.low_rank_math import rank_for_ratio
+from fxc.passes.algorithms.prune_scores import as_matrix, nm_mask, unstructured_mask
+from fxc.passes.specs.scheme import Scheme
 
 GRAMMAR = "dense, w8, w4, w4g64, w4g128, w8a8, s0.5, 2:4, 4:8, r0.8, and combos like 2:4+w8 or r0.5+w8"
 QUANTIZERS = ("rtn", "gptq")  # how apply() rounds a weight-only candidate
@@ -100,7 +105,7 @@ class Candidate:
             if r >= min(n, k):
                 return f"{self.text}: rank {r} is not below min({n}, {k}); low rank saves nothing"
             stored = [(f"rank-{r} factor [{rows}, {cols}]: ", rows, cols) for rows, cols in ((r, k), (n, r))]
-        if self.bits is not None:  # the same rule quantize stores by (passes/quantize/scheme.py)
+        if self.bits is not None:  # the same rule quantize stores by (passes/specs/scheme.py)
             scheme = Scheme(self.bits, self.group_size, act_bits=self.act_bits)
             for what, rows, cols in stored:
                 if reason := scheme.unfit_reason(rows, cols):
@@ -282,3 +287,32 @@ def parse_candidates(texts, owner: str) -> tuple[Candidate, ...]:
         except CandidateError as error:
             raise OptionError(f"{owner}: option 'candidates': {error}") from error
     return tuple(out)
+
+
+# --- what the passes can carry out ----------------------------------------------------------------------
+
+KEEP = Candidate("keep")  # the planners' "leave the weight dense" option
+
+
+def unfit(candidate: Candidate, n: int, k: int) -> str | None:
+    """Why a weight [n, k] cannot take the candidate, or None."""
+    if candidate is KEEP:
+        return None
+    reason = candidate.problem((n, k))
+    if reason:
+        return reason
+    if candidate.rank_ratio is not None:
+        r = split_rank(candidate, n, k)
+        if r < 1:
+            return f"{candidate.text}: keeps less than rank 1 of a {n}x{k} weight"
+        if candidate.bits == 4 and (r % 2 or k % 2):
+            return f"{candidate.text}: int4 factors need even inputs, got rank {r} and {k} columns"
+        return None
+    if candidate.bits is not None:
+        return Scheme(candidate.bits, candidate.group_size, True, candidate.act_bits).unfit_reason(n, k)
+    return None
+
+
+def split_rank(candidate: Candidate, n: int, k: int) -> int:
+    """The rank the low-rank pass splits a [n, k] weight at for the candidate's ratio."""
+    return rank_for_ratio(n, k, candidate.rank_ratio)

@@ -4,41 +4,17 @@
     scores = magnitude_scores(weight)              # |W|
     pruned = unstructured_mask(scores, 0.5, per_row=True)
     pruned = nm_mask(scores, 2, 4)                 # in every group of 4 columns, the 2 lowest
-    kind, nm = parse_pattern("2:4")                # ("nm", (2, 4))
 
 A mask is a bool tensor shaped like the weight, True where the weight is set to zero. "N:M" means
 N weights KEPT in every group of M consecutive input columns (NVIDIA's 2:4: two of every four
-are zero), the layout of torch.ops.fxc.sparse_nm_linear. Conv weights are scored flattened to
-[O, C/g*kh*kw]. Reads and writes nothing.
+are zero), the layout of torch.ops.fxc.sparse_nm_linear; the pattern names themselves are parsed by
+passes/specs/prune_patterns.py. Conv weights are scored flattened to [O, C/g*kh*kw]. Reads and writes
+nothing.
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
-
-from fxc.errors import OptionError
-
-PATTERNS = ("unstructured", "channel", "head", "N:M (e.g. 2:4, 4:8)")
-
-
-def parse_pattern(text: str, owner: str = "prune") -> tuple[str, tuple[int, int] | None]:
-    """("unstructured" | "channel" | "head", None) or ("nm", (n, m)); OptionError for anything else."""
-    if text in ("unstructured", "channel", "head"):
-        return text, None
-    match = re.fullmatch(r"(\d+):(\d+)", text)
-    if not match:
-        raise OptionError(f"{owner}: option 'pattern' must be one of {', '.join(PATTERNS)}, got {text!r}")
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
-        raise OptionError(
-            f"{owner}: option 'pattern' {text!r} needs 0 < N < M (N weights kept of every M); "
-            "for 2:4 sparsity write pattern=2:4"
-        )
-    if m > 255:
-        raise OptionError(f"{owner}: option 'pattern' {text!r}: M must be at most 255 (indices are uint8)")
-    return "nm", (n, m)
 
 
 def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:

@@ -1,2 +1,0 @@
-"""Helpers of the `quantize` and `mixed-precision` passes: quantization schemes (scheme.py).
-"""
