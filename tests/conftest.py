@@ -25,3 +25,12 @@ def without_native_kernels(monkeypatch):
 
     monkeypatch.setattr(native_build, "plane_kernel", lambda: None)
     monkeypatch.setattr(native_build, "plane_kernel_status", lambda: "disabled by the test")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls run fastest (and steadiest on shared cores) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

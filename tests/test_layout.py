@@ -138,29 +138,46 @@ CORE_LAYERS = {
 }  # fmt: skip
 
 
-def _core_layer(module: str) -> tuple[str, int] | None:
+def _core_package(module: str) -> str | None:
+    """The CORE_LAYERS key of a core module (its package, or fxc itself); None outside the core."""
     if module.startswith(("fxc.passes", "fxc.codegen")):
         return None
     parts = module.split(".")
-    package = ".".join(parts[:2]) if len(parts) > 1 else "fxc"
-    return package, CORE_LAYERS[package] if package in CORE_LAYERS else -1
+    return ".".join(parts[:2]) if len(parts) > 1 else "fxc"
+
+
+def _layer_breaches(group_of, layers: dict[str, int], siblings: bool) -> tuple[list[str], list[str]]:
+    """(groups without a layer, imports against the layers). `group_of(module)`: its group (None: not
+    layered here). A module may import its own group and any group of a lower layer; `siblings`: also
+    another group of its own layer."""
+    unknown = sorted({g for m in SOURCES if (g := group_of(m)) is not None and g not in layers})
+    breaches = []
+    for module in sorted(SOURCES):
+        own = group_of(module)
+        if own is None or own not in layers:
+            continue
+        for target, line in _imports(module):
+            theirs = group_of(target)
+            if theirs is None or theirs == own or theirs not in layers or layers[theirs] < layers[own]:
+                continue
+            if layers[theirs] == layers[own] and siblings:
+                continue
+            where = "a layer above" if layers[theirs] > layers[own] else "beside it, on the same layer"
+            breaches.append(f"{_where(module)}:{line} ({own}) imports {target} ({theirs}, {where})")
+    return unknown, breaches
+
+
+def _order(layers: dict[str, int]) -> str:
+    levels = sorted(set(layers.values()))
+    return " < ".join(", ".join(sorted(g for g in layers if layers[g] == level)) for level in levels)
 
 
 def test_core_packages_are_layered():
-    unknown = sorted({_core_layer(m)[0] for m in SOURCES if _core_layer(m) and _core_layer(m)[1] < 0})
+    unknown, breaches = _layer_breaches(_core_package, CORE_LAYERS, siblings=True)
     assert not unknown, f"core packages without a layer: {unknown}; add them to CORE_LAYERS in tests/test_layout.py"
-    breaches = []
-    for module in sorted(SOURCES):
-        own = _core_layer(module)
-        if own is None:
-            continue
-        for target, line in _imports(module):
-            theirs = _core_layer(target)
-            if theirs is not None and theirs[1] > own[1]:
-                breaches.append(f"{_where(module)}:{line} ({own[0]}) imports {target} ({theirs[0]}, a layer above)")
-    order = " < ".join(sorted(CORE_LAYERS, key=CORE_LAYERS.get))
-    assert not breaches, f"imports against the core's layers ({order}); move the code down or the caller up:\n  " + (
-        "\n  ".join(breaches)
+    assert not breaches, (
+        f"imports against the core's layers ({_order(CORE_LAYERS)}); move the code down or the caller up:\n  "
+        + "\n  ".join(breaches)
     )
 
 
@@ -229,29 +246,14 @@ def _passes_folder(module: str) -> str | None:
 
 
 def test_passes_folders_are_layered():
-    unknown = sorted({f for m in SOURCES if (f := _passes_folder(m)) and f not in PASSES_LAYERS})
+    unknown, breaches = _layer_breaches(_passes_folder, PASSES_LAYERS, siblings=False)
     assert not unknown, (
         f"folders or top-level modules of passes/ without a layer: {unknown}; add each to PASSES_LAYERS in "
         "tests/test_layout.py at the layer its imports allow"
     )
-    breaches = []
-    for module in sorted(SOURCES):
-        own = _passes_folder(module)
-        if own is None:
-            continue
-        for target, line in _imports(module):
-            theirs = _passes_folder(target)
-            if theirs is None or theirs == own or PASSES_LAYERS[theirs] < PASSES_LAYERS[own]:
-                continue
-            where = "a layer above" if PASSES_LAYERS[theirs] > PASSES_LAYERS[own] else "beside it, on the same layer"
-            breaches.append(f"{_where(module)}:{line} ({own}) imports {target} ({theirs}, {where})")
-    order = " < ".join(
-        ", ".join(sorted(f for f in PASSES_LAYERS if PASSES_LAYERS[f] == level))
-        for level in sorted(set(PASSES_LAYERS.values()))
-    )
     assert not breaches, (
-        f"imports against the layers of passes/ ({order}); fix: move what both need down (tensor math to "
-        "passes/algorithms/, shared vocabulary to passes/specs/), or type against a Protocol:\n  "
+        f"imports against the layers of passes/ ({_order(PASSES_LAYERS)}); fix: move what both need down (tensor "
+        "math to passes/algorithms/, shared vocabulary to passes/specs/), or type against a Protocol:\n  "
         + "\n  ".join(breaches)
     )
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from graph_snapshot import snapshot, untouched
 from tiny_models import AttentionBlock, call, first_tensor, mlp, tiny_bert, tiny_llama
 
 import fxc
@@ -47,20 +48,6 @@ def _kept_heads(before: torch.Tensor, after: torch.Tensor) -> list[int]:
     """Which original row blocks (heads) the pruned weight's row blocks are."""
     blocks = before.split(HEAD_DIM)
     return [next(h for h, b in enumerate(blocks) if torch.equal(b, a)) for a in after.split(HEAD_DIM)]
-
-
-def _snapshot(gm):
-    return {k: v.clone() for k, v in gm.state_dict().items()}, str(gm.graph)
-
-
-def _untouched(gm, snapshot) -> bool:
-    weights, graph = snapshot
-    state = gm.state_dict()
-    return (
-        str(gm.graph) == graph
-        and state.keys() == weights.keys()
-        and all(torch.equal(state[k], weights[k]) for k in state)
-    )
 
 
 def test_gqa_llama_removes_query_heads_evenly_per_kv_group():
@@ -201,10 +188,10 @@ def bert_graph():
 def test_sparsity_that_removes_every_head(factory, sparsity, match):
     model, example = factory()
     gm = fxc.trace(model, example)
-    snapshot = _snapshot(gm)
+    before = snapshot(gm)
     with pytest.raises(OptionError, match=match):
         Prune(pattern="head", sparsity=sparsity).run(gm, AnalysisManager(gm))
-    assert _untouched(gm, snapshot)
+    assert untouched(gm, before)
 
 
 class NormedQueryAttention(nn.Module):
@@ -224,16 +211,16 @@ class NormedQueryAttention(nn.Module):
 
 def test_unmatched_attention_names_the_node_and_leaves_the_model():
     gm = fxc.trace(NormedQueryAttention().eval(), (torch.randn(2, 5, 16),))
-    snapshot = _snapshot(gm)
+    before = snapshot(gm)
     with pytest.raises(
         NodeError, match="cannot match the attention at %scaled_dot_product_attention.*layer_norm.*skip="
     ):
         Prune(pattern="head", sparsity=0.5).run(gm, AnalysisManager(gm))
-    assert _untouched(gm, snapshot)
+    assert untouched(gm, before)
     # its layers left out: nothing to prune, said clearly
     with pytest.raises(OptionError, match="no attention to prune heads from"):
         Prune(pattern="head", skip=("q", "k", "v", "o")).run(gm, AnalysisManager(gm))
-    assert _untouched(gm, snapshot)
+    assert untouched(gm, before)
 
 
 def test_no_attention_and_sparse_gpt_are_refused(bert_graph):
@@ -242,7 +229,7 @@ def test_no_attention_and_sparse_gpt_are_refused(bert_graph):
         Prune(pattern="head").run(gm, AnalysisManager(gm))
     with pytest.raises(OptionError, match="'method'=sparse-gpt.*pattern=head"):
         Prune(method="sparse-gpt", pattern="head")
-    snapshot = _snapshot(bert_graph)
+    before = snapshot(bert_graph)
     with pytest.raises(fxc.errors.CalibrationError, match="wanda"):
         Prune(method="wanda", pattern="head").run(bert_graph, AnalysisManager(bert_graph))
-    assert _untouched(bert_graph, snapshot)
+    assert untouched(bert_graph, before)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from graph_snapshot import snapshot, untouched
 from tiny_models import mlp
 
 import fxc
@@ -17,20 +18,6 @@ from fxc.passmgr.calibration import Calibration
 def traced():
     model, (x,) = mlp()
     return fxc.trace(model, (x,))
-
-
-def _snapshot(gm):
-    return {k: v.clone() for k, v in gm.state_dict().items()}, str(gm.graph)
-
-
-def _untouched(gm, snapshot) -> bool:
-    weights, graph = snapshot
-    state = gm.state_dict()
-    return (
-        str(gm.graph) == graph
-        and state.keys() == weights.keys()
-        and all(torch.equal(state[k], weights[k]) for k in state)
-    )
 
 
 @pytest.mark.parametrize(
@@ -56,29 +43,29 @@ def test_bad_options(options, match):
 def test_pattern_the_layer_cannot_hold():
     model = torch.nn.Sequential(torch.nn.Linear(30, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)).eval()
     gm = fxc.trace(model, (torch.randn(2, 30),))
-    snapshot = _snapshot(gm)
+    before = snapshot(gm)
     with pytest.raises(NodeError, match="input dimension of layer 0 \\(30\\).*M=4"):
         Prune(pattern="2:4", skip=()).run(gm, AnalysisManager(gm))
-    assert _untouched(gm, snapshot)
+    assert untouched(gm, before)
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparse-gpt"])
 def test_calibrated_method_without_calibration(traced, method):
-    snapshot = _snapshot(traced)
+    before = snapshot(traced)
     with pytest.raises(CalibrationError, match=f"prune\\{{method={method}\\}} needs calibration data"):
         Prune(method=method, skip=()).run(traced, AnalysisManager(traced))
-    assert _untouched(traced, snapshot)
+    assert untouched(traced, before)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_calibration_with_nan_or_inf(traced, bad):
-    snapshot = _snapshot(traced)
+    before = snapshot(traced)
     batch = torch.randn(4, 16)
     batch[1, 3] = bad
     am = AnalysisManager(traced, Calibration.of([(torch.randn(4, 16),), (batch,)]))
     with pytest.raises(CalibrationError, match="calibration batch 1 contains NaN or Inf"):
         Prune(method="sparse-gpt", skip=()).run(traced, am)
-    assert _untouched(traced, snapshot)
+    assert untouched(traced, before)
 
 
 class _Overflow(torch.nn.Module):
@@ -94,26 +81,26 @@ class _Overflow(torch.nn.Module):
 
 def test_inf_reached_midway_restores_the_weights():
     gm = fxc.trace(_Overflow().eval(), (torch.randn(4, 16),))
-    snapshot = _snapshot(gm)
+    before = snapshot(gm)
     am = AnalysisManager(gm, Calibration.of([(torch.randn(4, 16),)]))
     with pytest.raises(CalibrationError, match="reaching layer second contain NaN or Inf"):
         Prune(method="wanda", skip=()).run(gm, am)
-    assert _untouched(gm, snapshot)
+    assert untouched(gm, before)
 
 
 def test_singular_hessian_without_dampening(traced):
-    snapshot = _snapshot(traced)
+    before = snapshot(traced)
     am = AnalysisManager(traced, Calibration.of([(torch.randn(2, 16),)]))  # 2 tokens: rank-2 Hessian
     with pytest.raises(FxcError, match="not positive definite even with dampening 0.0.*'damp'"):
         Prune(method="sparse-gpt", damp=0.0, skip=()).run(traced, am)
-    assert _untouched(traced, snapshot)
+    assert untouched(traced, before)
 
 
 def test_lower_sparse_refuses_a_dense_weight(traced):
     gm = fxc.trace(*mlp())
     node = next(n for n in gm.graph.nodes if n.target == torch.ops.aten.linear.default)
     meta.put(node, meta.Sparsity("2:4", 0.5, "test"))
-    snapshot = _snapshot(gm)
+    before = snapshot(gm)
     with pytest.raises(NodeError, match="lower-sparse: layer layers.0 is not 2:4 sparse"):
         LowerSparse().run(gm, AnalysisManager(gm))
-    assert _untouched(gm, snapshot)
+    assert untouched(gm, before)

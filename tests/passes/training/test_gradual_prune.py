@@ -15,14 +15,7 @@ from fxc.passes.training import qat
 from fxc.passes.training.gradual_prune import GradualPruner, cubic_sparsity, magnitude_mask, sparsity_of
 from fxc.passes.training.qat import PlanError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls run fastest (and steadiest on shared cores) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_and_data():
