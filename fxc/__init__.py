@@ -35,6 +35,7 @@ from fxc.errors import (
     UnknownNameError,
 )
 from fxc.frontend.dynamo import canonicalize_dynamo_graph, lift_dynamo_graph
+from fxc.frontend.size_one import FixedBatchWarning
 from fxc.frontend.trace import trace
 from fxc.ir import ops as _ops  # noqa: F401  (registers torch.ops.fxc.*)
 from fxc.passmgr.analysis_manager import AnalysisManager
@@ -56,6 +57,7 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "CompiledModule",
+    "FixedBatchWarning",
     "FormatError",
     "FxcError",
     "IRDump",

@@ -34,7 +34,10 @@ class PipelineSyntaxError(FxcError, ValueError):
 
     def __init__(self, message: str, text: str, position: int):
         self.text, self.position = text, position
-        super().__init__(f"{message}\n  {text}\n  {' ' * position}^")
+        start = max(0, position - 60)  # a window around the error, on one line
+        shown = text[start : position + 60].replace("\n", " ").replace("\t", " ")
+        prefix, suffix = ("..." if start else ""), ("..." if position + 60 < len(text) else "")
+        super().__init__(f"{message}\n  {prefix}{shown}{suffix}\n  {' ' * (len(prefix) + position - start)}^")
 
 
 class UnknownNameError(FxcError, KeyError):

@@ -5,7 +5,9 @@
   array-neutral steps (fxc.ir.qformat.unpack and apply_group_scales, numpy operations only on numpy
   arrays), so dequantized weights are bit-identical.
 - `quantize_activations_per_token` / `quantize_activations`: symmetric int8, [-128, 127] (max|x| / 127.5),
-  round-half-to-even (`np.rint`), bit-identical to torch.round.
+  round-half-to-even (`np.rint`), bit-identical to torch.round. Finite rows only: int8_linear finds rows
+  holding inf or nan (`nonfinite_rows`) and sends them to `int8_float_path` (x_row @ (qweight *
+  weight_scale)^T in float32) instead.
 - `int8_matmul_exact`: int8 [M, K] x int8 [N, K]^T -> int32, exact. Every product has |p| <= 2^14
   and every partial sum |s| <= K * 2^14, so float32 BLAS is exact while K <= 2^24 / 2^14 = 1024
   (all integers up to 2^24 are floats, whatever the summation order or FMA). Longer K is split into
@@ -14,7 +16,7 @@
 - `tiled_linear`: y = x @ W^T with W produced tile by tile (a block of output rows at a time), so a
   quantized weight is never materialized as a whole float32 matrix.
 
-Reads and writes nothing but its arguments.
+Reads its arguments; writes only the arrays it returns; preserves every argument.
 """
 
 from __future__ import annotations
@@ -47,6 +49,24 @@ def quantize_activations_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     amax = np.abs(x).max(axis=-1, keepdims=True).astype(np.float32, copy=False)
     scale = np.where(amax > 0, amax / np.float32(ACTIVATION_LEVELS), np.float32(1.0)).astype(np.float32, copy=False)
     return quantize_activations(x, scale), scale
+
+
+def nonfinite_rows(rows: np.ndarray) -> np.ndarray | None:
+    """Boolean [M]: the rows of rows [M, K] holding inf or nan, or None when every row is finite. Row sums first
+    (a finite sum proves its row finite: inf and nan never cancel), the exact test only when a sum is not finite
+    (it may also overflow on finite values)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(rows.sum(axis=-1)).all():
+            return None
+    nonfinite = ~np.isfinite(rows).all(axis=-1)
+    return nonfinite if nonfinite.any() else None
+
+
+def int8_float_path(rows: np.ndarray, qweight: np.ndarray, weight_scale: np.ndarray) -> np.ndarray:
+    """float32 rows [M, K] @ (qweight * weight_scale)^T: fxc.int8_linear's path for rows holding inf or nan
+    (weight_scale [1, N] or [N]), the float model's inf / nan on the dequantized weight."""
+    weight = qweight.astype(np.float32) * np.asarray(weight_scale, np.float32).reshape(-1, 1)
+    return rows.astype(np.float32, copy=False) @ weight.T
 
 
 def k_chunks(columns: int) -> list[tuple[int, int]]:

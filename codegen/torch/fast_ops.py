@@ -3,16 +3,19 @@
 Each function computes what the op's reference implementation (fxc/ir/ops.py) computes:
 
     int8_linear_int_mm     activations quantized like the reference, int32 accumulators from
-                           torch._int_mm (oneDNN; VNNI/AMX where the CPU has them), bit-exact;
-                           shapes _int_mm does not take (CUDA: M <= 16 is padded, K or N not a
-                           multiple of 8 falls back to the exact float64 GEMM)
+                           torch._int_mm (oneDNN; VNNI/AMX where the CPU has them), scaled like the
+                           reference ((acc * weight scale) * activation scale: no overflow for any
+                           finite x), bit-exact; shapes _int_mm does not take (CUDA: M <= 16 is padded,
+                           K or N not a multiple of 8 falls back to the exact float64 GEMM); rows of x
+                           holding inf or nan take the reference's float path (float_path_where_nonfinite)
     weight_only_linear     weight-only int8/int4 (codegen/torch/weight_only.py): int8 planes
                            of x through torch._int_mm for a few rows, else the float weight built
                            tile by tile in a reused scratch buffer, never materialized whole
     csr_linear             N:M sparse weight as a torch CSR matrix (MKL sparse) past the crossover
     dense_linear           the densified N:M weight through ordinary BLAS below it
 
-Reads and writes nothing but its arguments.
+Reads its arguments; writes only the tensors it returns (int8_linear_int_mm fills in the rows of its own
+output that take the float path); preserves every argument.
 """
 
 from __future__ import annotations
@@ -66,11 +69,44 @@ def int8_linear_int_mm(
     else:
         sx = input_scale.to(torch.float32).reshape(1, 1)
         qx = qformat.quantize_activations(rows, sx)
-    y = int8_matmul(qx, qweight) * sx  # int32 -> float32 and the first scale in one pass, as (acc.float() * sx)
-    y.mul_(weight_scale.to(torch.float32).reshape(1, -1))
+    ws = weight_scale.to(torch.float32).reshape(1, -1)
+    y = int8_matmul(qx, qweight) * ws  # int32 -> float32 and the weight scale in one pass, as (acc.float() * ws)
+    y = float_path_where_nonfinite(y.mul_(sx), rows, qweight, ws)
     if bias is not None:
         y.add_(bias.to(torch.float32))
     return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
+
+
+def float_path_where_nonfinite(
+    y: torch.Tensor, rows: torch.Tensor, qweight: torch.Tensor, ws: torch.Tensor
+) -> torch.Tensor:
+    """y [M, N] (int8_linear before its bias) with every row whose input row holds inf or nan replaced by the op's
+    float path, rows @ (qweight * ws)^T in float32 (fxc.ir.ops.int8_linear: the float model's inf / nan there).
+    Eager: row sums first (one fast reduction and one host sync; a finite sum proves its row finite, since inf and
+    nan never cancel), the exact isfinite test only when a sum is not finite, the float GEMM on the non-finite rows
+    only. Under torch.compile: torch.cond, so the graph has no data-dependent branch and the float GEMM runs only
+    when a row is not finite."""
+    if torch.compiler.is_compiling():
+        finite = torch.isfinite(rows).all(dim=-1)
+        return torch.cond(finite.all(), _rows_unchanged, _rows_through_float_path, (y, rows, finite, qweight, ws))
+    if bool(torch.isfinite(rows.sum(dim=-1)).all()):
+        return y
+    nonfinite = ~torch.isfinite(rows).all(dim=-1)  # a sum may also overflow on finite values
+    if bool(nonfinite.any()):
+        y[nonfinite] = _float_path(rows[nonfinite], qweight, ws)
+    return y
+
+
+def _float_path(rows: torch.Tensor, qweight: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+    return rows.to(torch.float32) @ (qweight.to(torch.float32) * ws.reshape(-1, 1)).T
+
+
+def _rows_unchanged(y, rows, finite, qweight, ws):
+    return y.clone()  # a torch.cond branch may not return its input itself
+
+
+def _rows_through_float_path(y, rows, finite, qweight, ws):
+    return torch.where(finite.unsqueeze(-1), y, _float_path(rows, qweight, ws))
 
 
 def csr_linear(x: torch.Tensor, weight_csr: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

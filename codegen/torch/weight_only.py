@@ -20,7 +20,8 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 
                         |r| <= max|x_row| * 2.4e-10 (below fp32 rounding of the row's largest element),
                     stacked as the rows of one _int_mm: int32 accumulators are exact, a zero point
                     is subtracted exactly in int32 (sum q_p (w - z) = acc_p - z sum q_p), the planes
-                    are combined with float64 steps and the per-channel scale multiplies the output.
+                    are combined with float64 steps and scaled per channel in float64, rounded once to
+                    float32 (x @ (W - z)^T before the scale would pass float32's max for x near it).
                     Linears reading one input (q/k/v, gate/up) share its planes (`shared_planes`,
                     inserted by the backend). int4 weights are unpacked to int8 by arithmetic shifts
                     first (N*K bytes, freed after the call).
@@ -39,7 +40,7 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 
 Why not torch's own kernels: with float32 activations aten._weight_int8pack_mm and
 aten._weight_int4pack_mm_for_cpu are slower than the float32 GEMM on the CPUs this backend targets
 (their bf16 paths round the output to bf16); benchmarks/cpu_weight_only.py compares them.
-Reads and writes nothing but its arguments and this thread's scratch buffer.
+Reads its arguments; writes the tensors it returns and this thread's scratch buffer; preserves every argument.
 """
 
 from __future__ import annotations
@@ -225,10 +226,12 @@ def int8_plane_linear(
     planes, plane_steps = split
     acc = plane_products(planes, weight)  # [PLANES*M, N], exact
     m, n = rows.shape[0], weight.qweight.shape[0]
-    # int32 * float64 steps in one pass (float64: the last plane's step of a 1e-30 row is no float32 subnormal)
-    y = torch.mul(acc.view(PLANES, m, n), plane_steps).sum(dim=0, dtype=torch.float32)
-    channel_scale = weight.scale.to(torch.float32).reshape(1, n)
-    return torch.addcmul(bias, y, channel_scale) if bias is not None else y.mul_(channel_scale)
+    # int32 * float64 steps in one pass (float64: the last plane's step of a 1e-30 row is no float32 subnormal), the
+    # planes summed and the channel scale applied in float64 too, then one rounding to float32: x @ (W - z)^T before
+    # the scale can pass float32's max where the result does not (x near float32's max)
+    y = torch.mul(acc.view(PLANES, m, n), plane_steps).sum(dim=0)
+    y = y.mul_(weight.scale.to(torch.float64).reshape(1, n)).to(torch.float32)
+    return y.add_(bias) if bias is not None else y
 
 
 # --- int8 planes under torch.compile ----------------------------------------------------------------
@@ -270,7 +273,10 @@ def fused_plane_linear(rows: torch.Tensor, weight: QuantizedWeight, bias: torch.
     for p in range(1, FUSED_PLANES):
         y = y + acc[p * m : (p + 1) * m].to(torch.float32) * FUSED_BASE**-p
     poison = torch.where(torch.isfinite(amax), 0.0, float("nan"))  # [M, 1]: nan rows for inf / nan input
-    y = (y * step + poison) * weight.scale.to(torch.float32).reshape(1, -1)
+    # the scale before the step: y * scale is bounded by the weights (|plane sums| <= 128 * 255 * K), and the
+    # power-of-two step is exact after it, so the same rounding as (y * step) * scale without y * step (x @ (W - z)^T
+    # before the scale) passing float32's max where the result is finite
+    y = y * weight.scale.to(torch.float32).reshape(1, -1) * step + poison
     return y if bias is None else y + bias
 
 

@@ -43,8 +43,8 @@ class Budget:
                 f"got {', '.join(given) or 'none'}"
             )
         value = getattr(self, given[0])
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise OptionError(f"fxc.Budget: {given[0]} must be a positive number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise OptionError(f"fxc.Budget: {given[0]} must be a positive finite number, got {value!r}")
         if self.ratio is not None and self.ratio < 1:
             raise OptionError(f"fxc.Budget: ratio is dense size / compressed size and must be >= 1, got {self.ratio}")
         if self.bytes is not None and int(self.bytes) != self.bytes:

@@ -3,10 +3,13 @@
     cm = fxc.compile(model, passes="fold-bn,dce", example_inputs=(x,))
     cm(x); cm.report(); cm.graph
 
-Steps: trace the model (fxc/frontend/trace.py) → check calibration batches against the graph → run the
-pipeline under the AnalysisManager and instruments (fxc/passmgr/pipeline.py) → drop tensors nothing uses →
-lower with the backend named by `backend` ("auto": triton for a model on a CUDA device when triton
-is installed, else torch). The user's model is never modified: the graph owns copies of the weights.
+Steps: trace the model (fxc/frontend/trace.py; input dims dynamic where the model allows, a batch-1
+example included, unless dynamic=False) → record its dense size for the report (fxc/api/report.py) →
+check calibration batches against the graph → run the pipeline under the AnalysisManager and instruments
+(fxc/passmgr/pipeline.py) → drop tensors nothing uses → lower with the backend named by `backend`
+("auto": triton for a model on a CUDA device when triton is installed, else torch).
+Reads the model and the batches; writes only the new graph (its own copies of the weights) and the
+compiled module; preserves the user's model, which is never modified.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fxc import ir
 from fxc.api.backend import CompiledModule, make_backend
 from fxc.api.budget import Budget
 from fxc.api.drift import DriftProbe
+from fxc.api.report import record_dense_bytes
 from fxc.errors import OptionError, TraceError
 from fxc.frontend.trace import trace
 from fxc.passmgr import registry
@@ -43,6 +47,7 @@ def compile(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     backend_options: dict[str, Any] | None = None,
     target: Budget | None = None,
+    dynamic: bool = True,
 ) -> CompiledModule:
     """Compress `model` with `passes` (pipeline text, pass objects, or a Pipeline) and lower it.
 
@@ -51,6 +56,9 @@ def compile(
     calibrate. loss_fn(outputs, batch) -> scalar, for loss-aware analyses (Hutchinson sensitivity).
     target: an fxc.Budget; appends the pass registered for it (entry-point group `fxc.targets`, under
     the target's `name`: budgeted per-layer compression) after `passes`.
+    dynamic: trace input dims as dynamic where the model allows, so the compiled model takes other batch
+    sizes and sequence lengths than example_inputs' (an example of batch 1 included); False traces every
+    dim at its example size (fxc.trace).
     """
     pipeline = Pipeline.of(passes)  # parse first: a typo fails before any tracing work
     if target is not None:
@@ -64,7 +72,8 @@ def compile(
             raise TraceError("fxc.compile needs example_inputs (or calibration, whose first batch is used)")
         example_inputs = calib.batches[0]
     example = as_batch(example_inputs)
-    gm = copy.deepcopy(model) if _is_canonical(model) else trace(model, example, frontend=frontend)
+    gm = copy.deepcopy(model) if _is_canonical(model) else trace(model, example, frontend=frontend, dynamic=dynamic)
+    record_dense_bytes(gm)  # the report's "dense" size is the model's before any pass
     if calib is not None:
         calib.check_against(gm)
     instruments = tuple(instruments)

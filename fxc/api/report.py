@@ -3,7 +3,14 @@
 `build_report(gm)` reads the IR (layer nodes, fxc annotations, fxc.ir.cost) and returns a `Report`:
 rows of node, op, weight shape, params, bytes, FLOPs, plan, sparsity, drift (when measured), and
 totals against the dense fp32 size. `str(report)` is the table; `report.rows` the data.
-Reads the graph; writes nothing.
+
+The dense size is the model's before any pass: fxc.compile calls `record_dense_bytes(gm)` on the traced
+graph before the pipeline runs, which keeps it in `gm.meta["fxc.dense_bytes"]` (a graph-level value,
+carried by deepcopy, kept by a later record on the same graph). Measured on the compressed graph it
+would be wrong for every pass that changes shapes: channel / head pruning and low-rank splits make the
+layers themselves smaller, so the model would read "1.00x smaller". A graph without the record (a
+pipeline run by hand, a model loaded by fxc.load) falls back to the compressed layers' parameters at
+fp32 (`dense_fp32_bytes`). Reads the graph; writes only `gm.meta["fxc.dense_bytes"]` (record_dense_bytes).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
+from fxc import ir
 from fxc.ir import cost, meta
 
 
@@ -27,22 +35,25 @@ class LayerRow:
     flops: int
     plan: str
     drift: float | None = None
+    shared_bytes: int = 0  # bytes of tensors an earlier row already holds (tied weights)
+    tied_to: str = ""  # that earlier row's layer
 
 
 @dataclass
 class Report:
     rows: list[LayerRow]
     model_bytes: int  # every tensor of the compressed model
-    dense_bytes: int  # the same parameters at fp32, as dense weights
+    dense_bytes: int  # the model before any pass, its weight layers dense at fp32 (record_dense_bytes)
     notes: list[str] = field(default_factory=list)
 
     @property
     def total_params(self) -> int:
-        return sum(r.params for r in self.rows)
+        return sum(r.params for r in self.rows if not r.tied_to)
 
     @property
     def total_bytes(self) -> int:
-        return sum(r.bytes for r in self.rows)
+        """Every layer's bytes, tensors shared by several layers (tied weights) counted once."""
+        return sum(r.bytes - r.shared_bytes for r in self.rows)
 
     @property
     def total_flops(self) -> int:
@@ -59,7 +70,7 @@ class Report:
                 f"{r.params:,}",
                 f"{r.bytes:,}",
                 f"{r.flops / 1e6:.2f}",
-                r.plan,
+                r.plan + (f" (tied to {r.tied_to})" if r.tied_to else ""),
                 "" if r.drift is None else f"{r.drift:.2e}",
             )
             for r in self.rows
@@ -88,12 +99,44 @@ class Report:
         return f"Report({len(self.rows)} layers, {self.model_bytes:,} bytes)"
 
 
+def _shared_tensors(gm: torch.fx.GraphModule, node: torch.fx.Node, owners: dict[tuple, tuple[str, str]],
+                    label: str) -> tuple[int, str]:
+    """Bytes of `node`'s tensors that an earlier layer already holds, and that layer's label."""
+    shared, tied_to = 0, ""
+    for arg in node.all_input_nodes:
+        if arg.op != "get_attr":
+            continue
+        t = ir.get_tensor(gm, arg.target)
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if key in owners and owners[key][0] != node.name:
+            shared += t.numel() * t.element_size()
+            tied_to = tied_to or owners[key][1]
+        owners.setdefault(key, (node.name, label))
+    return shared, tied_to
+
+
+DENSE_BYTES = "fxc.dense_bytes"  # key in GraphModule.meta: the dense fp32 size before any pass
+
+
+def dense_fp32_bytes(gm: torch.fx.GraphModule) -> int:
+    """Every tensor of `gm`, its weight layers' parameters counted at fp32 and dense."""
+    extra = sum(c.params * 4 - c.bytes for c in (cost.layer_cost(gm, node) for node in cost.layer_nodes(gm)))
+    return cost.model_bytes(gm) + max(extra, 0)
+
+
+def record_dense_bytes(gm: torch.fx.GraphModule) -> int:
+    """Keep the dense size of `gm` as it is now (before any pass) for its reports; a graph that already
+    holds one (compiled before) keeps that one."""
+    return gm.meta.setdefault(DENSE_BYTES, dense_fp32_bytes(gm))
+
+
 def build_report(gm: torch.fx.GraphModule, drift: dict[str, float] | None = None) -> Report:
     rows = []
-    dense_layer_bytes = 0
+    owners: dict[tuple, tuple[str, str]] = {}  # storage of a layer's tensor -> first node holding it, its label
     for node in cost.layer_nodes(gm):
         c = cost.layer_cost(gm, node)
         info = meta.get(node, meta.LayerInfo)
+        shared, tied_to = _shared_tensors(gm, node, owners, f"{node.name} ({info.fqn})" if info else node.name)
         rows.append(
             LayerRow(
                 node=node.name,
@@ -105,14 +148,20 @@ def build_report(gm: torch.fx.GraphModule, drift: dict[str, float] | None = None
                 flops=c.flops,
                 plan=_plan_text(node),
                 drift=(drift or {}).get(node.name),
+                shared_bytes=min(shared, c.bytes),
+                tied_to=tied_to,
             )
         )
-        dense_layer_bytes += c.params * 4 - c.bytes
-    total = cost.model_bytes(gm)
-    report = Report(rows, model_bytes=total, dense_bytes=total + max(dense_layer_bytes, 0))
+    dense = gm.meta.get(DENSE_BYTES) or dense_fp32_bytes(gm)
+    report = Report(rows, model_bytes=cost.model_bytes(gm), dense_bytes=dense)
     frontier = meta.get(next(n for n in reversed(gm.graph.nodes) if n.op == "output"), meta.Frontier)
     if frontier is not None:  # written by the auto pass
         report.notes.extend(frontier.describe())
+    if any(r.tied_to for r in report.rows):
+        report.notes.append("tied: a layer marked 'tied to' shares its weight with an earlier one; counted once")
+    if not drift:
+        report.notes.append("drift: not measured (give calibration data to fxc.compile, or --calib-text / --calib-file "
+                            "to fxc compress, to measure each layer's output error)")
     return report
 
 

@@ -6,13 +6,19 @@
 `manifest.json` holds the format and fxc versions, the pipeline text, the backend name and its
 options (JSON values only: save raises OptionError for one that JSON cannot hold), the measured
 per-layer drift, the IR as a plain graph description (fxc/ir/graph_json.py: nodes with their fxc
-annotations, input/output structure; call targets resolved only among torch ops and a few Python
-modules, so a manifest can name nothing else to import or run) and, per get_attr tensor, its kind
-and the safetensors key it is stored under (tied tensors are stored once).
+annotations, input/output structure) and, per get_attr tensor, its kind, dtype, shape and the
+safetensors key it is stored under (tied tensors are stored once).
 
-Integrity: the manifest records the SHA-256 and byte size of weights.safetensors and the SHA-256 of
-its own body; load checks both before reading a tensor, so a truncated or edited file, or a manifest
-written by an incompatible format version, raises FormatError naming the file and the fix.
+Loading never runs anything from the files (the threat model is in the README): the manifest's
+fields are checked (fxc/api/manifest.py), the graph is built only from the closed op set with each
+call's arguments checked against the op's schema (fxc/ir/graph_json.py), the safetensors header's
+dtypes and shapes must match the manifest before a tensor is read, and safetensors itself holds no
+code. Integrity: the manifest records the SHA-256 and byte size of weights.safetensors and the
+SHA-256 of its own body, which catch damage (they are not a signature: anyone can recompute them).
+Every failed check raises FormatError naming the file, the field and the fix.
+
+Saving is atomic (fxc/api/atomic_folder.py): the files are written into a sibling temporary
+folder that is renamed into place, so a crash leaves the old model or the new one.
 
 Versions: format version 1 throughout. `backend_options` is an optional key added within it: a manifest
 without it (written before) loads with no backend options, and a reader that predates the key ignores
@@ -31,14 +37,15 @@ import torch
 import torch.fx
 
 from fxc import ir
+from fxc.api.atomic_folder import write_folder
 from fxc.api.backend import CompiledModule, make_backend
+from fxc.api.manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, body_sha256, read_manifest
+from fxc.api.report import DENSE_BYTES, dense_fp32_bytes
 from fxc.errors import FormatError, OptionError
 from fxc.ir.graph_json import graph_from_json, graph_to_json
 from fxc.version import __version__
 
-FORMAT = "fxc-compiled-model"
-FORMAT_VERSION = 1
-MANIFEST, WEIGHTS = "manifest.json", "weights.safetensors"
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "WEIGHTS", "load", "read_manifest", "save"]
 
 
 def save(compiled: CompiledModule, path: str | Path) -> Path:
@@ -49,26 +56,29 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
         raise TypeError(f"fxc.save takes what fxc.compile returns (a CompiledModule), got {type(compiled).__name__}")
     gm = compiled.graph
     options = _json_options(getattr(compiled, "backend_options", {}), compiled.backend)  # fails before writing
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    graph = graph_to_json(gm)  # fails before writing when the graph leaves the op set
     tensors, stored = _tensor_table(gm)
-    save_file(stored, str(folder / WEIGHTS))
-    body = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fxc_version": __version__,
-        "torch_version": torch.__version__,
-        "pipeline": str(compiled.pipeline or ""),
-        "backend": compiled.backend,
-        "backend_options": options,
-        "drift": {name: float(value) for name, value in (compiled.drift or {}).items()},
-        "tensors": tensors,
-        "graph": graph_to_json(gm),
-        "weights": {"sha256": _file_sha256(folder / WEIGHTS), "bytes": (folder / WEIGHTS).stat().st_size},
-    }
-    manifest = {**body, "manifest_sha256": _body_sha256(body)}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
-    return folder
+
+    def write(folder: Path) -> None:
+        save_file(stored, str(folder / WEIGHTS))
+        body = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fxc_version": __version__,
+            "torch_version": torch.__version__,
+            "pipeline": str(compiled.pipeline or ""),
+            "backend": compiled.backend,
+            "backend_options": options,
+            "drift": {name: float(value) for name, value in (compiled.drift or {}).items()},
+            "dense_bytes": int(gm.meta.get(DENSE_BYTES) or dense_fp32_bytes(gm)),
+            "tensors": tensors,
+            "graph": graph,
+            "weights": {"sha256": _file_sha256(folder / WEIGHTS), "bytes": (folder / WEIGHTS).stat().st_size},
+        }
+        manifest = {**body, "manifest_sha256": body_sha256(body)}
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+
+    return write_folder(Path(path), write, owned=(MANIFEST, WEIGHTS))
 
 
 def load(path: str | Path, backend: str | None = None, backend_options: dict | None = None) -> CompiledModule:
@@ -89,50 +99,25 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
             f"{weights} is truncated or was modified after saving ({weights.stat().st_size:,} bytes, manifest "
             f"says {expected['bytes']:,}; SHA-256 mismatch); save the model again or copy the file completely"
         )
+    _check_header(weights, manifest["tensors"])
     stored = load_file(str(weights))
     root = torch.nn.Module()
     made: dict[tuple[str, str], torch.Tensor] = {}  # one object per stored tensor and kind: ties survive
     for target, spec in manifest["tensors"].items():
         key, kind = spec["key"], spec["kind"]
-        if key not in stored:
-            raise FormatError(f"{weights} has no tensor {key!r}, which the manifest names")
         if (key, kind) not in made:
             value = stored[key]
             made[key, kind] = torch.nn.Parameter(value, requires_grad=False) if kind == "parameter" else value
         ir.register_tensor(root, target, made[key, kind], kind)
-    gm = graph_from_json(manifest["graph"], root)
+    gm = graph_from_json(manifest["graph"], root, f"{folder / MANIFEST}: field graph")
+    if "dense_bytes" in manifest:  # the size before any pass, for the report (absent in older files)
+        gm.meta[DENSE_BYTES] = manifest["dense_bytes"]
     name = backend or manifest["backend"]
     if backend_options is None:
         backend_options = _saved_options(manifest) if name == manifest["backend"] else {}
     runner = make_backend(name, backend_options).compile(gm, None)
     pipeline, drift = _pipeline(manifest["pipeline"]), dict(manifest["drift"])
     return CompiledModule(gm, runner, pipeline, name, (), drift, backend_options=backend_options)
-
-
-def read_manifest(folder: Path) -> dict:
-    """The checked manifest of a saved folder (format, version and its own checksum)."""
-    file = Path(folder) / MANIFEST
-    if not file.is_file():
-        raise FormatError(f"{file} not found: {folder} is not a folder written by fxc.save")
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FormatError(
-            f"{file} is not valid JSON ({error}); it is truncated or damaged: save the model again"
-        ) from None
-    found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-    if found != FORMAT:
-        raise FormatError(f"{file} is not an fxc manifest (format {found!r}, want {FORMAT!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise FormatError(
-            f"{file} was written by fxc {manifest.get('fxc_version')} in format version "
-            f"{manifest.get('format_version')}; this fxc reads version {FORMAT_VERSION}: load it with that fxc "
-            "version or compress the model again with this one"
-        )
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    if manifest.get("manifest_sha256") != _body_sha256(body):
-        raise FormatError(f"{file} was modified after saving (its checksum does not match); save the model again")
-    return manifest
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -153,7 +138,8 @@ def _tensor_table(gm: torch.fx.GraphModule) -> tuple[dict[str, dict], dict[str, 
             keys[identity] = target
             stored[target] = tensor.cpu().contiguous().clone()
         kind = "parameter" if target in params else "buffer" if target in buffers else "attribute"
-        table[target] = {"key": keys[identity], "kind": kind}
+        table[target] = {"key": keys[identity], "kind": kind, "dtype": str(tensor.dtype).replace("torch.", ""),
+                         "shape": list(tensor.shape)}
     return table, stored
 
 
@@ -197,11 +183,35 @@ def _file_sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
-def _body_sha256(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
-
-
 # --- reading ---------------------------------------------------------------------------------------
+
+
+def _check_header(weights: Path, tensors: dict[str, dict]) -> None:
+    """The safetensors header (read by safetensors, no tensor data) holds exactly the tensors the
+    manifest names, with the dtypes and shapes it records."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header = {key: (f.get_slice(key).get_dtype(), f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as error:
+        raise FormatError(f"{weights} is not a readable safetensors file ({error}); save the model again") from None
+    names = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16", "I8": "int8", "U8": "uint8",
+             "I16": "int16", "I32": "int32", "I64": "int64", "BOOL": "bool", "C64": "complex64",
+             "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+    keys = {spec["key"] for spec in tensors.values()}
+    for extra in sorted(set(header) - keys)[:1]:
+        raise FormatError(f"{weights} holds tensor {extra!r}, which the manifest does not name; save the model again")
+    for target, spec in tensors.items():
+        if spec["key"] not in header:
+            raise FormatError(f"{weights} has no tensor {spec['key']!r}, which the manifest names for {target!r}")
+        dtype, shape = header[spec["key"]]
+        if "dtype" in spec and names.get(dtype, dtype) != spec["dtype"]:
+            raise FormatError(f"{weights}: tensor {spec['key']!r} is {names.get(dtype, dtype)}, the manifest says "
+                              f"{spec['dtype']}; save the model again")
+        if "shape" in spec and list(shape) != spec["shape"]:
+            raise FormatError(f"{weights}: tensor {spec['key']!r} has shape {list(shape)}, the manifest says "
+                              f"{spec['shape']}; save the model again")
 
 
 def _saved_options(manifest: dict) -> dict:

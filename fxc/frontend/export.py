@@ -4,52 +4,89 @@
 
 `export_canonical` exports `source` (the model, its symbolic trace, or a lifted dynamo graph) with
 `torch.export.export(..., strict=False)`; tensor input dims are traced as `Dim.AUTO` when `dynamic`
-(dynamic where the model allows). It then drops export's runtime guard call and unused tensors, gives
-the graph its own copy of every weight (tied weights stay tied), puts LayerInfo on each weight layer
-and verifies the result. A failure is a TraceError naming the frontend, the user's failing line and
-the frontend to try instead. Reads the source module; writes only the new graph module; preserves
-the source (its mode, weights and graph are left as they were).
+(dynamic where the model allows), and the dims in `required` as `Dim.DYNAMIC` (they must come out
+dynamic: the size-1 dims fxc/frontend/size_one.py widened to 2). It then drops export's runtime guard
+call and unused tensors, gives the graph its own copy of every weight (tied weights stay tied), puts
+LayerInfo on each weight layer and verifies the result. A failure is a TraceError naming the frontend,
+the user's failing line and the frontend to try instead. Reads the source module; writes only the new
+graph module; preserves the source (its mode, weights and graph are left as they were).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import torch
 import torch.fx
 import torch.utils._pytree as pytree
-from torch.export import Dim
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from fxc import ir
 from fxc.errors import TraceError
+from fxc.frontend.size_one import required_dims
 from fxc.ir import meta
 
 
 def export_canonical(
-    source: torch.nn.Module, args: tuple, kwargs: dict, frontend: str, dynamic: bool
+    source: torch.nn.Module,
+    args: tuple,
+    kwargs: dict,
+    frontend: str,
+    dynamic: bool,
+    required: frozenset[tuple[int, int]] = frozenset(),
 ) -> torch.fx.GraphModule:
     """`source` called on (args, kwargs) exported and put in canonical form; `frontend` names the
-    frontend in error messages."""
+    frontend in error messages. `required`: (tensor leaf index in (args, kwargs), dim) pairs that must
+    trace dynamic (`Dim.DYNAMIC`; fxc/frontend/size_one.py): a TraceError when the model fixes one."""
     dims = None
     if dynamic:
-        dims = pytree.tree_map(
-            lambda x: {d: Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None,
-            (args, kwargs),
-        )
-        dims = _as_dynamic_shapes(source, args, kwargs, dims)
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        dims = _as_dynamic_shapes(source, args, kwargs, pytree.tree_unflatten(required_dims(leaves, required), spec))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_size_one_log():
             exported = torch.export.export(source, args, kwargs, dynamic_shapes=dims, strict=False)
     except Exception as error:
         other = "symbolic" if frontend != "symbolic" else "export"
         raise TraceError(
             f"frontend '{frontend}' could not trace {type(source).__name__}: {type(error).__name__}: "
-            f"{first_line(error)}{_user_frame(error)}\n  try frontend='{other}', or make the failing "
+            f"{first_line(error)}{user_frame(error)}\n  try frontend='{other}', or make the failing "
             "line traceable (no data-dependent Python control flow on tensor values)"
         ) from error
     gm = exported.module()
+    _check_required(gm, required, frontend, source)
     _canonicalize(gm)
     return gm
+
+
+class _DropSizeOneNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "0/1 specialized" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_size_one_log():
+    """torch logs a warning for each size-1 dim Dim.AUTO fixes; fxc traces those dims at size 2 first and
+    warns itself (FixedBatchWarning) about a batch dim that stays fixed, so the log line is only noise."""
+    logger, drop = logging.getLogger("torch._export.non_strict_utils"), _DropSizeOneNotes()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _check_required(gm: torch.fx.GraphModule, required: frozenset[tuple[int, int]], frontend: str, source) -> None:
+    """Each required dim is symbolic in its placeholder's value (placeholders follow the input leaves)."""
+    values = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    for index, d in sorted(required):
+        value = values[index] if index < len(values) else None
+        if not isinstance(value, torch.Tensor) or is_concrete_int(value.shape[d]):
+            raise TraceError(
+                f"frontend '{frontend}' traced {type(source).__name__} with input {index} dim {d} static; "
+                "it was asked for as dynamic"
+            )
 
 
 def _as_dynamic_shapes(source, args, kwargs, dims):
@@ -90,8 +127,8 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _user_frame(error: BaseException) -> str:
-    """The innermost traceback frame outside torch: the user's failing line."""
+def user_frame(error: BaseException, lead: str = "\n  ") -> str:
+    """The innermost traceback frame outside torch: the user's failing line, after `lead`."""
     import traceback
 
     package = str(Path(__file__).parent)
@@ -103,4 +140,4 @@ def _user_frame(error: BaseException) -> str:
     if not frames:
         return ""
     f = frames[-1]
-    return f"\n  at {f.filename}:{f.lineno} in {f.name}: {f.line}"
+    return f"{lead}at {f.filename}:{f.lineno} in {f.name}: {f.line}"

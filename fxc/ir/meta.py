@@ -158,13 +158,50 @@ def to_json(node: torch.fx.Node) -> dict[str, dict]:
 
 
 def from_json(data: dict[str, dict]) -> dict[str, Any]:
-    """Inverse of to_json; unknown keys are an error (the manifest came from another version)."""
+    """Inverse of to_json, for data read from a file: unknown keys or fields, and values not of the
+    field's declared type, raise ValueError (the manifest came from another version, or was edited)."""
     out = {}
     for key, fields in data.items():
         if key not in ANNOTATIONS:
             raise ValueError(f"unknown annotation key {key!r}; known: {sorted(ANNOTATIONS)}")
         cls = ANNOTATIONS[key]
-        if "original_shape" in fields:
-            fields = {**fields, "original_shape": tuple(fields["original_shape"])}
-        out[key] = cls(**fields)
+        declared = {f.name: f for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict) or not set(fields) <= set(declared):
+            raise ValueError(f"annotation {key} has fields other than {sorted(declared)}")
+        values = {}
+        for name, value in fields.items():
+            if not _has_type(value, declared[name].type):
+                raise ValueError(f"annotation {key} field {name} is {value!r:.80}, not {declared[name].type}")
+            values[name] = _as_tuples(value)
+        try:
+            out[key] = cls(**values)
+        except TypeError as error:  # a required field missing
+            raise ValueError(f"annotation {key}: {error}") from None
     return out
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """`value` (from JSON) fits the declared field type `kind` (the annotation text)."""
+    kind = kind.strip()
+    if kind.endswith("| None"):
+        return value is None or _has_type(value, kind[: -len("| None")])
+    if kind.startswith("tuple[") and kind.endswith(", ...]"):
+        return isinstance(value, (list, tuple)) and len(value) <= 1 << 16 and all(
+            _has_type(v, kind[6:-6]) for v in value)
+    if kind.startswith("tuple[") and kind.endswith("]"):
+        parts = [p.strip() for p in kind[6:-1].split(",")] if "[" not in kind[6:-1] else None
+        return isinstance(value, (list, tuple)) and parts is not None and len(value) == len(parts) and all(
+            _has_type(v, p) for v, p in zip(value, parts, strict=True))
+    if kind == "str":
+        return isinstance(value, str) and len(value) <= 4096
+    if kind == "bool":
+        return type(value) is bool
+    if kind == "int":
+        return type(value) is int and abs(value) < 1 << 63
+    if kind == "float":
+        return type(value) in (int, float) and value == value and abs(value) != float("inf")
+    return False
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -127,7 +127,13 @@ def int8_linear(
 ) -> torch.Tensor:
     """W8A8 linear. Activations are quantized symmetric int8 ([-128, 127], max |x| / 127.5): per token
     from each row's max |x| when input_scale is None (dynamic), else with the given per-tensor scale (static). The int32
-    accumulator is scaled by input_scale[m] * weight_scale[n]; bias is added in float32."""
+    accumulator is scaled in float32 by weight_scale[n] first, then by the activation scale ((acc * ws) * sx: acc * ws
+    is bounded by 128 * K * max|W| whatever x's magnitude, so a finite result never overflows on the way; acc * sx
+    would overflow for activations near float32's max); bias is added in float32.
+
+    Non-finite activations: int8 cannot hold inf or nan, so a row of x holding any (dynamic or static scale) takes
+    the float path instead, x_row @ (qweight * weight_scale)^T (+ bias) in float32: the inf / -inf / nan a float
+    model on the dequantized weight gives there. Every backend follows this rule; finite rows are unaffected."""
     rows = x.reshape(-1, x.shape[-1])
     if input_scale is None:
         qx, sx = qformat.quantize_activations_per_token(rows)
@@ -135,7 +141,12 @@ def int8_linear(
         sx = input_scale.to(torch.float32).reshape(1, 1)
         qx = qformat.quantize_activations(rows, sx)
     acc = int8_matmul_reference(qx, qweight)
-    y = acc.to(torch.float32) * sx * weight_scale.to(torch.float32).reshape(1, -1)
+    ws = weight_scale.to(torch.float32).reshape(1, -1)
+    y = acc.to(torch.float32) * ws * sx
+    nonfinite = ~torch.isfinite(rows).all(dim=-1)
+    if nonfinite.any():  # the float path for those rows (docstring)
+        dequantized = qweight.to(torch.float32) * ws.reshape(-1, 1)
+        y[nonfinite] = rows[nonfinite].to(torch.float32) @ dequantized.T
     if bias is not None:
         y = y + bias.to(torch.float32)
     return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])

@@ -11,13 +11,25 @@ A name is looked up among the registered passes, then the registered analyses (f
 each value is converted to the type the option declares (fxc/passmgr/options.py) and the object is built
 with its options validated. Every error is a PipelineSyntaxError that points at the bad token.
 `format_value` is the inverse of the value conversion, so printed pipeline text parses back to the same
-objects. fxc/passmgr/pipeline.py wraps what the parser returns into a Pipeline. Reads the text it is
-given and the registries; writes nothing; preserves nothing (it builds new objects).
+objects (strings spelling none / true / false print quoted, so they stay strings).
+fxc/passmgr/pipeline.py wraps what the parser returns into a Pipeline.
+
+Hostile text: whatever the text (any length, any unicode, NUL bytes, unbalanced brackets, unterminated
+quotes), parsing it gives objects or raises an FxcError (PipelineSyntaxError, or UnknownNameError /
+OptionError inside its message), never a raw Python error. Lists nest at most MAX_DEPTH deep (the
+recursive descent would otherwise hit Python's recursion limit); the bracket that passes it is the
+error's position. Tokenizing is linear in the text's length. `nan`, `inf`, `-inf` (any case) read as
+floats and the option check refuses them by name; a number past float range (`1e999`, 400 digits)
+is refused here rather than read as inf. A ValueError / TypeError / ArithmeticError a pass's own
+constructor raises on a value becomes a PipelineSyntaxError at the entry (chained, so the cause shows).
+Reads the text it is given and the registries; writes nothing; preserves nothing (it builds new objects).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 import typing
 from typing import Any
 
@@ -26,6 +38,10 @@ from fxc.passmgr import registry
 from fxc.passmgr.options import allowed_types, declared, to_field_name, to_text_name
 
 _TOKEN = re.compile(r'\s*(?:(?P<punct>[{}=,\[\]])|"(?P<quoted>[^"]*)"|(?P<word>[^\s{}=,\[\]"]+))')
+_SPACE = re.compile(r"\s*")
+_KEYWORDS = ("none", "true", "false")  # unquoted, these read as None / True / False where the type allows
+_INFINITE = re.compile(r"[+-]?inf(inity)?", re.IGNORECASE)  # the spellings float() reads as +-inf
+MAX_DEPTH = 32  # nesting of lists in one value; far beyond any option, far below Python's recursion limit
 
 
 def parse_entries(text: str) -> list[tuple[Any, tuple[str, ...], bool]]:
@@ -51,7 +67,7 @@ def format_value(value: Any) -> str:
         return "none"
     if isinstance(value, (tuple, list)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, str) and (not value or re.search(r'[\s{}=,\[\]"]', value)):
+    if isinstance(value, str) and (not value or value in _KEYWORDS or re.search(r'[\s{}=,\[\]"]', value)):
         return f'"{value}"'
     return str(value)
 
@@ -60,18 +76,28 @@ class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.tokens: list[tuple[str, str, int]] = []  # (kind, value, position)
-        pos = 0
-        while pos < len(text):
-            if text[pos:].strip() == "":
-                break
+        pos = _SPACE.match(text).end()
+        while pos < len(text):  # each step consumes a token and the spaces after it: linear in len(text)
             match = _TOKEN.match(text, pos)
-            if not match:
-                raise PipelineSyntaxError("unterminated quoted value", text, pos)
-            start = match.start(match.lastgroup)
+            if not match:  # only a '"' with no closing one fails to match
+                raise PipelineSyntaxError("unterminated quoted value (no closing '\"')", text, pos)
             kind = match.lastgroup
-            self.tokens.append((kind, match.group(kind), start))
-            pos = match.end()
+            self.tokens.append((kind, match.group(kind), match.start(kind) - (kind == "quoted")))
+            pos = _SPACE.match(text, match.end()).end()
         self.index = 0
+        self.depth = 0
+        self.classes: dict[str, tuple[type, bool, dict, dict]] = {}  # name -> (class, analysis?, fields, hints)
+
+    def _lookup(self, name: str, pos: int) -> tuple[type, bool, dict, dict]:
+        """lookup_entry with its fields and type hints, once per name per text (a text may repeat one)."""
+        if name not in self.classes:
+            try:
+                cls, is_analysis = lookup_entry(name)
+            except UnknownNameError as error:
+                raise PipelineSyntaxError(str(error), self.text, pos) from None
+            fields = {f.name: f for f in declared(cls)}
+            self.classes[name] = (cls, is_analysis, fields, typing.get_type_hints(cls))
+        return self.classes[name]
 
     def _peek(self) -> tuple[str, str, int]:
         if self.index < len(self.tokens):
@@ -106,16 +132,12 @@ class _Parser:
 
     def entry(self) -> tuple[Any, tuple[str, ...], bool]:
         name, pos = self._word("a pass name")
-        try:
-            cls, is_analysis = lookup_entry(name)
-        except UnknownNameError as error:
-            raise PipelineSyntaxError(str(error), self.text, pos) from None
+        cls, is_analysis, fields, hints = self._lookup(name, pos)
         raw: dict[str, tuple[Any, int]] = {}
         if self._peek()[:2] == ("punct", "{"):
             self._take("{")
             while True:
                 key, key_pos = self._word("an option name")
-                fields = {f.name: f for f in declared(cls)}
                 if to_field_name(key) not in fields:
                     known = ", ".join(to_text_name(f) for f in fields) or "none"
                     raise PipelineSyntaxError(
@@ -128,7 +150,6 @@ class _Parser:
                 raw[to_field_name(key)] = (self.value(), value_pos)
                 if self._take(",", "}")[1] == "}":
                     break
-        hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, (value, value_pos) in raw.items():
             try:
@@ -142,12 +163,19 @@ class _Parser:
         except OptionError as error:
             bad = next((pos for key, (_, pos) in raw.items() if f"'{to_text_name(key)}'" in str(error)), pos)
             raise PipelineSyntaxError(str(error), self.text, bad) from None
+        except (ValueError, TypeError, ArithmeticError) as error:  # a pass's own check that is not an OptionError
+            raise PipelineSyntaxError(
+                f"{name}: its options were refused: {type(error).__name__}: {error}", self.text, pos
+            ) from error
         return obj, tuple(raw), is_analysis
 
     def value(self) -> Any:
         kind, value, pos = self._peek()
         if (kind, value) == ("punct", "["):
+            if self.depth == MAX_DEPTH:
+                raise PipelineSyntaxError(f"lists nest more than {MAX_DEPTH} deep", self.text, pos)
             self._take("[")
+            self.depth += 1
             items = []
             if self._peek()[:2] != ("punct", "]"):
                 items.append(self.value())
@@ -155,6 +183,7 @@ class _Parser:
                     items.append(self.value())
             else:
                 self._take("]")
+            self.depth -= 1
             return items
         if kind == "quoted":
             self.index += 1
@@ -187,15 +216,26 @@ def _convert(raw: Any, expected: Any) -> Any:
         try:
             return int(raw)
         except ValueError:
-            pass
+            limit = sys.get_int_max_str_digits()  # int() refuses longer digit strings (0: no limit)
+            digits = raw.lstrip("+-").replace("_", "")
+            if limit and len(digits) > limit and digits.isdigit() and not allowed & {float, str}:
+                raise ValueError(f"'{_shown(raw)}' has {len(digits)} digits; integers are read up to {limit}") from None
     if float in allowed:
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError:
             pass
+        else:
+            if math.isinf(number) and not _INFINITE.fullmatch(raw):
+                raise ValueError(f"'{_shown(raw)}' is past float range (it reads as {number}); give a finite number")
+            return number
     if not allowed or str in allowed:
         return raw
-    raise ValueError(f"'{raw}' is not {_names(allowed)}")
+    raise ValueError(f"'{_shown(raw)}' is not {_names(allowed)}")
+
+
+def _shown(raw: str) -> str:
+    return raw if len(raw) <= 40 else f"{raw[:20]}... ({len(raw)} characters)"
 
 
 def _names(types_: set[type]) -> str:

@@ -1,6 +1,6 @@
-"""What the `auto` pass prints and records: the per-layer plan table, the one-line summary, and the
-meta.Frontier it keeps on the graph's output node. Pure functions on the planned choices; reads and
-writes nothing (the pass prints the table and puts the Frontier).
+"""What the `auto` pass shows and records: the per-layer plan table (printed only with print-plan=true), the
+one-line summary, and the meta.Frontier it keeps on the graph's output node. Pure functions on the planned
+choices; reads and writes nothing (the pass prints the table when asked and puts the Frontier).
 
     print(plan_table(choices, picks, summary_line(choices, picks, fixed, frontier, "jacobian")))
 """

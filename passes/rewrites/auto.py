@@ -13,7 +13,8 @@ carrying the plan out.
 Writes: meta.LayerPlan (source "auto") on every planned layer and meta.Frontier on the output node; with
 apply=true it then runs low-rank, prune and quantize on exactly the planned layers (passes/auto/execute.py:
 what those passes write, plus int8 values for N:M+w8 layers) and checks that fxc.ir.cost.model_bytes of
-the result equals the plan to the byte. Prints the plan and the frontier (print-plan).
+the result equals the plan to the byte. With print-plan=true it also prints the plan and the frontier (by
+default it prints nothing: the plan is in the summary, the LayerPlans and the Frontier, which cm.report() shows).
 Preserves: nothing with apply=true; every analysis with apply=false (only meta changes).
 Options: bytes | ratio | latency (exactly one), scope, candidates, measure, estimate, gain-batches, probes,
 grid, frontier, peak-flops, bandwidth, prune-method, quantize-method, low-rank-method, verify, apply,
@@ -45,7 +46,8 @@ quality/size frontier. Before it is carried out the knapsack's plan is checked j
 passes/auto/verify.py): the per-layer damages add up only approximately, so the plan is compared, all
 layers compressed at once, with the knapsack's optimum over a few option families and with each uniform
 option that fits, by measured model-output error on calibration data, and the best of them is the one
-carried out (the summary says which). The printed table, summary and Frontier: passes/auto/report.py.
+carried out (the summary says which). The table (printed with print-plan=true), summary and Frontier:
+passes/auto/report.py.
 A budget below the smallest reachable size raises OptionError naming that size before anything changes;
 so does a planned layer whose weight is shared (tied) with another tensor.
 """
@@ -111,7 +113,7 @@ class Auto(Pass):
         2, "calibration batches on which the knapsack plan is checked jointly against others (0: no check)", low=0
     )
     apply: bool = option(True, "carry the plan out (false: only write meta.LayerPlan)")
-    print_plan: bool = option(True, "print the per-layer plan and the frontier")
+    print_plan: bool = option(False, "print the per-layer plan and the frontier to stdout")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to plan (empty: every linear layer)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave as they are")
     seed: int = option(0, "seed of the random probes")

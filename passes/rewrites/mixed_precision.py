@@ -10,7 +10,8 @@ Reads: the `sensitivity` analysis (measure=layer, model or hutchinson; passes/an
 measured error) or the `method-error` analysis with weighting=output (measure=jacobian; it reads `hessian`
 and `output-metric`), for every candidate except "keep" (the dense weight, score 0); both need calibration.
 Writes: meta.LayerPlan(bits, group_size, act_bits, source="mixed-precision") on every selected layer
-(other fields of an existing plan are kept); bits 16 means keep. Prints the allocation table.
+(other fields of an existing plan are kept); bits 16 means keep. With print-allocation=true it also prints the
+allocation table (by default nothing: the summary has the totals, the LayerPlans each layer's choice).
 Preserves: every analysis (no weight changes).
 Options: avg-bits | bytes (exactly one), candidates, measure (auto, jacobian, or sensitivity's), method
 (rtn | gptq: the quantize method that will carry the plan out; with gptq each weight-only candidate is
@@ -81,7 +82,7 @@ class MixedPrecision(Pass):
     symmetric: bool = option(
         True, "count bytes for symmetric (true) or asymmetric (false) quantization, as quantize will run"
     )
-    print_allocation: bool = option(True, "print the per-layer allocation table")
+    print_allocation: bool = option(False, "print the per-layer allocation table to stdout")
     layers: tuple[str, ...] = option((), "module-path patterns of layers to plan (empty: all linear/conv layers)")
     skip: tuple[str, ...] = option(DEFAULT_SKIP, "module-path patterns of layers to leave unplanned")
 

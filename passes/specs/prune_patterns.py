@@ -22,9 +22,9 @@ def parse_pattern(text: str, owner: str = "prune") -> tuple[str, tuple[int, int]
     """("unstructured" | "channel" | "head", None) or ("nm", (n, m)); OptionError for anything else."""
     if text in ("unstructured", "channel", "head"):
         return text, None
-    match = re.fullmatch(r"(\d+):(\d+)", text)
+    match = re.fullmatch(r"(\d{1,4}):(\d{1,4})", text)
     if not match:
-        raise OptionError(f"{owner}: option 'pattern' must be one of {', '.join(PATTERNS)}, got {text!r}")
+        raise OptionError(f"{owner}: option 'pattern' must be one of {', '.join(PATTERNS)}, got {text[:40]!r}")
     n, m = int(match.group(1)), int(match.group(2))
     if not 0 < n < m:
         raise OptionError(

@@ -4,12 +4,15 @@
     fxc.quantized_conv2d   weight dequantized (conv weights are small), then numpy conv2d
     fxc.int8_linear        activations quantized per token (or static), exact int32 GEMM through
                            float32 BLAS (codegen/numpy/quant.py, int8_matmul_exact), scaled like the reference
+                           ((acc * weight scale) * activation scale); rows holding inf or nan take the
+                           reference's float path, x_row @ (qweight * weight scale)^T
     fxc.sparse_nm_linear   scipy CSR past the crossover density (codegen/common/nm_sparse.py), else densified once
 
 A node's arguments are read through the op's typed view (fxc/ir/ops.py: QuantizedLinearArgs, ...).
 Constant scales are converted once at compile time; weights are read, never copied, except where
 the choice says so (densified N:M weights). Each choice is recorded with `ctx.note` for the report.
-Reads nothing; writes nothing (the table is filled at import).
+Reads the graph and its constants at compile time; writes nothing but TABLE (filled at import) and the arrays
+the kernels return; preserves its arguments (the kernels never write into an input).
 """
 
 from __future__ import annotations
@@ -91,14 +94,18 @@ def _int8_linear(ctx, node):
 
     def run(x, qweight, scale, bias=None, input_scale=None):
         rows = x.reshape(-1, x.shape[-1])
+        nonfinite = qf.nonfinite_rows(rows)
+        quantized = rows if nonfinite is None else np.where(nonfinite[:, None], 0, rows).astype(rows.dtype, copy=False)
         if input_scale is None:
-            qx, sx = qf.quantize_activations_per_token(rows)
+            qx, sx = qf.quantize_activations_per_token(quantized)
         else:
             sx = np.asarray(input_scale, dtype=np.float32).reshape(1, 1)
-            qx = qf.quantize_activations(rows, sx)
+            qx = qf.quantize_activations(quantized, sx)
         acc = qf.int8_matmul_exact(qx, qweight)
         ws = weight_scale if weight_scale is not None else np.asarray(scale, np.float32).reshape(1, -1)
-        y = acc.astype(np.float32) * sx * ws
+        y = acc.astype(np.float32) * ws * sx  # weight scale first: no overflow for x near float32's max (the reference)
+        if nonfinite is not None:  # rows holding inf or nan: the reference's float path
+            y[nonfinite] = qf.int8_float_path(rows[nonfinite], qweight, ws)
         if bias is not None:
             y = y + bias.astype(np.float32, copy=False)
         return y.astype(out, copy=False).reshape(*x.shape[:-1], qweight.shape[0])

@@ -5,13 +5,19 @@
 
     w8a8_quantize_rows  x [M, K] float -> qx int8 [M, K] and sx float32 [M], ROWS rows per program: per row
                         sx = max|x| / 127.5 (1 where the row is all zero), or the static per-tensor
-                        scale; qx = rint(clamp(x / sx, -128, 127)), round half to even
+                        scale; qx = rint(clamp(x / sx, -128, 127)), round half to even; sx = nan marks
+                        a row holding inf or nan (its qx is meaningless)
     w8a8_gemm           acc int32 = qx @ qweight^T on the int8 tensor cores, then
-                        y = acc * sx[m] * weight_scale[n] in float32, then the epilogue hook
+                        y = (acc * weight_scale[n]) * sx[m] in float32 (in this order: acc * weight_scale
+                        is bounded by the weights, so x near float32's max does not overflow a finite y);
+                        a block holding a row marked by sx = nan computes that row's float path instead,
+                        x[m] @ (qweight * weight_scale)^T (float32 dot of x itself: the float model's inf /
+                        nan, as the reference gives), a second K loop run by those blocks only; then the
+                        epilogue hook
 
-Semantics: fxc.ir.ops.int8_linear. Division is IEEE (div_rn) like the reference; rounding uses the
-float32 trick (v + 1.5 * 2**23) - 1.5 * 2**23, exact half-to-even for |v| <= 128 and portable to
-Triton's interpreter (which has no libdevice rint).
+Semantics: fxc.ir.ops.int8_linear, rows holding inf or nan included. Division is IEEE (div_rn) like the
+reference; rounding uses the float32 trick (v + 1.5 * 2**23) - 1.5 * 2**23, exact half-to-even for
+|v| <= 128 and portable to Triton's interpreter (which has no libdevice rint).
 Reads: x float16/bfloat16/float32 [M, K] (any strides); qweight int8 [N, K] (any strides);
 weight_scale [N] and input_scale (None: dynamic, per token) of one element, any dtype (passed on as
 contiguous float32). Writes out [M, N] (allocated in x's dtype unless given; any strides) and its own
@@ -57,24 +63,30 @@ def w8a8_quantize_rows(
             amax = tl.maximum(amax, tl.abs(x.to(tl.float32)))
         row_max = tl.max(amax, axis=1)
         scale = tl.where(row_max > 0, tl.math.div_rn(row_max, 127.5), 1.0)
-    tl.store(sx_ptr + offs_m, scale, mask=mask_m)
 
-    # -- masked loop: divide, clamp, round half to even, store int8 -------------------------------
+    # -- masked loop: divide, clamp, round half to even, store int8; count inf / nan per row ---------
+    nonfinite = tl.zeros((ROWS, BLOCK_K), dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask = mask_m[:, None] & (offs_k[None, :] < K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk, mask=mask, other=0.0)
-        v = tl.math.div_rn(x.to(tl.float32), scale[:, None])
+        finite = tl.abs(x.to(tl.float32)) <= 3.4028234663852886e38  # false for inf and nan
+        nonfinite += tl.where(finite, 0, 1)
+        v = tl.math.div_rn(tl.where(finite, x.to(tl.float32), 0.0), scale[:, None])
         v = tl.minimum(tl.maximum(v, -128.0), 127.0)
         v = (v + 12582912.0) - 12582912.0
         tl.store(qx_ptr + offs_m[:, None] * K + offs_k[None, :], v.to(tl.int8), mask=mask)
 
+    # -- the scale, nan for a row holding inf or nan: w8a8_gemm gives that row the float path -------
+    scale = tl.where(tl.max(nonfinite, axis=1) > 0, float("nan"), scale)
+    tl.store(sx_ptr + offs_m, scale, mask=mask_m)
+
 
 @triton.jit
 def w8a8_gemm(
-    qx_ptr, sx_ptr, q_ptr, ws_ptr, out_ptr,
+    qx_ptr, sx_ptr, q_ptr, ws_ptr, out_ptr, x_ptr,
     M, N, K,
-    stride_qn, stride_qk, stride_om, stride_on,
+    stride_qn, stride_qk, stride_om, stride_on, stride_xm, stride_xk,
     {{epilogue_params}}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -97,10 +109,25 @@ def w8a8_gemm(
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_qk
 
-    # -- scales: per token x per output channel, in float32 -------------------------------------
+    # -- scales: per output channel, then per token, in float32 (acc * ws cannot overflow) -------
     sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
     ws = tl.load(ws_ptr + offs_n, mask=mask_n, other=0.0)
-    acc = acc.to(tl.float32) * sx[:, None] * ws[None, :]
+    acc = acc.to(tl.float32) * ws[None, :] * sx[:, None]
+
+    # -- rows whose x holds inf or nan (sx is nan there): the float path x @ (qweight * ws)^T ----
+    nonfinite = sx != sx
+    if tl.max(nonfinite.to(tl.int32), axis=0) > 0:  # rare: skipped by every block of finite rows
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
+        b_ptrs = q_ptr + offs_k[:, None] * stride_qk + offs_n[None, :] * stride_qn
+        float_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            mask_k = offs_k < K - k0
+            x = tl.load(x_ptrs, mask=nonfinite[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+            w = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0).to(tl.float32) * ws[None, :]
+            float_acc = tl.dot(x, w, float_acc, input_precision="ieee")
+            x_ptrs += BLOCK_K * stride_xk
+            b_ptrs += BLOCK_K * stride_qk
+        acc = tl.where(nonfinite[:, None], float_acc, acc)
 
     # -- epilogue hook: bias, activation, residual, gate -------------------------------------
     mask_mn = mask_m[:, None] & mask_n[None, :]
@@ -144,9 +171,9 @@ def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: tor
     )
     constexprs, options = split_config(config)
     compiled["w8a8_gemm"][swizzled_grid(m, n, constexprs)](
-        qx, sx, qweight, weight_scale, out,
+        qx, sx, qweight, weight_scale, out, x,
         m, n, k,
-        *qweight.stride(), *out.stride(),
+        *qweight.stride(), *out.stride(), *x.stride(),
         *epilogue_args,
         **constexprs, **options,
     )

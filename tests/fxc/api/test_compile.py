@@ -159,3 +159,41 @@ def test_subpackages_load_on_first_attribute_access():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["prune fxc.codegen", "module 'fxc' has no attribute 'no_such_thing'"]
+
+
+def test_planning_passes_print_nothing_unless_asked(capsys):
+    """Library calls print nothing by default: auto and mixed-precision keep their tables to themselves (the
+    plans are in the report); print-plan / print-allocation still show them."""
+    from tiny_models import MLP
+
+    model, calibration = MLP().eval(), [torch.randn(8, 16) for _ in range(2)]
+    quiet = {
+        "auto": dict(passes=None, target=fxc.Budget(ratio=2.0)),
+        "mixed-precision": dict(passes="mixed-precision{avg-bits=6.0},quantize"),
+    }
+    for name, how in quiet.items():
+        cm = fxc.compile(model, calibration=calibration, **how)
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err == "", name
+        assert any(row.plan != "dense" for row in cm.report(show=False).rows), name
+    fxc.compile(model, "auto{ratio=2.0,print-plan=true}", calibration=calibration)
+    assert "layer" in capsys.readouterr().out.splitlines()[1]  # the plan table's header
+    fxc.compile(model, "mixed-precision{avg-bits=6.0,print-allocation=true},quantize", calibration=calibration)
+    assert "mixed-precision: planned 3 layers" in capsys.readouterr().out
+
+
+def test_report_counts_the_dense_size_before_any_pass():
+    """Channel pruning shrinks the layers themselves; the report's dense size is still the original model's."""
+    from tiny_models import MLP
+
+    model = MLP().eval()
+    calibration = [torch.randn(8, 16) for _ in range(2)]
+    cm = fxc.compile(model, "prune{pattern=channel,sparsity=0.5}", calibration=calibration)
+    report = cm.report(show=False)
+    original = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert report.rows[0].weight_shape == (16, 16)  # half of layers.0's 32 output channels are gone
+    assert report.dense_bytes == original
+    assert report.model_bytes < original and report.dense_bytes / report.model_bytes > 1.2
+    assert f"dense fp32 {original:,} bytes, {original / report.model_bytes:.2f}x smaller" in str(report)
+    again = fxc.compile(cm.graph, "dce", example_inputs=(torch.randn(2, 16),)).report(show=False)
+    assert again.dense_bytes == original  # a compressed graph compiled again keeps the original's size

@@ -90,7 +90,7 @@ def test_pass_carries_out_the_plan_that_measured_best_not_the_mispredicted_one()
 
 def test_auto_prints_the_check_and_carries_out_the_best_measured_plan(capsys):
     model, _, _, calibration = _setup()
-    auto = Auto(ratio=6.0, candidates=("w8", "w4", "w4g32", "r0.5+w4"), frontier=0)
+    auto = Auto(ratio=6.0, candidates=("w8", "w4", "w4g32", "r0.5+w4"), frontier=0, print_plan=True)
     fxc.compile(model, passes=[auto], calibration=calibration)
     line = next(x for x in capsys.readouterr().out.splitlines() if "joint check:" in x)
     winner = line.split("joint check: ")[1].split(" wins")[0]

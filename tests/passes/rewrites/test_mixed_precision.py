@@ -37,8 +37,9 @@ def test_plan_is_optimal_for_the_sensitivity_scores_and_bytes_match_after_quanti
     model, example = _model()
     gm, am = traced(model, example, [torch.randn(32, 64) for _ in range(4)])
     candidates = ("w4", "w4g32", "w8", "keep")
-    run(gm, am, f"mixed-precision{{avg-bits=6.0,measure=layer,candidates=[{','.join(candidates)}]}}")
-    assert "mixed-precision: planned 3 layers" in capsys.readouterr().out  # the allocation is printed
+    text = f"mixed-precision{{avg-bits=6.0,measure=layer,candidates=[{','.join(candidates)}],print-allocation=true}}"
+    run(gm, am, text)
+    assert "mixed-precision: planned 3 layers" in capsys.readouterr().out  # the allocation is printed when asked
     layers = ir.weight_layers(gm)
     sensitivity = am.get("sensitivity", candidates=("w4", "w4g32", "w8"), measure="layer")
     shapes = [ir.get_tensor(gm, layer.weight).shape for layer in layers]
@@ -162,7 +163,7 @@ def test_gptq_method_plans_with_gptq_errors(capsys):
     gm, am = traced(model, example, [torch.randn(32, 64) @ mix for _ in range(4)])
     candidates = ("w4", "w4g32", "w8", "keep")
     spec = f"avg-bits=5.0,measure=layer,candidates=[{','.join(candidates)}]"
-    run(gm, am, f"mixed-precision{{{spec},method=gptq}}")
+    run(gm, am, f"mixed-precision{{{spec},method=gptq,print-allocation=true}}")
     reported = float(capsys.readouterr().out.split("summed sensitivity ")[1].split()[0])
     layers = ir.weight_layers(gm)
     gptq_plan = [parse_scheme_of(meta.get(layer.node, meta.LayerPlan)) for layer in layers]
@@ -186,7 +187,8 @@ def test_jacobian_measure_plans_optimally_for_estimated_model_output_error(capsy
     model, example = _model()
     gm, am = traced(model, example, [torch.randn(32, 64) for _ in range(4)])
     candidates = ("w4", "w4g32", "w8", "keep")
-    run(gm, am, f"mixed-precision{{avg-bits=5.0,measure=jacobian,method=gptq,candidates=[{','.join(candidates)}]}}")
+    spec = f"avg-bits=5.0,measure=jacobian,method=gptq,candidates=[{','.join(candidates)}],print-allocation=true"
+    run(gm, am, f"mixed-precision{{{spec}}}")
     reported = float(capsys.readouterr().out.split("summed sensitivity ")[1].split()[0])
     layers = ir.weight_layers(gm)
     fqns = tuple(layer.fqn for layer in layers)
