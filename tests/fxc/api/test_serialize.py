@@ -13,7 +13,8 @@ from tiny_models import call, first_tensor, mlp, tiny_bert
 
 import fxc
 from fxc.api.backend import Backend
-from fxc.api.manifest import MANIFEST, WEIGHTS, body_sha256 as _body_sha256
+from fxc.api.manifest import MANIFEST, WEIGHTS
+from fxc.api.manifest import body_sha256 as _body_sha256
 from fxc.ir import ops
 
 
