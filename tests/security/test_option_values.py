@@ -142,14 +142,16 @@ def test_analysis_manager_get_by_name_refuses_non_finite(group, name, cls, field
 
 
 def test_budget_target_cannot_carry_inf_into_auto():
-    """fxc.Budget refuses NaN itself; an infinite ratio or latency it lets through is refused by the pass
-    that carries the budget out, before anything is traced."""
-    with pytest.raises(OptionError):
-        fxc.Budget(ratio=math.nan)
+    """fxc.Budget refuses NaN and inf itself; the pass that carries a budget out refuses them too when
+    given directly, before anything is traced."""
+    for value in (math.nan, math.inf):
+        for field in ("ratio", "latency", "bytes"):
+            with pytest.raises(OptionError, match="positive finite number"):
+                fxc.Budget(**{field: value})
     carry_out = registry.lookup("fxc.targets", fxc.Budget.name)
-    for budget in (fxc.Budget(ratio=math.inf), fxc.Budget(latency=math.inf)):
+    for options in ({"ratio": math.inf}, {"latency": math.inf}):
         with pytest.raises(OptionError, match="is inf; give a finite number"):
-            carry_out(**budget.pass_options())
+            carry_out(**options)
 
 
 # -- list options and options of any type (a pass registered for the test) ------------------------------------
