@@ -51,6 +51,14 @@ class CalibrationError(FxcError, ValueError):
     """Calibration data that cannot be used: wrong shapes, NaN/Inf, missing where a pass needs it."""
 
 
+class MissingCalibrationError(CalibrationError):
+    """A pass or analysis needs calibration data and none was given; `who` names it."""
+
+    def __init__(self, who: str, message: str):
+        self.who = who
+        super().__init__(message)
+
+
 class IRError(FxcError):
     """The graph breaks the IR contract (fxc.ir.verify)."""
 
@@ -76,6 +84,11 @@ class PassFailure(FxcError):
 
 class BackendError(FxcError):
     """A backend cannot lower the graph (unsupported ops, missing device, ...)."""
+
+
+class InputError(FxcError, ValueError):
+    """A compiled model was called with inputs that do not fit the graph it was compiled for (a missing
+    or unknown input, or a rank, dtype or static dim that differs); the message gives both shapes."""
 
 
 class FormatError(FxcError, ValueError):

@@ -1,6 +1,6 @@
 """The wheel ships the whole project: every package (each folder holding an __init__.py under the
-folders of [tool.setuptools.package-dir]), every module, the native kernel's C source, and the
-entry points the registries read.
+folders of [tool.setuptools.package-dir]), every module, the native kernel's C source, the CLI's
+built-in calibration text (fxc/cli/data/), and the entry points the registries read.
 
 The wheel is built offline from a copy of pyproject.toml, README.md and the package folders in a
 temporary folder (`pip wheel --no-deps --no-build-isolation --no-index`, with the setuptools of this
@@ -106,6 +106,18 @@ def test_wheel_ships_the_native_kernel_source(wheel):
             f"{source.name} is not in the wheel; pyproject.toml [tool.setuptools.package-data] "
             '"fxc.codegen.torch.native" must list "*.c"'
         )
+
+
+def test_wheel_ships_the_cli_calibration_text(wheel):
+    """`fxc compress` calibrates a model with a tokenizer on fxc/cli/data/calibration.txt by default."""
+    names = set(wheel.namelist())
+    for source in sorted((ROOT / "fxc" / "cli" / "data").iterdir()):
+        entry = f"fxc/cli/data/{source.name}"
+        assert entry in names, (
+            f"{entry} is not in the wheel; pyproject.toml [tool.setuptools.package-data] \"fxc.cli\" must list "
+            f'"data/{source.name}"'
+        )
+        assert wheel.read(entry) == source.read_bytes()
 
 
 def test_wheel_declares_the_entry_points(wheel):

@@ -2,7 +2,9 @@
 
 `build_report(gm)` reads the IR (layer nodes, fxc annotations, fxc.ir.cost) and returns a `Report`:
 rows of node, op, weight shape, params, bytes, FLOPs, plan, sparsity, drift (when measured), and
-totals against the dense fp32 size. `str(report)` is the table; `report.rows` the data.
+totals against the dense fp32 size, notes (what the passes and the backend say, the backend's kernel
+choices summed up in one line) and `kernel_notes` (the backend's note per layer). `str(report)` is
+the table and notes; `report.rows` the data; `report_to_json` / `report_from_json` its saved form.
 
 The dense size is the model's before any pass: fxc.compile calls `record_dense_bytes(gm)` on the traced
 graph before the pipeline runs, which keeps it in `gm.meta["fxc.dense_bytes"]` (a graph-level value,
@@ -15,7 +17,10 @@ fp32 (`dense_fp32_bytes`). Reads the graph; writes only `gm.meta["fxc.dense_byte
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx
@@ -45,6 +50,7 @@ class Report:
     model_bytes: int  # every tensor of the compressed model
     dense_bytes: int  # the model before any pass, its weight layers dense at fp32 (record_dense_bytes)
     notes: list[str] = field(default_factory=list)
+    kernel_notes: list[str] = field(default_factory=list)  # the backend's note per layer (notes sum them up)
 
     @property
     def total_params(self) -> int:
@@ -113,6 +119,55 @@ def _shared_tensors(gm: torch.fx.GraphModule, node: torch.fx.Node, owners: dict[
             tied_to = tied_to or owners[key][1]
         owners.setdefault(key, (node.name, label))
     return shared, tied_to
+
+
+def report_to_json(report: Report) -> dict:
+    """The report as plain data (fxc.save keeps it in the manifest, so `fxc report` needs no graph)."""
+    return {
+        "rows": [dataclasses.asdict(r) | {"weight_shape": list(r.weight_shape)} for r in report.rows],
+        "model_bytes": report.model_bytes,
+        "dense_bytes": report.dense_bytes,
+        "notes": list(report.notes),
+        "kernel_notes": list(report.kernel_notes),
+    }
+
+
+def report_from_json(data: Any, where: str) -> Report:
+    """The inverse of report_to_json for data read from a file: every field of its declared type and
+    bounded, else FormatError naming `where` and the field."""
+    from fxc.errors import FormatError
+
+    def bad(field_name: str) -> FormatError:
+        return FormatError(f"{where}.{field_name} is not what fxc.save writes; save the model again")
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str) and len(value) <= 4096
+
+    def size(value: Any) -> bool:
+        return type(value) is int and 0 <= value < 1 << 62
+
+    if not isinstance(data, dict) or set(data) != {"rows", "model_bytes", "dense_bytes", "notes", "kernel_notes"}:
+        raise bad("(fields)")
+    for name in ("notes", "kernel_notes"):
+        if not isinstance(data[name], list) or len(data[name]) > 1 << 16 or not all(map(text, data[name])):
+            raise bad(name)
+    if not (size(data["model_bytes"]) and size(data["dense_bytes"])):
+        raise bad("model_bytes")
+    rows = data["rows"]
+    if not isinstance(rows, list) or len(rows) > 1 << 20:
+        raise bad("rows")
+    fields = {f.name for f in dataclasses.fields(LayerRow)}
+    out = []
+    for index, row in enumerate(rows):
+        ok = (isinstance(row, dict) and set(row) == fields and all(text(row[k]) for k in ("node", "layer", "op",
+              "plan", "tied_to")) and all(size(row[k]) for k in ("params", "bytes", "flops", "shared_bytes"))
+              and isinstance(row["weight_shape"], list) and len(row["weight_shape"]) <= 8
+              and all(map(size, row["weight_shape"]))
+              and (row["drift"] is None or type(row["drift"]) in (int, float) and math.isfinite(row["drift"])))
+        if not ok:
+            raise bad(f"rows[{index}]")
+        out.append(LayerRow(**{**row, "weight_shape": tuple(row["weight_shape"])}))
+    return Report(out, data["model_bytes"], data["dense_bytes"], list(data["notes"]), list(data["kernel_notes"]))
 
 
 DENSE_BYTES = "fxc.dense_bytes"  # key in GraphModule.meta: the dense fp32 size before any pass

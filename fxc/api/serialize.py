@@ -40,12 +40,13 @@ from fxc import ir
 from fxc.api.atomic_folder import write_folder
 from fxc.api.backend import CompiledModule, make_backend
 from fxc.api.manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, body_sha256, read_manifest
-from fxc.api.report import DENSE_BYTES, dense_fp32_bytes
+from fxc.api.report import DENSE_BYTES, Report, dense_fp32_bytes, report_from_json, report_to_json
 from fxc.errors import FormatError, OptionError
-from fxc.ir.graph_json import graph_from_json, graph_to_json
+from fxc.ir.graph_json import check_graph_json, graph_from_json, graph_to_json
 from fxc.version import __version__
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "WEIGHTS", "load", "read_manifest", "save"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "REPORT", "WEIGHTS", "load", "read_manifest", "read_report", "save"]
+REPORT = "report.txt"
 
 
 def save(compiled: CompiledModule, path: str | Path) -> Path:
@@ -58,6 +59,7 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
     options = _json_options(getattr(compiled, "backend_options", {}), compiled.backend)  # fails before writing
     graph = graph_to_json(gm)  # fails before writing when the graph leaves the op set
     tensors, stored = _tensor_table(gm)
+    report = compiled.report(show=False)
 
     def write(folder: Path) -> None:
         save_file(stored, str(folder / WEIGHTS))
@@ -71,14 +73,16 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
             "backend_options": options,
             "drift": {name: float(value) for name, value in (compiled.drift or {}).items()},
             "dense_bytes": int(gm.meta.get(DENSE_BYTES) or dense_fp32_bytes(gm)),
+            "report": report_to_json(report),
             "tensors": tensors,
             "graph": graph,
             "weights": {"sha256": _file_sha256(folder / WEIGHTS), "bytes": (folder / WEIGHTS).stat().st_size},
         }
         manifest = {**body, "manifest_sha256": body_sha256(body)}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+        (folder / REPORT).write_text(str(report) + "\n")  # for people; fxc reads the manifest's copy
 
-    return write_folder(Path(path), write, owned=(MANIFEST, WEIGHTS))
+    return write_folder(Path(path), write, owned=(MANIFEST, WEIGHTS, REPORT))
 
 
 def load(path: str | Path, backend: str | None = None, backend_options: dict | None = None) -> CompiledModule:
@@ -184,6 +188,22 @@ def _file_sha256(file: Path) -> str:
 
 
 # --- reading ---------------------------------------------------------------------------------------
+
+
+def read_report(path: str | Path) -> Report | None:
+    """The report saved with the model (what `cm.report()` said when it was saved), read from the checked
+    manifest (its graph checked as fxc.load checks it, without building a module or propagating shapes);
+    None for a folder saved before reports were kept."""
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file() or weights.stat().st_size != manifest["weights"]["bytes"]:
+        raise FormatError(f"{weights} is missing or truncated ({manifest['weights']['bytes']:,} bytes expected); "
+                          "copy the whole folder fxc.save wrote, or save the model again")
+    if "report" not in manifest:
+        return None
+    check_graph_json(manifest["graph"], f"{folder / MANIFEST}: field graph")  # a hostile graph is refused here too
+    return report_from_json(manifest["report"], f"{folder / MANIFEST}: field report")
 
 
 def _check_header(weights: Path, tensors: dict[str, dict]) -> None:

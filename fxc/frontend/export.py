@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -49,6 +50,14 @@ def export_canonical(
             exported = torch.export.export(source, args, kwargs, dynamic_shapes=dims, strict=False)
     except Exception as error:
         other = "symbolic" if frontend != "symbolic" else "export"
+        if _SHAPE_ERROR.search(first_line(error)):
+            leaves = pytree.tree_leaves((args, kwargs))
+            shapes = ", ".join(str(list(t.shape)) for t in leaves if isinstance(t, torch.Tensor))
+            raise TraceError(
+                f"shape mismatch: {type(source).__name__} cannot run on example inputs of shapes {shapes}: "
+                f"{type(error).__name__}: {first_line(error)}{user_frame(error)}\n  give example_inputs (and "
+                "calibration batches) shaped like the model's real inputs"
+            ) from error
         raise TraceError(
             f"frontend '{frontend}' could not trace {type(source).__name__}: {type(error).__name__}: "
             f"{first_line(error)}{user_frame(error)}\n  try frontend='{other}', or make the failing "
@@ -60,6 +69,11 @@ def export_canonical(
     return gm
 
 
+_SHAPE_ERROR = re.compile(
+    r"shape|size of tensor|sizes? .* must match|mat1 and mat2|expected input.*to have|channels|reduction dim|"
+    r"cannot be multiplied|Expected .* dimensions?", re.IGNORECASE)
+
+
 class _DropSizeOneNotes(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "0/1 specialized" not in record.getMessage()
@@ -68,13 +82,18 @@ class _DropSizeOneNotes(logging.Filter):
 @contextlib.contextmanager
 def _quiet_size_one_log():
     """torch logs a warning for each size-1 dim Dim.AUTO fixes; fxc traces those dims at size 2 first and
-    warns itself (FixedBatchWarning) about a batch dim that stays fixed, so the log line is only noise."""
+    warns itself (FixedBatchWarning) about a batch dim that stays fixed, so the log line is only noise.
+    The fake-tensor logger prints the traceback of the error export raises (some 20 lines), which fxc
+    turns into one TraceError: it is muted while exporting."""
     logger, drop = logging.getLogger("torch._export.non_strict_utils"), _DropSizeOneNotes()
+    fake = logging.getLogger("torch._subclasses.fake_tensor")
     logger.addFilter(drop)
+    was_disabled, fake.disabled = fake.disabled, True
     try:
         yield
     finally:
         logger.removeFilter(drop)
+        fake.disabled = was_disabled
 
 
 def _check_required(gm: torch.fx.GraphModule, required: frozenset[tuple[int, int]], frontend: str, source) -> None:

@@ -2,6 +2,7 @@
 
     data = graph_to_json(gm)                 # {"nodes": [...], "pytree": {...}}
     gm = graph_from_json(data, root)         # root: an nn.Module that holds the get_attr tensors
+    check_graph_json(data)                   # the same checks, no module built (fast)
 
 Each node is {name, op, target, args, kwargs}, plus its fxc annotations (fxc.ir.meta.to_json), the
 source line it was traced from, and for placeholders dtype and shape (symbolic dims as a symbol
@@ -22,6 +23,7 @@ and the fix.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -47,6 +49,7 @@ MAX_ELEMENTS = 1 << 31  # elements of any one value, at the saved example sizes
 MAX_NODES = 1 << 20
 _SIZE_LIMIT = (1 << 63) - 1
 _OPS = ("placeholder", "get_attr", "call_function", "output")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters but tab and newline
 
 
 def graph_to_json(gm: torch.fx.GraphModule) -> dict:
@@ -67,6 +70,29 @@ def graph_to_json(gm: torch.fx.GraphModule) -> dict:
 
 def graph_from_json(data: Any, root: torch.nn.Module, where: str = "graph") -> torch.fx.GraphModule:
     """A GraphModule over `root`'s tensors with the graph `data` describes, meta["val"] restored."""
+    graph, shapes = _build_graph(data, where)
+    try:
+        gm = torch.fx.GraphModule(root, graph)
+    except Exception as error:  # a get_attr naming no tensor, a graph fx cannot generate
+        raise fail(where, f"cannot be built: {type(error).__name__}: {error}") from None
+    _restore_meta(gm, shapes, where)
+    try:
+        ir.verify(gm)
+    except FormatError:
+        raise
+    except Exception as error:
+        raise fail(where, f"is not a valid fxc graph: {error}") from None
+    return gm
+
+
+def check_graph_json(data: Any, where: str = "graph") -> None:
+    """Every check graph_from_json makes before it builds a module (names, op set, argument schemas,
+    structure), without the shape propagation: fast, for readers that need no graph (`fxc report`)."""
+    _build_graph(data, where)
+
+
+def _build_graph(data: Any, where: str) -> tuple[torch.fx.Graph, dict[str, Any]]:
+    """The checked nodes as a torch.fx Graph (no module, nothing run), and the placeholders' shapes."""
     if not isinstance(data, dict) or set(data) != {"nodes", "pytree"}:
         raise fail(where, "is not {nodes, pytree}")
     entries = data["nodes"]
@@ -87,18 +113,7 @@ def graph_from_json(data: Any, root: torch.nn.Module, where: str = "graph") -> t
     info = data["pytree"]
     if info is not None:
         graph._codegen = _PyTreeCodeGen(_pytree_info(info, len(shapes), f"{where}.pytree"))
-    try:
-        gm = torch.fx.GraphModule(root, graph)
-    except Exception as error:  # a get_attr naming no tensor, a graph fx cannot generate
-        raise fail(where, f"cannot be built: {type(error).__name__}: {error}") from None
-    _restore_meta(gm, shapes, where)
-    try:
-        ir.verify(gm)
-    except FormatError:
-        raise
-    except Exception as error:
-        raise fail(where, f"is not a valid fxc graph: {error}") from None
-    return gm
+    return graph, shapes
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -238,7 +253,7 @@ def _resolve(name: Any, at: str) -> Any:
 def _stack_trace(value: Any, at: str) -> str:
     """Source lines are kept for messages; torch.fx puts them in generated comments, so no control
     characters (a carriage return would end the comment)."""
-    if not isinstance(value, str) or len(value) > 1 << 16 or any(c < " " and c not in "\n\t" for c in value):
+    if not isinstance(value, str) or len(value) > 1 << 16 or _CONTROL.search(value):
         raise fail(at, "is not plain text")
     return value
 

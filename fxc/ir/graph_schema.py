@@ -181,19 +181,22 @@ def _fits(value: Any, kind: str) -> bool:
         return isinstance(value, (list, tuple)) and all(_fits(v, kind[5:-1]) for v in value)
     if isinstance(value, torch.fx.Node):  # its type is checked when the graph is propagated
         return kind in ("Tensor", "int", "SymInt", "float", "bool", "number")
-    return {
-        "Tensor": lambda: type(value) in (int, float, bool),  # a number where torch wraps it as a tensor
-        "int": lambda: type(value) is int,
-        "SymInt": lambda: type(value) is int,
-        "float": lambda: type(value) in (int, float),
-        "bool": lambda: type(value) is bool,
-        "number": lambda: type(value) in (int, float, bool),
-        "str": lambda: type(value) is str,
-        "ScalarType": lambda: isinstance(value, torch.dtype),
-        "Layout": lambda: isinstance(value, torch.layout),
-        "Device": lambda: isinstance(value, torch.device),
-        "MemoryFormat": lambda: isinstance(value, torch.memory_format),
-    }.get(kind, lambda: False)()
+    kind_of = type(value)
+    if kind in ("int", "SymInt"):
+        return kind_of is int
+    if kind == "Tensor":  # a number where torch wraps it as a tensor
+        return kind_of in (int, float, bool)
+    if kind == "float":
+        return kind_of in (int, float)
+    if kind == "bool":
+        return kind_of is bool
+    if kind == "number":
+        return kind_of in (int, float, bool)
+    if kind == "str":
+        return kind_of is str
+    expected = {"ScalarType": torch.dtype, "Layout": torch.layout, "Device": torch.device,
+                "MemoryFormat": torch.memory_format}.get(kind)
+    return expected is not None and isinstance(value, expected)
 
 
 def _short(value: Any) -> str:

@@ -14,6 +14,7 @@ No entry reads or writes files, imports, or evaluates text. Reads and writes not
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable
@@ -112,10 +113,12 @@ def op_name(op: torch._ops.OpOverload) -> str:
     return f"torch.ops.{op.namespace}.{op._opname}.{op._overloadname}"
 
 
+@functools.cache
 def fxc_op_names() -> frozenset[str]:
     return frozenset(op_name(op) for op in ops.OPS)
 
 
+@functools.cache
 def allowed_names() -> frozenset[str]:
     """Every target name a manifest may use."""
     return frozenset(f"torch.ops.aten.{n}" for n in ATEN) | fxc_op_names() | frozenset(PYTHON_FUNCTIONS)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from fxc.errors import CalibrationError
+from fxc.errors import MissingCalibrationError
 from fxc.passmgr import registry
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.passbase import Analysis, PassResult
@@ -72,7 +72,8 @@ class AnalysisManager:
 
     def require_calibration(self, who: str) -> Calibration:
         if self.calibration is None:
-            raise CalibrationError(
+            raise MissingCalibrationError(
+                who,
                 f"{who} needs calibration data; pass calibration=[batch, ...] to fxc.compile "
                 "(a few batches of real inputs shaped like example_inputs)"
             )

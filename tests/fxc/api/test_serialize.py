@@ -101,7 +101,7 @@ def test_nothing_is_pickled(tmp_path):
     model, (x,) = mlp()
     fxc.save(fxc.compile(model, "quantize{bits=8}", example_inputs=(x,)), tmp_path)
     json.loads((tmp_path / MANIFEST).read_text())  # plain JSON
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, WEIGHTS]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "report.txt", WEIGHTS]
     assert b"\x80\x04" not in (tmp_path / WEIGHTS).read_bytes()[:64]  # safetensors header, not a pickle
 
 

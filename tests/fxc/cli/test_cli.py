@@ -58,10 +58,11 @@ def test_backend_option_reaches_the_backend_and_is_saved(tmp_path, capsys, monke
     assert fxc.load(out).backend_options == {"native": False, "sparse_crossover": 0.25}
 
     loaded = []
-    monkeypatch.setattr(fxc, "load", lambda *args, **kwargs: loaded.append(fxc.api.serialize.load(*args, **kwargs))
+    real_load = fxc.api.serialize.load
+    monkeypatch.setattr(fxc.api.serialize, "load", lambda *args, **kwargs: loaded.append(real_load(*args, **kwargs))
                         or loaded[-1])
     capsys.readouterr()
-    assert main(["report", str(out)]) == 0
+    assert main(["report", str(out), "--verbose"]) == 0  # lowered here: the saved options
     assert loaded[-1].backend_options == {"native": False, "sparse_crossover": 0.25}  # none given: the saved ones
     assert main(["report", str(out), "--backend-option", "fast=false"]) == 0
     assert loaded[-1].backend_options == {"fast": False} and loaded[-1].runner is loaded[-1].graph

@@ -145,3 +145,14 @@ def test_a_size_one_channel_dim_stays_static_without_a_warning():
     assert _dims(gm) == [[True, False, True, True]]
     x = torch.randn(3, 1, 9, 9)
     torch.testing.assert_close(gm(x), model(x))
+
+
+def test_shape_mismatch_is_named_with_the_shapes(capfd):
+    """A wrong example width is a shape mismatch with the shapes given, in one error, not a
+    "try another frontend" hint after the fake-tensor log."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    with pytest.raises(fxc.TraceError, match=r"shape mismatch: Sequential cannot run on example inputs of shapes "
+                                             r"\[4, 17\]") as caught:
+        fxc.compile(model, None, example_inputs=(torch.randn(4, 17),))
+    assert "try frontend" not in str(caught.value)
+    assert "fake_tensor" not in capfd.readouterr().err
