@@ -20,9 +20,11 @@ Every failed check raises FormatError naming the file, the field and the fix.
 Saving is atomic (fxc/api/atomic_folder.py): the files are written into a sibling temporary
 folder that is renamed into place, so a crash leaves the old model or the new one.
 
-Versions: format version 1 throughout. `backend_options` is an optional key added within it: a manifest
-without it (written before) loads with no backend options, and a reader that predates the key ignores
-it (the options tune the backend, the graph and weights fix the outputs), so no version bump.
+Versions: format version 1 throughout. `backend_options` and `hf_config` (the model's Hugging Face config, which
+fxc.compile records for a transformers model and fxc.export reads) are optional keys added within it: a manifest
+without them (written before) loads with no backend options and no config, and a reader that predates a key ignores
+it (the options tune the backend, the config only describes the model; the graph and weights fix the outputs), so
+no version bump.
 Reads and writes only the folder it is given.
 """
 
@@ -39,9 +41,10 @@ import torch.fx
 from fxc import ir
 from fxc.api.atomic_folder import write_folder
 from fxc.api.backend import CompiledModule, make_backend
-from fxc.api.manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, body_sha256, read_manifest
+from fxc.api.compiler import HF_CONFIG
+from fxc.api.manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, body_sha256, check_hf_config, read_manifest
 from fxc.api.report import DENSE_BYTES, Report, dense_fp32_bytes, report_from_json, report_to_json
-from fxc.errors import FormatError, OptionError
+from fxc.errors import FormatError, FxcError, OptionError
 from fxc.ir.graph_json import check_graph_json, graph_from_json, graph_to_json
 from fxc.version import __version__
 
@@ -78,6 +81,8 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
             "graph": graph,
             "weights": {"sha256": _file_sha256(folder / WEIGHTS), "bytes": (folder / WEIGHTS).stat().st_size},
         }
+        if gm.meta.get(HF_CONFIG) is not None and check_hf_config(gm.meta[HF_CONFIG]) is None:
+            body["hf_config"] = gm.meta[HF_CONFIG]
         manifest = {**body, "manifest_sha256": body_sha256(body)}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
         (folder / REPORT).write_text(str(report) + "\n")  # for people; fxc reads the manifest's copy
@@ -116,10 +121,19 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
     gm = graph_from_json(manifest["graph"], root, f"{folder / MANIFEST}: field graph")
     if "dense_bytes" in manifest:  # the size before any pass, for the report (absent in older files)
         gm.meta[DENSE_BYTES] = manifest["dense_bytes"]
+    if "hf_config" in manifest:  # the Hugging Face config, for fxc.export (absent for other models and older files)
+        gm.meta[HF_CONFIG] = manifest["hf_config"]
     name = backend or manifest["backend"]
     if backend_options is None:
         backend_options = _saved_options(manifest) if name == manifest["backend"] else {}
-    runner = make_backend(name, backend_options).compile(gm, None)
+    chosen = make_backend(name, backend_options)  # an unknown name or option: the registry's / option's error
+    try:
+        runner = chosen.compile(gm, None)
+    except FxcError:
+        raise
+    except Exception as error:  # a graph that passed every check and still breaks the backend
+        raise FormatError(f"{folder}: the saved graph cannot be lowered by the {name} backend ({type(error).__name__}: "
+                          f"{str(error)[:200]}); save the model again, or report it if fxc.save wrote it") from error
     pipeline, drift = _pipeline(manifest["pipeline"]), dict(manifest["drift"])
     return CompiledModule(gm, runner, pipeline, name, (), drift, backend_options=backend_options)
 

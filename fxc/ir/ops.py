@@ -76,8 +76,25 @@ def quantized_linear(
     return F.linear(x, _dequantized(qweight, scale, zero_point, bits, x.dtype), bias)
 
 
+def _require(condition, message: str) -> None:
+    """A shape / dtype contract of an op's arguments, checked by its fake implementation (so a graph that
+    breaks it fails when meta["val"] is computed, e.g. on fxc.load, not inside a backend)."""
+    torch._check(condition, lambda: message)
+
+
+def _check_weight(name: str, x, qweight, scale, zero_point, bias, bits: int) -> None:
+    _require(bits in qformat.SUPPORTED_BITS, f"{name}: bits must be one of {qformat.SUPPORTED_BITS}, got {bits}")
+    _require(qweight.dim() == 2 and qweight.dtype in (torch.int8, torch.uint8), f"{name}: qweight must be 2-D int8")
+    n, k = qweight.shape[0], unpacked_columns(qweight, bits)
+    _require(x.dim() >= 1 and x.shape[-1] == k, f"{name}: x has {x.shape[-1] if x.dim() else 0} features, weight {k}")
+    _require(scale.dim() in (1, 2) and scale.shape[0] == n, f"{name}: scale must have {n} rows")
+    _require(zero_point is None or tuple(zero_point.shape) == tuple(scale.shape), f"{name}: zero_point shape != scale")
+    _require(bias is None or (bias.dim() == 1 and bias.shape[0] == n), f"{name}: bias must be [{n}]")
+
+
 @quantized_linear.register_fake
 def _(x, qweight, scale, zero_point, bias, bits):
+    _check_weight("quantized_linear", x, qweight, scale, zero_point, bias, bits)
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
@@ -105,6 +122,11 @@ def quantized_conv2d(
 
 @quantized_conv2d.register_fake
 def _(x, qweight, scale, zero_point, bias, bits, weight_shape, stride, padding, dilation, groups):
+    _require(len(weight_shape) == 4 and weight_shape[0] == qweight.shape[0] and qweight.dim() == 2
+             and weight_shape[1] * weight_shape[2] * weight_shape[3] == unpacked_columns(qweight, bits),
+             "quantized_conv2d: weight_shape does not match qweight")
+    _require(scale.shape[0] == qweight.shape[0] and (bias is None or bias.shape == (qweight.shape[0],)),
+             "quantized_conv2d: scale / bias do not match qweight")
     weight = x.new_empty(weight_shape)
     return torch.ops.aten.conv2d.default(x, weight, None, stride, padding, dilation, groups)
 
@@ -154,6 +176,12 @@ def int8_linear(
 
 @int8_linear.register_fake
 def _(x, qweight, weight_scale, bias, input_scale):
+    _require(qweight.dim() == 2 and qweight.dtype == torch.int8, "int8_linear: qweight must be 2-D int8")
+    n = qweight.shape[0]
+    _require(x.dim() >= 1 and x.shape[-1] == qweight.shape[1], "int8_linear: x features != qweight columns")
+    _require(weight_scale.numel() == n, f"int8_linear: weight_scale must hold {n} values")
+    _require(bias is None or (bias.dim() == 1 and bias.shape[0] == n), f"int8_linear: bias must be [{n}]")
+    _require(input_scale is None or input_scale.numel() == 1, "int8_linear: input_scale must be one value")
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
@@ -191,6 +219,13 @@ def sparse_nm_linear(
 
 @sparse_nm_linear.register_fake
 def _(x, values, indices, scale, bias, n, m):
+    _require(0 < n < m <= 255, f"sparse_nm_linear: needs 0 < N < M <= 255, got {n}:{m}")
+    _require(values.dim() == 2 and tuple(indices.shape) == tuple(values.shape), "sparse_nm_linear: values / indices")
+    _require(values.shape[1] % n == 0 and x.dim() >= 1 and x.shape[-1] == values.shape[1] // n * m,
+             "sparse_nm_linear: x features do not match the packed weight")
+    rows = values.shape[0]
+    _require(scale is None or scale.numel() == rows, "sparse_nm_linear: scale must hold one value per row")
+    _require(bias is None or (bias.dim() == 1 and bias.shape[0] == rows), "sparse_nm_linear: bias shape")
     return x.new_empty((*x.shape[:-1], values.shape[0]))
 
 

@@ -63,7 +63,7 @@ def test_kill_during_save_leaves_the_old_or_the_new_model(tmp_path):
         seen.add(matches[0])
     fxc.save(fxc.load(folder), folder)  # the next save cleans what the killed writers left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "refs.safetensors"]
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "report.txt", "weights.safetensors"]
 
 
 @pytest.mark.parametrize("umask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])

@@ -69,7 +69,7 @@ def load_only_fxc_errors(folder: Path, text: str, tmp: Path) -> None:
         fxc.load(target)
     except fxc.FxcError:
         pass
-    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "weights.safetensors"]
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "report.txt", "weights.safetensors"]
 
 
 def with_checksum(manifest: dict) -> str:

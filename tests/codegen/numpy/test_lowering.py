@@ -61,5 +61,5 @@ def test_keyword_and_positional_inputs_follow_the_traced_signature():
     compiled = fxc.compile(model, example_inputs=example, backend="numpy")
     x = torch.randn(5, 16)
     torch.testing.assert_close(compiled(x), compiled(x=x))
-    with pytest.raises(TypeError):
+    with pytest.raises(fxc.InputError, match=r"takes 1 inputs \(x\); got 2"):
         compiled(x, x)
