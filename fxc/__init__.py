@@ -20,10 +20,12 @@ import importlib.util
 from fxc.api.backend import Backend, CompiledModule
 from fxc.api.budget import Budget
 from fxc.api.compiler import compile
+from fxc.api.export import export
 from fxc.api.serialize import load, save
 from fxc.errors import (
     BackendError,
     CalibrationError,
+    ExportError,
     FormatError,
     FxcError,
     InputError,
@@ -59,6 +61,7 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "CompiledModule",
+    "ExportError",
     "FixedBatchWarning",
     "FormatError",
     "FxcError",
@@ -82,6 +85,7 @@ __all__ = [
     "canonicalize_dynamo_graph",
     "lift_dynamo_graph",
     "compile",
+    "export",
     "load",
     "option",
     "register",

@@ -95,6 +95,11 @@ class FormatError(FxcError, ValueError):
     """A saved model fxc.load cannot read: truncated, modified, or from an incompatible version."""
 
 
+class ExportError(FxcError, ValueError):
+    """fxc.export refused a model before writing anything: the format cannot hold a layer's plan (a low-rank split,
+    changed shapes, a scheme it has no type for); the message names the layer and what the format lacks."""
+
+
 def describe_node(node: torch.fx.Node) -> str:
     """`%name = aten.linear.default(...)`, plus the user source line the node was traced from."""
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)

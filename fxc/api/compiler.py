@@ -4,7 +4,8 @@
     cm(x); cm.report(); cm.graph
 
 Steps: trace the model (fxc/frontend/trace.py; input dims dynamic where the model allows, a batch-1
-example included, unless dynamic=False) → record its dense size for the report (fxc/api/report.py) →
+example included, unless dynamic=False) → record its dense size for the report (fxc/api/report.py) and, for a
+transformers model, its config (`gm.meta["fxc.hf_config"]`: fxc.save keeps it, fxc.export lays weights out by it) →
 check calibration batches against the graph → run the pipeline under the AnalysisManager and instruments
 (fxc/passmgr/pipeline.py) → drop tensors nothing uses → lower with the backend named by `backend`
 ("auto": triton for a model on a CUDA device when triton is installed, else torch).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +29,7 @@ from fxc import ir
 from fxc.api.backend import CompiledModule, make_backend
 from fxc.api.budget import Budget
 from fxc.api.drift import DriftProbe
+from fxc.api.manifest import check_hf_config
 from fxc.api.report import record_dense_bytes
 from fxc.errors import OptionError, TraceError
 from fxc.frontend.trace import trace
@@ -34,6 +37,8 @@ from fxc.passmgr import registry
 from fxc.passmgr.analysis_manager import AnalysisManager
 from fxc.passmgr.calibration import Calibration, as_batch
 from fxc.passmgr.pipeline import Entry, Pipeline
+
+HF_CONFIG = "fxc.hf_config"  # key in GraphModule.meta: the Hugging Face config (a JSON dict) of the model compiled
 
 
 def compile(
@@ -74,6 +79,8 @@ def compile(
     example = as_batch(example_inputs)
     gm = copy.deepcopy(model) if _is_canonical(model) else trace(model, example, frontend=frontend, dynamic=dynamic)
     record_dense_bytes(gm)  # the report's "dense" size is the model's before any pass
+    if (config := hf_config_of(model)) is not None:
+        gm.meta[HF_CONFIG] = config
     if calib is not None:
         calib.check_against(gm)
     instruments = tuple(instruments)
@@ -101,6 +108,21 @@ def resolve_backend(backend: str, gm: torch.fx.GraphModule) -> str:
     if on_cuda and importlib.util.find_spec("triton") and "triton" in registry.names("fxc.backends"):
         return "triton"
     return "torch"
+
+
+def hf_config_of(model: Any) -> dict | None:
+    """A transformers model's config as JSON values (`config.to_json_string`), None for any other model or a config
+    that manifest.check_hf_config refuses (fxc.save could not keep it)."""
+    to_json = getattr(getattr(model, "config", None), "to_json_string", None)
+    if not callable(to_json):
+        return None
+    try:
+        config = json.loads(to_json(use_diff=False))
+    except Exception:  # a config that does not serialize is no config to keep
+        return None
+    if isinstance(config, dict) and not config.get("architectures"):  # as save_pretrained records it
+        config["architectures"] = [type(model).__name__]
+    return config if check_hf_config(config) is None else None
 
 
 def _is_canonical(model: Any) -> bool:

@@ -6,7 +6,8 @@ A manifest is hostile until checked: the file size is bounded, JSON's NaN/Infini
 deep nesting are refused, the format name and version must match, its own checksum must match (it
 catches damage, not an attacker: anyone can recompute it, so it is no signature), and every field
 fxc reads has its declared JSON type: strings are bounded, numbers finite, the per-tensor table
-names dotted identifiers with a kind, dtype and shape. The graph inside is checked separately,
+names dotted identifiers with a kind, dtype and shape; the optional `hf_config` (the model's Hugging Face config,
+for fxc.export) is a dict with str keys of bounded JSON size and depth. The graph inside is checked separately,
 node by node, by fxc/ir/graph_json.py. Reads `folder/manifest.json` only; writes nothing.
 """
 
@@ -27,6 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST, WEIGHTS = "manifest.json", "weights.safetensors"
 MAX_MANIFEST_BYTES = 256 << 20
 KINDS = ("parameter", "buffer", "attribute")
+MAX_HF_CONFIG_BYTES, MAX_HF_CONFIG_DEPTH = 1 << 20, 16
 _RESAVE = "the file is damaged or was edited: save the model again from its source"
 
 
@@ -109,6 +111,35 @@ def _check_fields(m: dict, file: Path) -> None:
             raise bad(f"{where}.shape", "is not a list of sizes")
     if not isinstance(m.get("graph"), dict):
         raise bad("graph", "is not a dict")
+    if "hf_config" in m and (problem := check_hf_config(m["hf_config"])):
+        raise bad("hf_config", problem)
+
+
+def check_hf_config(config: Any) -> str | None:
+    """What is wrong with a Hugging Face config as the manifest keeps it (None: nothing): a dict with str keys,
+    JSON values of bounded nesting, finite numbers, at most MAX_HF_CONFIG_BYTES as JSON."""
+    if not isinstance(config, dict):
+        return "is not a dict"
+
+    def problem(value: Any, depth: int) -> str | None:
+        if depth > MAX_HF_CONFIG_DEPTH:
+            return f"nests deeper than {MAX_HF_CONFIG_DEPTH}"
+        if isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                return "has a key that is not a string"
+            return next((p for v in value.values() if (p := problem(v, depth + 1))), None)
+        if isinstance(value, list):
+            return next((p for v in value if (p := problem(v, depth + 1))), None)
+        if value is None or isinstance(value, (bool, int, str)) or _finite(value):
+            return None
+        return f"holds {type(value).__name__} {str(value)[:20]!r}, not a JSON value"
+
+    found = problem(config, 0)
+    if found:
+        return found
+    if len(json.dumps(config, allow_nan=False)) > MAX_HF_CONFIG_BYTES:
+        return f"is larger than {MAX_HF_CONFIG_BYTES:,} bytes as JSON"
+    return None
 
 
 def _finite(value: Any) -> bool:

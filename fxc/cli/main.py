@@ -5,6 +5,7 @@
     fxc compress my_models:build --passes "prune{sparsity=0.5}" --calib-file calib.safetensors --out out/
     fxc compress MODEL --backend torch --backend-option native=false --out out/   # no native AMX kernel
     fxc report compressed/          # per-layer table (plan, bytes, FLOPs, drift) with totals and kernel notes
+    fxc export compressed/ --format compressed-tensors -o w4/     # or gguf (llama.cpp), hf (dense): fxc/cli/export.py
     fxc demo                        # compress MiniLM, measure it, draw the size/quality Pareto plot
     fxc --version; fxc --debug compress ...   # --debug: tracebacks and other libraries' warnings and logs
 
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.debug = getattr(args, "debug", False)  # given before or after the command, or not at all
     steps = Steps()
-    hugging_face = args.command == "compress" and Path(args.model).is_dir()
+    hugging_face = args.command == "export" or (args.command == "compress" and Path(args.model).is_dir())
     try:
         with quiet_third_party(args.debug, transformers=hugging_face):
             return args.run(args, steps)
@@ -111,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="lower the model here with the torch backend and print the kernel each layer gets")
     _backend_option_argument(report, " (the report then lowers the model with the torch backend here)")
     report.set_defaults(run=_report)
+
+    from fxc.cli.export import add_export_command
+
+    add_export_command(commands, common)
 
     demo = commands.add_parser("demo", parents=[common],
                                help="compress all-MiniLM-L6-v2 on the CPU and plot size against quality")
