@@ -111,6 +111,7 @@ def test_compressed_tensors_asymmetric_and_two_four(tmp_path):
 ])
 def test_gguf_export_reads_back_in_transformers(tmp_path, passes, block):
     gguf = pytest.importorskip("gguf")
+    pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
     cm = compiled(passes)
     result = fxc.export(cm, tmp_path / "g", format="gguf")
     assert result.files == ["model.gguf"] and not result.requantized
@@ -135,6 +136,7 @@ def test_gguf_requantizes_only_when_allowed_and_reports_the_error(tmp_path):
     result = fxc.export(cm, tmp_path / "g", format="gguf", allow_requantize=True)
     assert len(result.requantized) == 14 and 1e-4 < max(result.errors.values()) < 0.05
     assert "requantization: max" in str(result) and "model.layers.1.mlp.down_proj:" in str(result)
+    pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "g", gguf_file="model.gguf").eval()
     torch.testing.assert_close(logits(model), logits(cm), rtol=0, atol=2e-2)
 

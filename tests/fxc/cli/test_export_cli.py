@@ -38,6 +38,7 @@ def hf_folder(tmp_path_factory) -> Path:
 
 def test_compress_then_export_gguf_and_compressed_tensors(hf_folder, tmp_path, capsys):
     pytest.importorskip("gguf")
+    pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
     saved = tmp_path / "saved"
     assert main(["compress", str(hf_folder), "-p", "quantize{bits=4,group-size=32}", "-o", str(saved)]) == 0
     capsys.readouterr()
