@@ -19,13 +19,19 @@ weights back so the next segment sees the quantized model's activations, and adv
 convolutions (depthwise) have one Hessian per group, which this does not build: they are quantized
 round-to-nearest, and the returned method says so. With fit=dense each linear layer is fitted to the
 dense model's output on the quantized model's inputs (passes/algorithms/dense_target.py: GPTQ runs on the
-target weight W̃ = W0 C H⁻¹); with fit=residual (quantize's default) a layer adding into a residual stream
-also makes up the stream's drift. On any error every weight it changed is restored. Reads the graph and
-calibration; writes (temporarily) the dequantized weights of the layers it quantized.
+target weight W̃ = W0 C H⁻¹); with fit=residual a layer adding into a residual stream also makes up the
+stream's drift. Without a fit or a damp from the caller (quantize's defaults), each layer's fit and Hessian
+shrinkage come from its calibration tokens per input (passes/algorithms/layer_inputs.py's calibration_fit:
+fit=residual with enough tokens, else fit=layer with the Hessian shrunk toward its diagonal, so that with
+very few tokens GPTQ tends to round-to-nearest instead of overfitting them); `fits` returns each layer's
+choice. The dense model runs beside only when some layer fits to it (layer_inputs.TwinOnDemand). On any
+error every weight it changed is restored. Reads the graph and calibration; writes (temporarily) the
+dequantized weights of the layers it quantized.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Protocol
 
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 
 from fxc import ir
 from fxc.ir import qformat
-from fxc.passes.algorithms.dense_target import DenseTwin, dense_target_weight
+from fxc.passes.algorithms.dense_target import dense_target_weight
 from fxc.passes.algorithms.gram import (
     DampedHessian,
     HessianAccumulator,
@@ -43,7 +49,7 @@ from fxc.passes.algorithms.gram import (
     inverse_cholesky_upper,
     one_thread,
 )
-from fxc.passes.algorithms.layer_inputs import segment_hessians
+from fxc.passes.algorithms.layer_inputs import CalibrationFit, TwinOnDemand, calibration_fit, segment_hessians
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.sequential import CalibrationRunner, Segment, segments, segments_through
 
@@ -169,8 +175,11 @@ def _pair(value, default: int) -> list[int]:
     return items * 2 if len(items) == 1 else items
 
 
-def conv_hessians(runner: CalibrationRunner, segment: Segment, convs: list[ir.WeightLayer]) -> dict[str, torch.Tensor]:
-    """Hessians 2·PᵀP/n of the unfolded input patches P [tokens, C·kh·kw] of ungrouped conv layers."""
+def conv_hessians(
+    runner: CalibrationRunner, segment: Segment, convs: list[ir.WeightLayer], tokens: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
+    """Hessians 2·PᵀP/n of the unfolded input patches P [tokens, C·kh·kw] of ungrouped conv layers.
+    tokens: a dict to fill with each layer's number of patches."""
     accs = {layer.node: HessianAccumulator() for layer in convs}
     shapes = {layer.node: ir.get_tensor(runner.gm, layer.weight).shape[-2:] for layer in convs}
 
@@ -181,6 +190,8 @@ def conv_hessians(runner: CalibrationRunner, segment: Segment, convs: list[ir.We
             accs[node].add(patches.transpose(1, 2))
 
     runner.observe(segment, observe)
+    if tokens is not None:
+        tokens.update({node.name: acc.tokens for node, acc in accs.items()})
     return {node.name: acc.result() for node, acc in accs.items()}
 
 
@@ -188,50 +199,67 @@ def gptq_layers(
     gm: torch.fx.GraphModule,
     calibration: Calibration,
     schemes: dict[torch.fx.Node, LayerScheme],
-    damp: float = 0.01,
+    damp: float | None = None,
     act_order: bool = False,
     block_size: int = 128,
-    fit: str = "layer",
+    fit: str | None = None,
+    fits: dict[str, CalibrationFit] | None = None,
 ) -> dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]]:
     """GPTQ every layer in `schemes` in graph order, each segment seeing the quantized output of the
     segments before it. Returns {node: (quantized weight, method actually used)}. `fit`: each linear layer
     fitted to its own output (layer), to the dense model's (dense) or to the dense model's residual stream
-    (residual, passes/algorithms/dense_target.py)."""
+    (residual, passes/algorithms/dense_target.py); `fit` / `damp` None: chosen per layer from its calibration
+    tokens (passes/algorithms/layer_inputs.py's calibration_fit). fits: a dict to fill with each layer's
+    CalibrationFit, by node name."""
     runner = CalibrationRunner(gm, calibration)
-    fits_linears = fit != "layer" and any(node.target == ir.aten.linear.default for node in schemes)
-    # conv layers keep the layer-wise fit
-    twin = DenseTwin(gm, calibration, residual=fit == "residual") if fits_linears else None
+    twin = TwinOnDemand(gm, calibration, residual=fit in (None, "residual"))
+    widths = {node: ir.get_tensor(gm, str(node.args[1].target))[0].numel() for node in schemes}
     originals: dict[str, torch.Tensor] = {}
     results: dict[torch.fx.Node, tuple[qformat.QuantizedWeight, str]] = {}
+    chosen: dict[str, CalibrationFit] = {} if fits is None else fits
     try:
         for segment in segments_through(segments(gm), set(schemes)):
             targets = [layer for layer in segment.layers if layer.node in schemes]
             if targets:
                 grouped = [t for t in targets if t.kind == "conv2d" and conv_geometry(t.node)["groups"] != 1]
                 convs = [t for t in targets if t.kind == "conv2d" and t not in grouped]
-                hessians = segment_hessians(runner, segment) if any(t.kind == "linear" for t in targets) else {}
-                hessians |= conv_hessians(runner, segment, convs) if convs else {}
-                crosses = twin.cross_covariances(runner, segment) if twin is not None else {}
+                tokens: dict[str, int] = {}
+                linear = any(t.kind == "linear" for t in targets)
+                hessians = segment_hessians(runner, segment, tokens) if linear else {}
+                hessians |= conv_hessians(runner, segment, convs, tokens) if convs else {}
+                # conv layers keep the layer-wise fit; the dense model runs if any linear layer fits to it
+                count = max(tokens.values(), default=0)
+                needed = any(
+                    calibration_fit(count, widths[node], fit, damp).fit != "layer"
+                    for node in schemes
+                    if node.target == ir.aten.linear.default
+                )
+                crosses = twin.cross_covariances(runner, segment, needed) if linear else {}
                 for layer in targets:
                     weight = ir.get_tensor(gm, layer.weight)
                     scheme = schemes[layer.node]
                     flat = weight.detach().reshape(weight.shape[0], -1)
                     name = layer.node.name
-                    damped = None if layer in grouped else damped_hessian(hessians[name], damp, layer.fqn)
-                    if name in crosses:
-                        flat = dense_target_weight(flat, hessians[name], crosses[name], damp, layer.fqn, damped)
                     full_range = qformat.weights_full_range(scheme.act_bits)
                     if layer in grouped:
                         rtn = qformat.quantize_rtn(flat, scheme.bits, scheme.group_size, scheme.symmetric, full_range)
                         qw, method = rtn, "rtn"
                     else:
+                        choice = _layer_fit(tokens[name], flat.shape[1], fit, damp, name in crosses, layer.kind)
+                        chosen[name] = choice
+                        damped = damped_hessian(hessians[name], choice.damp, layer.fqn, choice.shrink)
+                        if choice.fit != "layer":  # the target solves with H itself (layer_inputs docstring)
+                            unshrunk = damped_hessian(hessians[name], choice.damp, layer.fqn)
+                            flat = dense_target_weight(
+                                flat, hessians[name], crosses[name], choice.damp, layer.fqn, unshrunk
+                            )
                         qw = gptq_quantize(
                             flat,
-                            hessians[layer.node.name],
+                            hessians[name],
                             scheme.bits,
                             scheme.group_size,
                             scheme.symmetric,
-                            damp,
+                            choice.damp,
                             act_order,
                             block_size,
                             layer.fqn,
@@ -244,10 +272,18 @@ def gptq_layers(
                     dequantized = qformat.dequantize(qw.qweight, qw.scale, qw.zero_point, qw.bits)
                     ir.set_tensor(gm, layer.weight, dequantized.view(weight.shape).to(weight.dtype))
             runner.advance(segment)
-            if twin is not None:
-                twin.advance(segment)
+            twin.advance(segment)
     except BaseException:
         for target, weight in originals.items():
             ir.set_tensor(gm, target, weight)
         raise
     return results
+
+
+def _layer_fit(tokens: int, width: int, fit: str | None, damp: float | None, crossed: bool, kind: str):
+    """calibration_fit for one layer; conv layers, and layers the dense model was not run for, fit themselves."""
+    choice = calibration_fit(tokens, width, fit, damp)
+    if choice.fit != "layer" and (kind != "linear" or not crossed):
+        own = "conv layers fit themselves" if kind != "linear" else "no dense model ran for it"
+        choice = dataclasses.replace(choice, fit="layer", note=own)
+    return choice

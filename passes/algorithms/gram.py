@@ -5,6 +5,7 @@ whitened low rank).
     gram = GramAccumulator(); gram.add(x_rows); gram.add(left, right); gram.total()   # Σ XᵀX / Σ XᵀY, float64
     acc = HessianAccumulator(); acc.add(x); acc.result()                               # H = 2·XᵀX/n, float32
     damped = damped_hessian(h, damp=0.01, layer="fc1")   # H + damp·mean(diag H)·I and its Cholesky factor
+    damped_hessian(h, 0.01, "fc1", shrink=0.5)           # H first moved halfway to diag(H) (few samples)
     damped.solve(rhs); damped.inverse_cholesky_upper     # H⁻¹ rhs; U with UᵀU = H⁻¹
     with one_thread(): ...                               # a column loop of thousands of small ops
 
@@ -12,8 +13,10 @@ whitened low rank).
 a self-product computes only the tiles on and above the diagonal. `dampen(H, damp)` adds damp·mean(diag H)
 to the diagonal (dead inputs get 1) and raises an error naming the layer when the result still cannot be
 Cholesky-factored; `damped_hessian` also keeps the factor (DampedHessian) for callers that solve with it
-more than once. `inverse_cholesky_upper(H)` is the upper Cholesky factor of H⁻¹ that GPTQ and SparseGPT
-propagate errors with. Tensors in, tensors out: reads and writes nothing else.
+more than once, and can shrink H toward its diagonal first (`shrink`: the covariance estimate for few
+calibration tokens per input that passes/algorithms/layer_inputs.py's calibration_fit chooses).
+`inverse_cholesky_upper(H)` is the upper Cholesky factor of H⁻¹ that GPTQ and SparseGPT propagate errors
+with. Tensors in, tensors out: reads and writes nothing else.
 """
 
 from __future__ import annotations
@@ -136,9 +139,14 @@ class DampedHessian:
         return torch.linalg.cholesky(torch.cholesky_inverse(self.factor), upper=True).to(torch.float32)
 
 
-def damped_hessian(hessian: torch.Tensor, damp: float, layer: str) -> DampedHessian:
-    """Dampen H (see DampedHessian) and factor it; raise naming the layer if it is still not positive definite."""
+def damped_hessian(hessian: torch.Tensor, damp: float, layer: str, shrink: float = 0.0) -> DampedHessian:
+    """Dampen H (see DampedHessian) and factor it; raise naming the layer if it is still not positive definite.
+    shrink: first move H that fraction of the way to its diagonal, (1 - shrink)·H + shrink·diag(H), the
+    shrinkage estimate of a covariance from few samples (its off-diagonal entries are the noisy ones)."""
     h = hessian.clone().to(torch.float64)
+    if shrink > 0.0:
+        diagonal = torch.diag(h).clone()
+        h.mul_(1.0 - shrink).diagonal().copy_(diagonal)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     h.diagonal().add_(damp * torch.diag(h).mean())

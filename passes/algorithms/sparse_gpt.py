@@ -19,12 +19,20 @@ and re-solve per stage. One stage is the default.
 
 prune_sequentially runs the calibration data segment by segment (fxc/passmgr/sequential.py): each segment's
 layers see the outputs of the already-pruned segments before them; peak memory is one segment plus
-the values live across it. Wanda gets its ||x|| from the same run. Writes the new weights with
-fxc.ir.set_tensor; reads nothing else.
+the values live across it. Wanda gets its ||x|| from the same run. Without a fit or a damp from the caller
+(prune's defaults), each sparse-gpt layer's fit target and Hessian shrinkage come from its calibration tokens
+per input (passes/algorithms/layer_inputs.py's calibration_fit; `fits` returns each layer's choice). Where
+the shrinkage reaches WANDA_MASK_SHRINK (very few tokens per input), sparse-gpt's own mask, chosen from the
+inverse Hessian's diagonal and compared across a whole block of rows, rests on too few samples; the layer
+takes Wanda's mask (|W|·||x|| per output row, from the Hessian's diagonal) and the kept weights are then
+re-solved on the shrunk Hessian (`refine`), so with very few tokens sparse-gpt tends to Wanda instead of
+overfitting them. The dense model runs beside only when some layer fits to it (layer_inputs.TwinOnDemand).
+Writes the new weights with fxc.ir.set_tensor; reads nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +40,15 @@ import torch.fx
 
 from fxc import ir
 from fxc.errors import CalibrationError
-from fxc.passes.algorithms.dense_target import DenseTwin, dense_target_weight
+from fxc.passes.algorithms.dense_target import dense_target_weight
 from fxc.passes.algorithms.gram import DampedHessian, damped_hessian, one_thread
-from fxc.passes.algorithms.layer_inputs import channel_rows, segment_hessians
+from fxc.passes.algorithms.layer_inputs import (
+    CalibrationFit,
+    TwinOnDemand,
+    calibration_fit,
+    channel_rows,
+    segment_hessians,
+)
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS, refine_kept_weights
 from fxc.passes.algorithms.prune_scores import apply_mask, as_matrix, nm_mask, unstructured_mask, wanda_scores
 from fxc.passmgr.calibration import Calibration
@@ -43,6 +57,7 @@ from fxc.passmgr.sequential import CalibrationRunner, segments, segments_through
 STAGE_REFINE_STEPS = 10  # re-solve steps between gradual stages
 FIRST_STAGE = 0.4  # fraction of the target sparsity the first gradual stage prunes
 DEFAULT_STAGES = 1  # what prune{method=sparse-gpt} runs unless told otherwise (more stages: better, slower)
+WANDA_MASK_SHRINK = 0.75  # from this Hessian shrinkage on, the mask is Wanda's (few tokens per input: see above)
 
 
 @dataclass(frozen=True)
@@ -130,10 +145,10 @@ class SparseGptOptions:
     """How prune_sequentially runs sparse-gpt (the prune pass's options of the same names, same defaults)."""
 
     block_size: int = 128
-    damp: float = 0.01
+    damp: float | None = None  # None: chosen per layer from its calibration tokens (layer_inputs.calibration_fit)
     refine: int = DEFAULT_STEPS  # conjugate-gradient steps re-solving the kept weights (algorithms/mask_refine.py)
-    fit: str = "residual"  # each layer fitted to the dense model's stream (residual), its output (dense), or its
-    # own output (layer): passes/algorithms/dense_target.py
+    fit: str | None = None  # each layer fitted to the dense model's stream (residual), its output (dense), or its
+    # own output (layer): passes/algorithms/dense_target.py; None: chosen per layer like damp
     stages: int = DEFAULT_STAGES  # gradual pruning for unstructured targets (module docstring)
 
 
@@ -143,20 +158,28 @@ def prune_sequentially(
     targets: list[Target],
     method: str,
     options: SparseGptOptions = SparseGptOptions(),
+    fits: dict[str, CalibrationFit] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Prune `targets` segment by segment; returns {weight target: new weight} (already written)."""
+    """Prune `targets` segment by segment; returns {weight target: new weight} (already written). fits: a dict
+    to fill with each sparse-gpt layer's CalibrationFit (layer_inputs.calibration_fit), by node name."""
     by_node = {t.layer.node: t for t in targets}
     runner = CalibrationRunner(gm, calibration)
-    fitted = options.fit != "layer" and method == "sparse-gpt"
-    twin = DenseTwin(gm, calibration, residual=options.fit == "residual") if fitted else None
+    twin = TwinOnDemand(gm, calibration, residual=options.fit in (None, "residual"))
+    widths = {t.layer.node: ir.get_tensor(gm, t.layer.weight)[0].numel() for t in targets}
+    fits = {} if fits is None else fits
     written: dict[str, torch.Tensor] = {}
     for segment in segments_through(segments(gm), set(by_node)):
         chosen = [by_node[layer.node] for layer in segment.layers if layer.node in by_node]
         if chosen:
             crosses = {}
             if method == "sparse-gpt":
-                stats = segment_hessians(runner, segment)
-                crosses = twin.cross_covariances(runner, segment) if twin is not None else {}
+                tokens: dict[str, int] = {}
+                stats = segment_hessians(runner, segment, tokens)
+                count = max(tokens.values(), default=0)
+                needed = any(
+                    calibration_fit(count, k, options.fit, options.damp).fit != "layer" for k in widths.values()
+                )
+                crosses = twin.cross_covariances(runner, segment, needed)
             else:
                 norms = _Norms({t.layer.node for t in chosen})
                 runner.observe(segment, norms)
@@ -167,19 +190,27 @@ def prune_sequentially(
                 weight = ir.get_tensor(gm, target.layer.weight)
                 if method == "sparse-gpt":
                     fqn, h = target.layer.fqn, stats[name]
-                    damped = damped_hessian(h, options.damp, fqn)  # factored once for every step below
+                    fit = calibration_fit(tokens[name], widths[target.layer.node], options.fit, options.damp)
+                    if fit.fit != "layer" and name not in crosses:  # the dense model does not run: fits itself
+                        fit = dataclasses.replace(fit, fit="layer", note="no dense model ran for it")
+                    fits[name] = fit
+                    damped = damped_hessian(h, fit.damp, fqn, fit.shrink)  # factored once for every step below
                     goal = weight
-                    if name in crosses:
-                        goal = dense_target_weight(weight, h, crosses[name], options.damp, fqn, damped)
-                    new = _sparse_gpt_in_stages(goal, h, damped, target, options)
-                    new = refine_kept_weights(new, goal, h, options.refine, options.damp, fqn, damped)
+                    if fit.fit != "layer":
+                        unshrunk = damped_hessian(h, fit.damp, fqn)  # the target solves with H itself (layer_inputs)
+                        goal = dense_target_weight(weight, h, crosses[name], fit.damp, fqn, unshrunk)
+                    if fit.shrink >= WANDA_MASK_SHRINK:  # too few tokens for sparse-gpt's own mask: Wanda's
+                        fits[name] = dataclasses.replace(fit, note="Wanda's mask")
+                        new = prune_with_norms(goal, torch.diagonal(h).clamp_min(0.0).sqrt(), target)
+                    else:
+                        new = _sparse_gpt_in_stages(goal, h, damped, target, options, fit.damp)
+                    new = refine_kept_weights(new, goal, h, options.refine, fit.damp, fqn, damped)
                 else:
                     new = prune_with_norms(weight, stats[name], target)
                 ir.set_tensor(gm, target.layer.weight, new)
                 written[target.layer.weight] = new
         runner.advance(segment)
-        if twin is not None:
-            twin.advance(segment)
+        twin.advance(segment)
     return written
 
 
@@ -192,14 +223,19 @@ def stage_sparsities(sparsity: float, stages: int) -> list[float]:
 
 
 def _sparse_gpt_in_stages(
-    goal: torch.Tensor, hessian: torch.Tensor, damped: DampedHessian, target: Target, options: SparseGptOptions
+    goal: torch.Tensor,
+    hessian: torch.Tensor,
+    damped: DampedHessian,
+    target: Target,
+    options: SparseGptOptions,
+    damp: float,
 ) -> torch.Tensor:
     """sparse-gpt to the target's sparsity, through options.stages gradual steps for unstructured targets."""
     fqn, weight = target.layer.fqn, goal
     for sparsity in stage_sparsities(target.sparsity, 1 if target.nm else options.stages)[:-1]:
-        weight = sparse_gpt(weight, hessian, sparsity, None, options.block_size, options.damp, fqn, damped)
-        weight = refine_kept_weights(weight, goal, hessian, STAGE_REFINE_STEPS, options.damp, fqn, damped)
-    return sparse_gpt(weight, hessian, target.sparsity, target.nm, options.block_size, options.damp, fqn, damped)
+        weight = sparse_gpt(weight, hessian, sparsity, None, options.block_size, damp, fqn, damped)
+        weight = refine_kept_weights(weight, goal, hessian, STAGE_REFINE_STEPS, damp, fqn, damped)
+    return sparse_gpt(weight, hessian, target.sparsity, target.nm, options.block_size, damp, fqn, damped)
 
 
 def _check_finite(stat: torch.Tensor, layer: ir.WeightLayer) -> None:

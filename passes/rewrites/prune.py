@@ -21,13 +21,16 @@ stages, lower, layers, skip; `fxc.passmgr.registry.lookup("fxc.passes", "prune")
 Methods: magnitude (|W|, per layer); wanda (|W|·||x|| per output row, Sun et al. 2023); sparse-gpt (OBS
 with weight update, passes/algorithms/sparse_gpt.py). sparse-gpt's options: refine=N re-solves the kept
 weights for the layer's output error by N conjugate-gradient steps (passes/algorithms/mask_refine.py);
-fit chooses what each layer is fitted to (passes/algorithms/dense_target.py): residual, the default, the
+fit chooses what each layer is fitted to (passes/algorithms/dense_target.py): residual, the
 dense model's output on the compressed model's inputs, a layer adding into a residual stream also making
 up the stream's drift; dense, the dense layer's output alone; layer, the layer's own output on its current
-inputs (classic SparseGPT; the dense fits need more calibration tokens, so with little calibration data
-it can be the better choice); stages=N prunes unstructured targets gradually in N steps (closer layer fits,
-more time). wanda and sparse-gpt calibrate layer by
-layer (fxc/passmgr/sequential.py): each layer sees the output of the already-pruned layers before it.
+inputs (classic SparseGPT). Without `fit` / `damp` (the defaults), each layer's fit and the shrinkage of its
+Hessian follow its calibration tokens per input (passes/algorithms/layer_inputs.py's calibration_fit:
+residual with enough tokens, else layer on a Hessian shrunk toward its diagonal, with Wanda's mask when the
+tokens are very few), so a small calibration set does not overfit; the pass summary says which fit ran and
+why. stages=N prunes unstructured targets gradually in N steps (closer layer fits, more time). wanda and
+sparse-gpt calibrate layer by layer (fxc/passmgr/sequential.py): each layer sees the output of the
+already-pruned layers before it.
 Patterns: unstructured; N:M = N weights kept of every M input columns (sparsity is then 1-N/M and
 the `sparsity` option is not used); channel: structured, passes/prune/channels.py (MLP hidden
 channels, conv filters); head: structured, passes/prune/heads.py (whole attention heads: q/k/v rows,
@@ -49,6 +52,7 @@ from fxc import ir
 from fxc.errors import CalibrationError, NodeError, OptionError
 from fxc.ir import meta
 from fxc.passes.algorithms.dense_target import TARGETS
+from fxc.passes.algorithms.layer_inputs import CalibrationFit, describe_fits
 from fxc.passes.algorithms.mask_refine import DEFAULT_STEPS
 from fxc.passes.algorithms.prune_scores import apply_mask, magnitude_scores, nm_mask, unstructured_mask
 from fxc.passes.algorithms.sparse_gpt import DEFAULT_STAGES, SparseGptOptions, Target, prune_sequentially
@@ -74,7 +78,12 @@ class Prune(Pass):
     spread: float = option(0.08, "owl/sensitivity: layer sparsities range over sparsity ± spread", low=0.0, high=0.5)
     outlier_threshold: float = option(5.0, "owl: outlier = Wanda score above this x the layer mean", low=1.0)
     block_size: int = option(128, "sparse-gpt: columns per block (a multiple of M for N:M)", low=1)
-    damp: float = option(0.01, "sparse-gpt: dampening added to diag(H), times its mean", low=0.0)
+    damp: float | None = option(
+        None,
+        "sparse-gpt: dampening added to diag(H), times its mean; none: 0.01, with H shrunk toward its diagonal the "
+        "more the fewer calibration tokens each input channel has (a number: exactly that, no shrinkage)",
+        low=0.0,
+    )
     refine: int | None = option(
         None,
         f"sparse-gpt: conjugate-gradient steps re-solving the kept weights for the layer's output error "
@@ -84,8 +93,9 @@ class Prune(Pass):
     fit: str | None = option(
         None,
         "sparse-gpt: fit each layer to the dense model on the compressed model's inputs, layers adding into a "
-        "residual stream also making up its drift (residual, the default; runs the dense model beside), to the "
-        "dense layer's output alone (dense), or to its own output there (layer)",
+        "residual stream also making up its drift (residual; runs the dense model beside), to the dense layer's "
+        "output alone (dense), or to its own output there (layer); none: per layer from its calibration tokens "
+        "per input, residual with enough of them, else layer (the pass summary says which ran)",
         choices=(None, *TARGETS),
     )
     stages: int | None = option(
@@ -150,17 +160,21 @@ class Prune(Pass):
         if not targets:
             return PassResult(False, summary="no layer to prune")
         originals = {t.layer.weight: ir.get_tensor(gm, t.layer.weight) for t in targets}
+        fits: dict[str, CalibrationFit] = {}  # sparse-gpt: what each layer fitted, and why (the summary says)
         try:
             if self.method == "magnitude":
                 for t in am.progress.each(targets, name=lambda t: t.layer.fqn):  # one progress tick per layer
                     ir.set_tensor(gm, t.layer.weight, _magnitude(originals[t.layer.weight], t))
             else:
                 calibration = self._calibration(am)
-                given = {"refine": self.refine, "fit": self.fit, "stages": self.stages}  # None: the default
+                given = {"refine": self.refine, "stages": self.stages}  # None: the default
                 options = SparseGptOptions(
-                    block_size=self.block_size, damp=self.damp, **{k: v for k, v in given.items() if v is not None}
+                    block_size=self.block_size,
+                    damp=self.damp,
+                    fit=self.fit,
+                    **{k: v for k, v in given.items() if v is not None},
                 )
-                prune_sequentially(gm, calibration, targets, self.method, options)
+                prune_sequentially(gm, calibration, targets, self.method, options, fits)
         except BaseException:
             for weight, tensor in originals.items():
                 ir.set_tensor(gm, weight, tensor)
@@ -176,7 +190,7 @@ class Prune(Pass):
         if lowered:
             ir.remove_unused_tensors(gm)
             ir.refresh_meta(gm)
-        summary = f"pruned {len(targets)} layers to {zeros / total:.1%} zeros ({self.method})"
+        summary = f"pruned {len(targets)} layers to {zeros / total:.1%} zeros ({self.method})" + describe_fits(fits)
         return PassResult(True, summary=summary + (f", {lowered} lowered to sparse_nm_linear" if lowered else ""))
 
     def wanda_stats(self, am):

@@ -8,7 +8,10 @@
 Reads: meta.LayerPlan (when a planner such as mixed-precision wrote one with `bits`, the plan decides each
 layer's bits / group size / int8 activations: planned layers follow it, layers without a plan stay dense,
 and the pass's own bits/group-size/act-bits are not used; bits 16 = keep); calibration (method=gptq, layer
-by layer through fxc.passmgr.sequential; static=true); the `act-stats` analysis (static=true).
+by layer through fxc.passmgr.sequential; static=true); the `act-stats` analysis (static=true). GPTQ's
+defaults follow the calibration size: without `fit` / `damp`, each layer's fit target and Hessian shrinkage
+are chosen from its calibration tokens per input (passes/algorithms/layer_inputs.py's calibration_fit), so
+a small calibration set does not overfit; the pass summary says which fit ran and why.
 Writes: each chosen aten.linear becomes torch.ops.fxc.quantized_linear (weight-only) or
 torch.ops.fxc.int8_linear (act-bits=8); each aten.conv2d becomes torch.ops.fxc.quantized_conv2d
 (conv layers are always weight-only: int8 activations exist for linear layers only). Weights are stored
@@ -39,6 +42,7 @@ from fxc.errors import NodeError, OptionError
 from fxc.ir import meta, qformat
 from fxc.passes.algorithms.dense_target import TARGETS
 from fxc.passes.algorithms.gptq import conv_geometry, gptq_layers
+from fxc.passes.algorithms.layer_inputs import CalibrationFit, describe_fits
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passes.specs.scheme import GROUP_SIZES, KEEP_BITS, Scheme
 from fxc.passmgr.options import option
@@ -64,7 +68,13 @@ class Quantize(Pass):
         None, "8: int8 activations too (W8A8, linear layers); none: weight-only", choices=(None, 8)
     )
     static: bool = option(False, "W8A8: one input scale per layer from act-stats instead of per-token scales")
-    damp: float = option(0.01, "gptq: fraction of the mean Hessian diagonal added to it", low=0.0, high=1.0)
+    damp: float | None = option(
+        None,
+        "gptq: fraction of the mean Hessian diagonal added to it; none: 0.01, with the Hessian shrunk toward its "
+        "diagonal the more the fewer calibration tokens each input channel has (a number: exactly that, no shrinkage)",
+        low=0.0,
+        high=1.0,
+    )
     act_order: bool = option(
         True,
         "gptq: quantize columns in order of decreasing Hessian diagonal, the most important first (groups keep "
@@ -74,8 +84,9 @@ class Quantize(Pass):
     fit: str | None = option(
         None,
         "gptq: fit each layer to the dense model on the quantized model's inputs, layers adding into a residual "
-        "stream also making up its drift (residual, the default; runs the dense model beside), to the dense "
-        "layer's output alone (dense) or to its own output there (layer, classic GPTQ)",
+        "stream also making up its drift (residual; runs the dense model beside), to the dense layer's output "
+        "alone (dense) or to its own output there (layer, classic GPTQ); none: per layer from its calibration "
+        "tokens per input, residual with enough of them, else layer (the pass summary says which ran)",
         choices=(None, *TARGETS),
     )
     layers: tuple[str, ...] = option((), "module-path patterns of layers to quantize (empty: all)")
@@ -104,10 +115,10 @@ class Quantize(Pass):
             calibration = am.require_calibration("quantize{method=gptq}")
         input_scales = self._static_input_scales(gm, am, schemes)
         layers = {layer.node: layer for layer, _ in schemes.values()}
+        fits: dict[str, CalibrationFit] = {}  # gptq: what each layer fitted, and why (the summary says)
         if self.method == "gptq":
             only = {node: scheme for node, (_, scheme) in schemes.items()}
-            fit = self.fit or "residual"
-            quantized = gptq_layers(gm, calibration, only, self.damp, self.act_order, self.block_size, fit)
+            quantized = gptq_layers(gm, calibration, only, self.damp, self.act_order, self.block_size, self.fit, fits)
         else:
             steps = am.progress.each(schemes.items(), name=lambda item: item[1][0].fqn)  # one tick per layer
             quantized = {node: (_rtn(gm, layer, scheme), "rtn") for node, (layer, scheme) in steps}
@@ -115,7 +126,8 @@ class Quantize(Pass):
             _emit(gm, layers[node], qw, schemes[node][1], method, input_scales.get(node))
         ir.remove_unused_tensors(gm)
         kinds = sorted({s.text for _, s in schemes.values()})
-        return PassResult(True, summary=f"quantized {len(schemes)} layers ({', '.join(kinds)}, {self.method})")
+        summary = f"quantized {len(schemes)} layers ({', '.join(kinds)}, {self.method})"
+        return PassResult(True, summary=summary + describe_fits(fits))
 
     # -- which layer gets which scheme -----------------------------------------------------------------------
 

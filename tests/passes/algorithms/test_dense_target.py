@@ -1,7 +1,8 @@
 """Dense-target calibration (passes/algorithms/dense_target.py): the target weight is the least-squares fit of the dense
 model's output from the compressed model's inputs, equals the original weight where the inputs agree, and
-sparse-gpt with fit=dense leaves a smaller model-output error than fit=layer; fit=residual (the default) also
-fits the residual stream's drift and leaves less error than fit=dense on a residual network."""
+sparse-gpt with fit=dense leaves a smaller model-output error than fit=layer; fit=residual (the default with
+enough calibration tokens per input) also fits the residual stream's drift and leaves less error than fit=dense
+on a residual network."""
 
 from __future__ import annotations
 
@@ -86,22 +87,23 @@ def test_fit_is_for_gptq_only():
 
 
 def test_gptq_defaults_to_fit_residual_and_convolutions_keep_the_layer_fit(monkeypatch):
+    """With enough calibration tokens per input (test_calibration_size_defaults.py: with few, fit=layer)."""
     from tiny_models import cnn
 
-    from fxc.passes.algorithms import gptq
+    from fxc.passes.algorithms import layer_inputs
     from fxc.passes.rewrites.quantize import Quantize
 
-    assert Quantize(method="gptq").fit is None  # None: GPTQ fits the dense model's stream (quantize.run)
+    assert Quantize(method="gptq").fit is None  # None: chosen per layer from its calibration (quantize.run)
     twins = []
-    twin = gptq.DenseTwin
-    monkeypatch.setattr(gptq, "DenseTwin", lambda *a, **k: twins.append(1) or twin(*a, **k))
+    twin = layer_inputs.DenseTwin
+    monkeypatch.setattr(layer_inputs, "DenseTwin", lambda *a, **k: twins.append(1) or twin(*a, **k))
     model, example = cnn()
     gm, am = traced(model, example, [torch.randn(4, *example[0].shape[1:]) for _ in range(3)])
-    run(gm, am, "quantize{method=gptq,skip=[],layers=[conv*]}")  # convolutions only: no dense model is run
+    run(gm, am, "quantize{method=gptq,skip=[],layers=[conv*],fit=residual}")  # convolutions only: no dense model
     assert twins == []
-    run(gm, am, "quantize{method=gptq,skip=[]}")  # conv segments of a mixed graph have no cross-covariance
+    run(gm, am, "quantize{method=gptq,skip=[],fit=residual}")  # conv segments of a mixed graph have no cross
     assert twins == [1]
-    model_dense, batches = _residual_stack()
+    model_dense, batches = _residual_stack(rows=256)
     outputs = {}
     for spec in ("", ",fit=residual", ",fit=dense"):
         gm, am = traced(copy.deepcopy(model_dense), (batches[0],), batches)
@@ -112,7 +114,8 @@ def test_gptq_defaults_to_fit_residual_and_convolutions_keep_the_layer_fit(monke
 
 
 def test_sparse_gpt_defaults_to_fit_residual():
-    model, batches = _residual_stack()
+    """With enough calibration tokens per input (test_calibration_size_defaults.py: with few, fit=layer)."""
+    model, batches = _residual_stack(rows=256)
     outputs = {}
     for spec in ("", ",fit=residual", ",fit=dense"):
         gm, am = traced(copy.deepcopy(model), (batches[0],), batches)
@@ -137,11 +140,11 @@ class _ResidualStack(torch.nn.Module):
         return self.head(x)
 
 
-def _residual_stack():
+def _residual_stack(rows: int = 64):
     torch.manual_seed(0)
     model = _ResidualStack().eval()
     mix = torch.randn(24, 24)
-    return model, [torch.randn(64, 24) @ mix for _ in range(12)]
+    return model, [torch.randn(rows, 24) @ mix for _ in range(12)]
 
 
 @pytest.mark.parametrize(
