@@ -144,6 +144,8 @@ class Progress(Instrument):
 
     def after_pass(self, pass_, gm, result):
         summary = result.summary or ("changed the graph" if result.changed else "no change")
+        if len(summary) > 100:  # a live line: the whole summary is in Timing and the pass's result
+            summary = summary[:97] + "..."
         self._close(pass_, f"pass {pass_.to_text()}: {summary}")
 
     def before_analysis(self, analysis, gm):
