@@ -8,6 +8,12 @@ Each function computes what the op's reference implementation (fxc/ir/ops.py) co
                            finite x), bit-exact; shapes _int_mm does not take (CUDA: M <= 16 is padded,
                            K or N not a multiple of 8 falls back to the exact float64 GEMM); rows of x
                            holding inf or nan take the reference's float path (float_path_where_nonfinite)
+    int8_linear_avx2       the same op through the AVX2 kernels of codegen/torch/native/avx2_int8.c: x quantized
+                           bit-exactly like the reference, the exact int32 accumulators (_mm256_madd_epi16)
+                           scaled in the reference's order, so the result is bit-exact too; non-finite rows and
+                           the bias as above. Where torch._int_mm has VNNI/AMX kernels the backend passes
+                           `int_mm_above`: more rows than that take torch._int_mm on the same quantized x; x
+                           that is not float32 takes int8_linear_int_mm
     weight_only_linear     weight-only int8/int4 (codegen/torch/weight_only.py): int8 planes
                            of x through torch._int_mm for a few rows, else the float weight built
                            tile by tile in a reused scratch buffer, never materialized whole
@@ -23,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fxc.codegen.torch.native import avx2
+from fxc.codegen.torch.native import build as native_build
 from fxc.ir import qformat
 from fxc.ir.ops import int8_matmul_reference
 
@@ -72,6 +80,48 @@ def int8_linear_int_mm(
     ws = weight_scale.to(torch.float32).reshape(1, -1)
     y = int8_matmul(qx, qweight) * ws  # int32 -> float32 and the weight scale in one pass, as (acc.float() * ws)
     y = float_path_where_nonfinite(y.mul_(sx), rows, qweight, ws)
+    if bias is not None:
+        y.add_(bias.to(torch.float32))
+    return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])
+
+
+def avx2_int8_takes(x: torch.Tensor, columns: int) -> bool:
+    """Whether int8_linear_avx2 runs on x (else it hands the call to int8_linear_int_mm): float32 on the CPU,
+    K < 131072 (exact int32 accumulators), eager, the AVX2 library loaded."""
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and avx2.takes_int8(columns)
+            and not torch.compiler.is_compiling() and native_build.avx2_kernel() is not None)
+
+
+def quantize_rows_avx2(x: torch.Tensor) -> avx2.Int8Rows | None:
+    """x [..., K] quantized per token once by the AVX2 kernel, for the int8_linear_avx2 nodes reading x."""
+    if not avx2_int8_takes(x, x.shape[-1]):
+        return None
+    return avx2.quantize_rows(x.reshape(-1, x.shape[-1]), None)
+
+
+def int8_linear_avx2(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_scale: torch.Tensor | None,
+    quantized: avx2.Int8Rows | None = None,
+    int_mm_above: int | None = None,
+) -> torch.Tensor:
+    """fxc.int8_linear through the AVX2 int8 kernel, bit-exact with the reference. `quantized`: x already quantized
+    per token by `quantize_rows_avx2` (shared by the linears reading x); `int_mm_above`: more rows than this take
+    torch._int_mm (a CPU with VNNI/AMX), None: never."""
+    if not avx2_int8_takes(x, qweight.shape[1]):
+        return int8_linear_int_mm(x, qweight, weight_scale, bias, input_scale)
+    rows = x.reshape(-1, x.shape[-1])
+    if quantized is None:
+        quantized = avx2.quantize_rows(rows, input_scale)
+    if int_mm_above is not None and rows.shape[0] > int_mm_above:
+        int8_rows = (quantized.q[:, : rows.shape[1]].to(torch.int8), quantized.scale.reshape(-1, 1))
+        return int8_linear_int_mm(x, qweight, weight_scale, bias, input_scale, int8_rows)
+    y = avx2.int8_linear(quantized, qweight, weight_scale)  # (acc * ws) * sx, as the reference
+    if quantized.nonfinite:
+        y = float_path_where_nonfinite(y, rows, qweight, weight_scale.to(torch.float32).reshape(1, -1))
     if bias is not None:
         y.add_(bias.to(torch.float32))
     return y.to(x.dtype).reshape(*x.shape[:-1], qweight.shape[0])

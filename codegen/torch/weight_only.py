@@ -1,10 +1,11 @@
 """Weight-only quantized linear (fxc.quantized_linear) on the CPU, never holding a float copy of
 the whole weight. What the `torch` backend swaps quantized_linear nodes for.
 
-`weight_only_linear` picks one of these kernels per call; each computes the reference's
+`weight_only_linear` picks one of these kernels per call, by the instruction-set family in force (the
+backend option `isa` caps this CPU's family: codegen/torch/native/isa.py); each computes the reference's
 x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 rounding:
 
-    AMX planes      per-channel scales or groups of a multiple of 64 columns, float32 x on a CPU with
+    AMX planes      family amx: per-channel scales or groups of a multiple of 64 columns, float32 x on a CPU with
                     AMX-int8 (codegen/torch/native/build.py, codegen/torch/native/amx_plane_gemm.c), any
                     number of rows, eager or under torch.compile (there as the op
                     torch.ops.fxc_native.plane_linear of fxc/ir/ops.py, whose "cpu" kernel this module
@@ -13,7 +14,16 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 
                     one input share its split (`shared_planes`). Rows holding inf or nan take the
                     dequantized tiles (the reference's inf / nan). Off with the backend option
                     native=False (the `native` argument here); where it cannot load, the kernels below:
-    int8 planes     few rows (rows <= PLANE_ROWS: decode), per-channel scales, float32 x on the CPU.
+    AVX2 kernel     family avx2 or above (and amx calls the AMX kernel does not take), float32 x, eager:
+                    codegen/torch/native/avx2_weight_only.c through native/avx2.py, any number of rows, per-channel
+                    scales or groups of a multiple of 16 columns. Decode reads each weight once, converting it to
+                    float32 in registers; more rows dequantize panels of the weight into float32 buffers of
+                    L2 size and run FMA micro-kernels over them (no float weight written to memory and read
+                    back, as the tiles below do; benchmarks/cpu_speed.py --layers compares them). inf and nan
+                    propagate as in the reference. Off with native=False; where it cannot load (no compiler),
+                    the kernels below:
+    int8 planes     family avx512_vnni or amx (torch._int_mm has VNNI/AMX kernels there; elsewhere it is a
+                    scalar loop), few rows (rows <= PLANE_ROWS: decode), per-channel scales, float32 x on the CPU.
                     Memory-bound, so the weight is read once as int8 by torch._int_mm (oneDNN,
                     VNNI/AMX). Each row of x is split into PLANES int8 planes,
                         x = a * (q0 + q1/254 + q2/254^2 + q3/254^3) + r,   a = max|x_row| / 127,
@@ -25,10 +35,10 @@ x @ dequantize(qweight, scale, zero_point)^T + bias (fxc/ir/ops.py) within fp32 
                     Linears reading one input (q/k/v, gate/up) share its planes (`shared_planes`,
                     inserted by the backend). int4 weights are unpacked to int8 by arithmetic shifts
                     first (N*K bytes, freed after the call).
-    fused planes    under torch.compile (backend_options={"torch_compile": True}), per-channel scales,
-                    float32 x, any number of rows: the same idea with a power-of-two step and base 128,
-                    so the split and the combine are exact float32 elementwise steps that Inductor fuses
-                    around one _int_mm (in eager mode each step would be its own pass over the
+    fused planes    family avx512_vnni or amx, under torch.compile (backend_options={"torch_compile": True}),
+                    per-channel scales, float32 x, any number of rows: the same idea with a power-of-two
+                    step and base 128, so the split and the combine are exact float32 elementwise steps
+                    that Inductor fuses around one _int_mm (in eager mode each step would be its own pass over the
                     activations, which is why eager prefill takes the dequantized tiles). `fused_plane_linear`.
     dequantized     everything else (prefill in eager mode, group-wise scales, other dtypes, non-finite
     tiles           x, x that needs a gradient). Compute-bound: the float weight
@@ -50,7 +60,9 @@ import threading
 
 import torch
 
+from fxc.codegen.torch.native import avx2
 from fxc.codegen.torch.native import build as native_build
+from fxc.codegen.torch.native import isa as cpu_isa
 from fxc.ir import ops
 from fxc.ir.ops import unpacked_columns
 from fxc.ir.qformat import QuantizedWeight, apply_group_scales, unpack
@@ -80,12 +92,13 @@ def planes_can_take(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
             and x.dtype == torch.float32 and x.device.type == "cpu")
 
 
-def uses_native_planes(columns: int, groups: int, x: torch.Tensor, native: bool = True) -> bool:
-    """Whether the AMX plane kernel runs this call: `native` (the backend option), float32 x without gradient
-    (planes_can_take), per-channel scales or groups of a multiple of 64 columns, and the kernel loaded on
-    this CPU."""
+def uses_native_planes(columns: int, groups: int, x: torch.Tensor, native: bool = True, isa: str = "auto") -> bool:
+    """Whether the AMX plane kernel runs this call: `native` (the backend option), `isa` (the backend option: the
+    cap on the family) allowing amx, float32 x without gradient (planes_can_take), per-channel scales or groups
+    of a multiple of 64 columns, and the kernel loaded on this CPU."""
     return (
         native
+        and isa in ("auto", "amx")
         and planes_can_take(columns, True, x)
         and native_build.takes_groups(columns, groups)
         and native_kernel_loaded()
@@ -97,9 +110,38 @@ def native_kernel_loaded() -> bool:
     return native_build.plane_kernel() is not None
 
 
-def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor) -> bool:
-    """Whether the eager int8-plane kernel applies (before the run-time check that x is finite)."""
-    return 0 < rows <= PLANE_ROWS and not torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
+def uses_int8_planes(rows: int, columns: int, per_channel: bool, x: torch.Tensor, isa: str = "auto") -> bool:
+    """Whether the eager int8-plane kernel applies (before the run-time check that x is finite): a family with
+    fast int8 dot products (torch._int_mm), a few rows, planes_can_take."""
+    return (0 < rows <= PLANE_ROWS and not torch.compiler.is_compiling() and has_int8_dot(isa)
+            and planes_can_take(columns, per_channel, x))
+
+
+@torch.compiler.assume_constant_result  # torch.compile: a constant of the trace (it reads /proc/cpuinfo once)
+def has_int8_dot(isa: str = "auto") -> bool:
+    """Whether torch._int_mm is fast in the family `isa` caps this CPU to (AVX-512 VNNI or AMX); on other CPUs it
+    is a scalar loop, far slower than the float32 GEMM."""
+    return cpu_isa.at_least(cpu_isa.effective_family(isa), "avx512_vnni")
+
+
+@torch.compiler.assume_constant_result  # torch.compile: a constant of the trace, not code to trace
+def avx2_kernel_loaded() -> bool:
+    return native_build.avx2_kernel() is not None
+
+
+def uses_avx2(columns: int, groups: int, bits: int, x: torch.Tensor, native: bool = True, isa: str = "auto") -> bool:
+    """Whether the AVX2 kernel runs this call: eager, `native`, a family of avx2 or above, float32 x on the CPU
+    without gradient, groups it takes (native/avx2.py), and the library loaded."""
+    return (
+        native
+        and not torch.compiler.is_compiling()
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and cpu_isa.at_least(cpu_isa.effective_family(isa), "avx2")
+        and avx2.takes_weight_only(columns, groups, bits)
+        and avx2_kernel_loaded()
+    )
 
 
 def weight_only_linear(
@@ -111,20 +153,24 @@ def weight_only_linear(
     bits: int,
     shared_planes: native_build.SplitRows | tuple[torch.Tensor, torch.Tensor] | None = None,
     native: bool = True,
+    isa: str = "auto",
 ) -> torch.Tensor:
-    """fxc.quantized_linear: the AMX plane kernel where it runs (and `native`), else int8 planes for a few
-    rows with per-channel scales, else dequantized tiles (module docstring). `shared_planes`: x already
-    split by `shared_planes` (shared by the linears reading x)."""
+    """fxc.quantized_linear: the AMX plane kernel where it runs (and `native`), else the AVX2 kernel, else int8
+    planes for a few rows with per-channel scales, else dequantized tiles (module docstring). `shared_planes`: x
+    already split by `shared_planes` (shared by the linears reading x); `isa`: the cap on the CPU family."""
     weight = QuantizedWeight(qweight, scale, zero_point, bits)
     columns = unpacked_columns(qweight, bits)
     rows = x.reshape(-1, columns)
-    if uses_native_planes(columns, scale.shape[-1], x, native):
+    groups = scale.shape[-1]
+    if uses_native_planes(columns, groups, x, native, isa):
         y = native_plane_linear(rows, weight, bias, shared_planes)
         return y.reshape(*x.shape[:-1], qweight.shape[0])
-    if uses_fused_planes(columns, scale.shape[-1] == 1, x):
+    if uses_avx2(columns, groups, bits, x, native, isa):
+        return avx2.weight_only_linear(rows, weight, bias).reshape(*x.shape[:-1], qweight.shape[0])
+    if uses_fused_planes(columns, groups == 1, x, isa):
         return fused_plane_linear(rows, weight, bias).reshape(*x.shape[:-1], -1)
     y = None
-    if uses_int8_planes(rows.shape[0], columns, scale.shape[-1] == 1, x):
+    if uses_int8_planes(rows.shape[0], columns, groups == 1, x, isa):
         y = int8_plane_linear(rows, weight, bias, shared_planes)
     if y is None:
         y = dequantized_tile_linear(rows, weight, bias)
@@ -132,17 +178,19 @@ def weight_only_linear(
 
 
 def shared_planes(
-    x: torch.Tensor, native: bool = True
+    x: torch.Tensor, native: bool = True, isa: str = "auto"
 ) -> native_build.SplitRows | tuple[torch.Tensor, torch.Tensor] | None:
     """x [..., K] split once for several per-channel linears reading it: the AMX kernel's planes where it
-    runs (and `native`), else the int8 planes of a few rows; None where neither applies (many rows without
-    the AMX kernel, torch.compile, not float32, not finite)."""
+    runs (and `native`; `isa` the cap on the family), else the int8 planes of a few rows; None where neither
+    applies (the AVX2 kernel runs, many rows without the AMX kernel, torch.compile, not float32, not finite)."""
     rows = x.reshape(-1, x.shape[-1])
     if torch.compiler.is_compiling():
         return None
-    if uses_native_planes(rows.shape[1], 1, x, native):
+    if uses_native_planes(rows.shape[1], 1, x, native, isa):
         return native_build.split_rows(rows)
-    if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x):
+    if uses_avx2(rows.shape[1], 1, 8, x, native, isa):
+        return None
+    if not uses_int8_planes(rows.shape[0], rows.shape[1], True, x, isa):
         return None
     return split_into_int8_planes(rows)
 
@@ -237,9 +285,9 @@ def int8_plane_linear(
 # --- int8 planes under torch.compile ----------------------------------------------------------------
 
 
-def uses_fused_planes(columns: int, per_channel: bool, x: torch.Tensor) -> bool:
-    """Whether torch.compile traces the fused plane kernel."""
-    return torch.compiler.is_compiling() and planes_can_take(columns, per_channel, x)
+def uses_fused_planes(columns: int, per_channel: bool, x: torch.Tensor, isa: str = "auto") -> bool:
+    """Whether torch.compile traces the fused plane kernel (a family with fast torch._int_mm)."""
+    return torch.compiler.is_compiling() and has_int8_dot(isa) and planes_can_take(columns, per_channel, x)
 
 
 def split_into_fused_planes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

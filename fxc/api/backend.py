@@ -20,6 +20,7 @@ nothing; a call preserves its inputs (defaults are new tensors).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -137,8 +138,16 @@ class CompiledModule(torch.nn.Module):
 
 
 def _short(note: str) -> str:
-    """A kernel note without its fallback clauses (what follows the first ';')."""
-    return note.split(";")[0].strip()
+    """A kernel note without its fallback clauses (what follows the first ';' outside parentheses) and
+    without the parenthesized detail of the kernel it names."""
+    depth, cut = 0, len(note)
+    for i, char in enumerate(note):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == ";" and depth == 0:
+            cut = i
+            break
+    head = note[:cut].strip()
+    return re.sub(r"\s*\([^()]*(?:\([^()]*\)[^()]*)*\)$", "", head) if head.endswith(")") else head
 
 
 _HF_DEFAULTS = {"attention_mask": torch.ones, "token_type_ids": torch.zeros}  # what HF models use for None

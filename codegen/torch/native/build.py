@@ -2,16 +2,22 @@
 
     amx_plane_gemm.c    weight-only int8/int4 linear with float32 activations on the AMX-int8 tile unit
                         (x split exactly into four int8 planes, int32 accumulators combined exactly per
-                        channel, in float32 per group for group-wise scales).
+                        channel, in float32 per group for group-wise scales). -march=native.
+    avx2_weight_only.c  weight-only int8/int4 linear with float32 activations on AVX2 + FMA (weights
+    avx2_int8.c         converted in registers or dequantized panels, float32 FMA), and W8A8 (int8 x int8,
+                        exact int32 accumulators); one library, compiled with -mavx2 -mfma -mf16c and not
+                        -march=native, so it is the same code on every AVX2 CPU (wrappers: avx2.py).
 
-`plane_kernel()` returns the loaded library or None, and `plane_kernel_status()` says why not (no AMX-int8
-on this CPU, not Linux x86-64, no C compiler, the compile failed, or the OS refused the tile registers);
-the backend then uses its torch kernels. Whether the backend uses the kernel at all is its option
-`native` (fxc.compile(..., backend="torch", backend_options={"native": False})), not an environment
-variable; with it off this module compiles and loads nothing. The C compiler is $CC, else cc or gcc.
-Reads codegen/torch/native/*.c (shipped as package data); writes the compiled library to the user's
-cache folder, $XDG_CACHE_HOME/fxc/native (default ~/.cache/fxc/native), named by the hash of the
-source and flags, so an edited source is rebuilt and a stale library never loads.
+`plane_kernel()` / `avx2_kernel()` return the loaded library or None, and `plane_kernel_status()` /
+`avx2_kernel_status()` say why not (the CPU lacks the instructions, not Linux x86-64, no C compiler, the
+compile failed, or the OS refused the AMX tile registers); the backend then uses its torch kernels. Whether
+the backend uses them at all is its option `native` (fxc.compile(..., backend="torch",
+backend_options={"native": False})), which kernels its option `isa` (native/isa.py), not an environment
+variable; with native off this module compiles and loads nothing. The C compiler is $CC, else cc or gcc;
+OpenMP (-fopenmp) where the compiler has it, else the AVX2 library is built without it and runs on one
+thread. Reads codegen/torch/native/*.c (shipped as package data); writes the compiled libraries to the
+user's cache folder, $XDG_CACHE_HOME/fxc/native (default ~/.cache/fxc/native), named by the hash of the
+sources and flags, so an edited source is rebuilt and a stale library never loads.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from pathlib import Path
 import torch
 
 from fxc.codegen.common.cache_dir import user_cache_dir
+from fxc.codegen.torch.native import isa
 from fxc.ir.qformat import QuantizedWeight
 
 SOURCE = Path(__file__).with_name("amx_plane_gemm.c")
 FLAGS = ["-O3", "-march=native", "-mamx-tile", "-mamx-int8", "-fopenmp", "-fPIC", "-shared"]
+AVX2_SOURCES = (Path(__file__).with_name("avx2_weight_only.c"), Path(__file__).with_name("avx2_int8.c"))
+AVX2_FLAGS = ["-O3", "-fno-tree-pre", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-shared"]  # not -march=native
 TILE_M, TILE_K, PLANES = 16, 64, 4
 
 
@@ -51,9 +60,13 @@ def _cpu_has_amx_int8() -> bool:
     return " amx_int8" in flags and " amx_tile" in flags
 
 
-def _compile(source: Path) -> Path:
-    digest = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = cache_dir() / f"{source.stem}-{digest}.so"
+def _compile(source: Path | tuple[Path, ...], flags: list[str] | None = None, name: str | None = None) -> Path:
+    """The shared library of `source` (one file or several) built with `flags` (default FLAGS), from the cache
+    or compiled into it."""
+    sources = (source,) if isinstance(source, Path) else tuple(source)
+    flags = FLAGS if flags is None else flags
+    data = b"".join(path.read_bytes() for path in sources) + " ".join(flags).encode()
+    target = cache_dir() / f"{name or sources[0].stem}-{hashlib.sha256(data).hexdigest()[:16]}.so"
     if target.exists():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -62,9 +75,11 @@ def _compile(source: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as folder:  # build aside, then rename: atomic
         built = Path(folder) / target.name
-        done = subprocess.run([compiler, *FLAGS, str(source), "-o", str(built), "-lm"], capture_output=True, text=True)
+        command = [compiler, *flags, *map(str, sources), "-o", str(built), "-lm"]
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{compiler} failed on {source.name}: {done.stderr.strip()[-400:]}")
+            names = ", ".join(path.name for path in sources)
+            raise RuntimeError(f"{compiler} failed on {names}: {done.stderr.strip()[-400:]}")
         os.replace(built, target)
     return target
 
@@ -91,6 +106,47 @@ def _declare(library: ctypes.CDLL) -> None:
     library.fxc_split_planes.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, i32]
     library.fxc_plane_gemm.restype = None
     library.fxc_plane_gemm.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, i32, i64, i64, ptr, ptr, ptr, ptr, i32]
+
+
+@functools.cache
+def _load_avx2() -> tuple[ctypes.CDLL | None, str]:
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return None, f"AVX2 kernels need Linux on x86-64, not {platform.system()} {platform.machine()}"
+    if not isa.at_least(isa.machine_family(), "avx2"):
+        return None, "this CPU has no AVX2 + FMA + F16C"
+    try:
+        try:
+            library, threads = ctypes.CDLL(str(_compile(AVX2_SOURCES, AVX2_FLAGS, "avx2_kernels"))), ""
+        except RuntimeError as error:  # a compiler without OpenMP: one thread
+            if "no C compiler" in str(error):
+                raise
+            flags = [flag for flag in AVX2_FLAGS if flag != "-fopenmp"]
+            library, threads = ctypes.CDLL(str(_compile(AVX2_SOURCES, flags, "avx2_kernels"))), " (no OpenMP: 1 thread)"
+    except (OSError, RuntimeError) as error:
+        return None, f"native kernel build failed: {error}"
+    _declare_avx2(library)
+    return library, f"AVX2 kernels{threads}"
+
+
+def _declare_avx2(library: ctypes.CDLL) -> None:
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    library.fxc_wo_linear.restype = i32
+    library.fxc_wo_linear.argtypes = [ptr, i64, i64, ptr, i32, i64, i64, ptr, ptr, ptr, ptr, i64, i64, i32]
+    library.fxc_quantize_rows.restype = i64
+    library.fxc_quantize_rows.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i32]
+    library.fxc_int8_gemm.restype = None
+    library.fxc_int8_gemm.argtypes = [ptr, i64, i64, ptr, i64, i64, ptr, ptr, i64, ptr, i32]
+
+
+def avx2_kernel() -> ctypes.CDLL | None:
+    """The loaded AVX2 kernels (avx2_weight_only.c, avx2_int8.c), or None where they cannot run
+    (avx2_kernel_status says why)."""
+    return _load_avx2()[0]
+
+
+def avx2_kernel_status() -> str:
+    """"AVX2 kernels", or why they do not load."""
+    return _load_avx2()[1]
 
 
 def plane_kernel() -> ctypes.CDLL | None:

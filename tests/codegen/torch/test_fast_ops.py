@@ -16,7 +16,7 @@ from tests.codegen.numpy.numpy_check import assert_close_outputs
 from tests.codegen.numpy.test_fxc_ops import Int8Linear, QuantLinear, SparseLinear
 
 fxc_ops = torch.ops.fxc
-pytestmark = pytest.mark.usefixtures("without_native_kernels")  # the AMX kernel: test_native_planes.py
+pytestmark = pytest.mark.usefixtures("torch_int8_kernels")  # native kernels: test_native_planes.py, test_cpu_isa.py
 
 
 def compile_fast_and_reference(model, x, **options):

@@ -12,7 +12,7 @@ from fxc.codegen.torch import weight_only as wo
 from fxc.ir import qformat
 from tests.codegen.numpy.test_fxc_ops import QuantLinear
 
-pytestmark = pytest.mark.usefixtures("without_native_kernels")  # the AMX kernel: test_native_planes.py
+pytestmark = pytest.mark.usefixtures("torch_int8_kernels")  # native kernels: test_native_planes.py, test_cpu_isa.py
 
 
 def _weight(model: QuantLinear, bits: int) -> qformat.QuantizedWeight:

@@ -85,7 +85,7 @@ def test_unknown_backend_option_is_one_clear_message(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err == (
         "fxc compress: error: backend 'torch' has no option 'nativ'; it takes fast, torch_compile, sparse_crossover, "
-        "native\n"
+        "native, isa\n"
     )
 
 

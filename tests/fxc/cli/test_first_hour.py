@@ -322,6 +322,16 @@ def test_backend_summary_counts_dense_layers():
         "numpy backend: 3 layers: 3 dense")
 
 
+@pytest.mark.parametrize(
+    "isa,kernel", [("avx2", "AVX2 kernel"), ("generic", "dequantized in scratch (whole weight) + addmm")]
+)
+def test_backend_summary_names_each_kernel_without_its_detail(isa, kernel):
+    model, (x,) = mlp()
+    cm = fxc.compile(model, "quantize{bits=8}", example_inputs=(x,), backend="torch", backend_options={"isa": isa})
+    assert cm.backend_summary() == f"torch backend: 3 layers: 3 quantized_linear w8 per-channel -> {kernel}"
+    assert all(note.count("(") == note.count(")") for note in cm.backend_notes())  # the detail is in the notes
+
+
 def test_compress_can_write_the_same_folder_again(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["compress", "tiny_models:mlp", "-o", str(out)]) == 0
