@@ -248,10 +248,10 @@ def gptq_layers(
                         choice = _layer_fit(tokens[name], flat.shape[1], fit, damp, name in crosses, layer.kind)
                         chosen[name] = choice
                         damped = damped_hessian(hessians[name], choice.damp, layer.fqn, choice.shrink)
-                        if choice.fit != "layer":  # the target solves with H itself (layer_inputs docstring)
-                            unshrunk = damped_hessian(hessians[name], choice.damp, layer.fqn)
+                        if choice.fit != "layer":  # a ridge toward W0 as strong as the shrinkage (layer_inputs)
+                            ridge = damped.scaled(1.0 / (1.0 - choice.shrink))
                             flat = dense_target_weight(
-                                flat, hessians[name], crosses[name], choice.damp, layer.fqn, unshrunk
+                                flat, hessians[name], crosses[name], choice.damp, layer.fqn, ridge
                             )
                         qw = gptq_quantize(
                             flat,

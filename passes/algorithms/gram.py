@@ -14,7 +14,8 @@ a self-product computes only the tiles on and above the diagonal. `dampen(H, dam
 to the diagonal (dead inputs get 1) and raises an error naming the layer when the result still cannot be
 Cholesky-factored; `damped_hessian` also keeps the factor (DampedHessian) for callers that solve with it
 more than once, and can shrink H toward its diagonal first (`shrink`: the covariance estimate for few
-calibration tokens per input that passes/algorithms/layer_inputs.py's calibration_fit chooses).
+calibration tokens per input that passes/algorithms/layer_inputs.py's calibration_fit chooses);
+`damped.scaled(c)` is c times it without a new factorization.
 `inverse_cholesky_upper(H)` is the upper Cholesky factor of H⁻¹ that GPTQ and SparseGPT propagate errors
 with. Tensors in, tensors out: reads and writes nothing else.
 """
@@ -131,6 +132,10 @@ class DampedHessian:
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         """H⁻¹ rhs (float64) for rhs [K, n]."""
         return torch.cholesky_solve(rhs.to(torch.float64), self.factor)
+
+    def scaled(self, factor: float) -> DampedHessian:
+        """factor · this matrix, its Cholesky factor scaled to match (no new factorization)."""
+        return DampedHessian(self.matrix * factor, self.factor * factor**0.5)
 
     @functools.cached_property
     def inverse_cholesky_upper(self) -> torch.Tensor:

@@ -29,7 +29,10 @@ more slowly still. So `calibration_fit` chooses, per layer, from r = n / K (toke
   estimate of a covariance from few samples: s -> 1 as r -> 0, where GPTQ on a diagonal Hessian is exactly
   round-to-nearest and SparseGPT's scores are Wanda's, and s -> 0 as r grows. A `damp` the user names
   turns the shrinkage off (damp=0.01 gives the method as it was before this rule). The dense-model
-  target is solved with the unshrunk H (shrinking only H there would break the identity W̃ = W0 C H⁻¹).
+  target W̃ = W0 + W0 (C - H) M⁻¹ (dense_target.py) solves with M = the shrunk, dampened H over (1 - s),
+  that is H + s/(1 - s)·diag(H) + dampening: a ridge pulling W̃ toward W0 as strongly as the shrinkage, so
+  with few tokens a dense fit tends to the layer fit instead of fitting noise (solving with the shrunk H
+  itself would scale the correction by 1/(1 - s)).
 
 benchmarks/calib_sweep.py measures the rule on SmolLM2 from one sequence of 128 tokens to 128 x 512.
 `TwinOnDemand` starts the dense model (dense_target.DenseTwin) at the first compressed segment, and only
@@ -166,7 +169,8 @@ def describe_fits(fits: dict[str, CalibrationFit]) -> str:
             span = f"{low:.3g}" if round(low, 3) == round(high, 3) else f"{low:.3g} to {high:.3g}"
             why = f"chosen: {span} calibration tokens per input, residual from {RESIDUAL_TOKENS:g}"
         else:
-            why = "given"
+            rule = sorted({calibration_fit(f.tokens, f.width).fit for f in group} - {fit})
+            why = "given" + (f"; this calibration size would choose {' or '.join(rule)}" if rule else "")
         parts.append(f"fit={fit}{count} ({why})")
     notes = sorted({f.note for f in fits.values() if f.note})
     parts += [f"{note} on {sum(f.note == note for f in fits.values())} of {len(fits)} layers" for note in notes]

@@ -197,8 +197,8 @@ def prune_sequentially(
                     damped = damped_hessian(h, fit.damp, fqn, fit.shrink)  # factored once for every step below
                     goal = weight
                     if fit.fit != "layer":
-                        unshrunk = damped_hessian(h, fit.damp, fqn)  # the target solves with H itself (layer_inputs)
-                        goal = dense_target_weight(weight, h, crosses[name], fit.damp, fqn, unshrunk)
+                        ridge = damped.scaled(1.0 / (1.0 - fit.shrink))  # a ridge toward W0 (layer_inputs)
+                        goal = dense_target_weight(weight, h, crosses[name], fit.damp, fqn, ridge)
                     if fit.shrink >= WANDA_MASK_SHRINK:  # too few tokens for sparse-gpt's own mask: Wanda's
                         fits[name] = dataclasses.replace(fit, note="Wanda's mask")
                         new = prune_with_norms(goal, torch.diagonal(h).clamp_min(0.0).sqrt(), target)

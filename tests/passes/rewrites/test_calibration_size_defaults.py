@@ -22,6 +22,7 @@ from fxc.passmgr.calibration import Calibration
 
 HIDDEN = 32  # q/k/v/o/gate/up read 32 inputs, down_proj 64
 ONE_SHORT = (1, 16)  # sequences x tokens: 0.25 to 0.5 tokens per input
+FEW = (8, 32)  # 4 to 8 tokens per input
 MANY = (64, 32)  # 32 to 64 tokens per input
 RTN, GPTQ = "quantize{bits=4,group-size=32}", "quantize{method=gptq,bits=4,group-size=32%s}"
 WANDA, SPARSE_GPT = "prune{method=wanda,sparsity=0.5}", "prune{method=sparse-gpt,sparsity=0.5%s}"
@@ -62,7 +63,7 @@ def _run(setting, pipeline: str, size: tuple[int, int]) -> tuple[float, str]:
     return error / spread, result.summary
 
 
-@pytest.mark.parametrize("size", [ONE_SHORT, MANY], ids=["one-short-sequence", "many-sequences"])
+@pytest.mark.parametrize("size", [ONE_SHORT, FEW, MANY], ids=["one-short-sequence", "few-sequences", "many-sequences"])
 @pytest.mark.parametrize(
     "method,baseline", [(GPTQ, RTN), (SPARSE_GPT, WANDA)], ids=["gptq-vs-rtn", "sparse-gpt-vs-wanda"]
 )
@@ -72,7 +73,7 @@ def test_default_is_never_worse_than_the_calibration_free_baseline(setting, one_
     assert default_error <= baseline_error, summary
     tokens = size[0] * size[1]
     expected = {calibration_fit(tokens, width).fit for width in (HIDDEN, 2 * HIDDEN)}
-    assert expected == ({"layer"} if size == ONE_SHORT else {"residual"})
+    assert expected == ({"residual"} if size == MANY else {"layer"})
     assert re.findall(r"fit=(\w+)", summary) == sorted(expected), summary
     assert "(chosen: " in summary and "Hessian shrinkage" in summary
 
@@ -83,7 +84,7 @@ def test_the_defaults_before_the_rule_lose_to_the_baseline_at_one_short_sequence
     baseline_error, _ = _run(setting, baseline, ONE_SHORT)
     before_error, summary = _run(setting, method % BEFORE, ONE_SHORT)
     assert before_error > baseline_error
-    assert "fit=residual (given)" in summary and "shrinkage" not in summary
+    assert "fit=residual (given; this calibration size would choose layer)" in summary and "shrinkage" not in summary
 
 
 def test_the_rule_and_a_given_fit():
