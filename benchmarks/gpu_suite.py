@@ -1,9 +1,9 @@
 """GPU suite for backend="triton": correctness first, then timings against torch bf16 (cuBLAS).
 
-    python benchmarks/gpu_suite.py                        # on a GPU: checks, timings, targets (< 5 min on an H200)
-    python benchmarks/gpu_suite.py --record               # ... and append the tables to benchmarks/RESULTS.md
-    python benchmarks/gpu_suite.py --interpret --small    # on the CPU: the correctness part in Triton's interpreter
-    python benchmarks/gpu_suite.py --quick                # a short lease: 2 configs per template, K = N = 4096
+    python benchmarks/gpu_suite.py --record               # on a GPU: everything, appended to benchmarks/RESULTS.md
+    python benchmarks/gpu_suite.py --quick --record       # a short lease: fewer configs and shapes, no peers
+    python benchmarks/gpu_suite.py --dry-run              # on the CPU: all of it in Triton's interpreter, tiny shapes
+    python benchmarks/gpu_suite.py --interpret --small    # on the CPU: the correctness part only
 
 On a bare, offline GPU machine where `pip install -e .` cannot build, make fxc importable by hand (fxc.passes
 and fxc.codegen live in passes/ and codegen/): `mkdir /tmp/site && cp -r fxc /tmp/site/ && ln -s $PWD/passes
@@ -16,10 +16,17 @@ Schemes: benchmarks/gpu_suite_cases.py (int8 / int4 weight-only, W8A8, 2:4 spars
    autotune table at ragged shapes (M = 1, 7, 33; N = 1000, K = 1056 on a GPU), then float16 /
    bfloat16 / float32 inputs with a fused SwiGLU-gate + residual epilogue. Outputs are poisoned
    with NaN; each result is compared with the op's torch reference in float32 (relative error).
-2. Timings (GPU only): median of triton.testing.do_bench_cudagraph for M = 1, 16, 2048 and K = N in {4096,
-   8192} (W8A8 also at 8192^3) against torch bf16 F.linear, with achieved TB/s and TFLOP/s next to
-   the measured copy bandwidth and bf16 matmul rate; the issue's targets are marked, and torchao /
-   Inductor kernels for the same scheme are timed where installed (benchmarks/gpu_suite_peers.py).
+2. Timings (benchmarks/gpu_suite_timing.py): CUDA-graph replay medians at M = 1, 16, 2048 for N = K = 8192
+   and the MLP shapes 4096 -> 11008 / 11008 -> 4096 (W8A8 also at 8192^3) against torch bf16 F.linear,
+   weights rotated through enough copies to stay out of L2, each row with its roofline limit (bytes over
+   the measured copy bandwidth, FLOPs over the measured bf16 / int8 matmul rate) and the issue's targets;
+   torchao / Inductor / torch 2:4 / torch BSR kernels for the same scheme where installed
+   (benchmarks/gpu_suite_peers.py).
+3. A decode step (benchmarks/gpu_suite_model.py): the decoder layers of a random Llama-3.2-1B-shaped model,
+   one token, torch bf16 against fxc.compile(..., backend="triton") per scheme (int8 / int4 weight-only,
+   W8A8).
+--dry-run runs 2 and 3 too, in the interpreter at tiny shapes, timed by wall clock: it checks the code
+path, its numbers mean nothing.
 Exit status 1 when a correctness check fails. Reads nothing; --record appends to RESULTS.md.
 """
 
@@ -28,13 +35,14 @@ from __future__ import annotations
 import os
 import sys
 
-if "--interpret" in sys.argv:  # Triton reads this when it is imported, so before any import below
+if "--interpret" in sys.argv or "--dry-run" in sys.argv:  # Triton reads this when imported: before any import below
     os.environ["TRITON_INTERPRET"] = "1"
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -42,6 +50,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gpu_suite_cases import SCHEMES, make_case, reference  # noqa: E402
+from gpu_suite_model import decode_step  # noqa: E402
+from gpu_suite_timing import DRY_SHAPES, QUICK_SHAPES, SHAPES, Bench, table, timings  # noqa: E402
 
 from fxc.codegen.triton.cache import KernelCache, interpreter_active, time_on_gpu  # noqa: E402
 from fxc.codegen.triton.epilogue import Epilogue, Step, apply_reference  # noqa: E402
@@ -51,17 +61,10 @@ from fxc.codegen.triton.template import config_label  # noqa: E402
 
 NO_EPILOGUE = Epilogue(())
 SWIGLU_RESIDUAL = Epilogue((Step("silu"), Step("mul", operand=0), Step("add", operand=1)))
+QUICK_CONFIGS = 4  # --quick: autotune the first 4 configs of each template's table (each one timed is a compile)
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}  # relative Frobenius error
-TARGETS = {("w8a16", 1): 1.8, ("w4a16", 1): 3.0, ("w8a8", 8192): 1.6,  # (scheme, M) -> speed-up over bf16
-           **{("block50", m): 1.5 for m in (1, 16, 2048)}}
 TEMPLATE_OF = {"w8a16": "w8a16_gemm", "w4a16": "w4a16_gemm", "w8a8": "w8a8", "sparse24": "sparse_nm_gemm",
                "block50": "block_sparse_gemm"}
-
-
-def table(header: tuple, rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda row: "  ".join(str(c).rjust(w) for c, w in zip(row, widths))
-    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)])
 
 
 def check(case, x, epilogue, cache, configs=None) -> tuple:
@@ -118,92 +121,45 @@ def _template(name: str):
     return TEMPLATES[name]
 
 
-def bench(fn) -> float:
-    """Median milliseconds of fn replayed from a CUDA graph, so host launch overhead (Python, Triton's
-    launcher) is not counted, for the baseline and the kernels alike (the triton backend's own
-    autotuner times the same way)."""
-    return time_on_gpu(fn)
-
-
-def peaks(device: str) -> tuple[float, float]:
-    """(copy bandwidth TB/s, bf16 matmul TFLOP/s) measured on this GPU."""
-    src = torch.empty(2**30, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    copy_tbs = 2 * src.numel() / (bench(lambda: dst.copy_(src)) * 1e-3) / 1e12
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    flops = 2 * 8192**3 / (bench(lambda: a @ a) * 1e-3) / 1e12
-    return copy_tbs, flops
-
-
-def timings(device: str, cache: KernelCache, budget_s: float, started: float, quick: bool = False) -> str:
-    import gpu_suite_peers
-
-    copy_tbs, bf16_tflops = peaks(device)
-    rows = []
-    sizes = (4096,) if quick else (4096, 8192)
-    shapes = [(m, d, d) for d in sizes for m in (1, 16, 2048)] + [(8192, 8192, 8192)]
-    for m, n, k in shapes:
-        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-        dense = torch.randn(n, k, device=device, dtype=torch.bfloat16)
-        t_bf16 = bench(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))
-        baseline_rates = _rates(m, n, k, dense.numel() * 2, t_bf16)
-        rows.append(("bf16 cuBLAS", m, n, k, f"{t_bf16 * 1e3:.1f}", "1.00", *baseline_rates, ""))
-        print(*rows[-1], flush=True)
-        for scheme in SCHEMES if m != 8192 else ("w8a8",):
-            if time.perf_counter() - started > budget_s:
-                rows.append((scheme, m, n, k, "skipped: time budget", "", "", "", ""))
-                continue
-            case = make_case(scheme, n, k, device)
-            fused = FusedLinear(case.op, NO_EPILOGUE, cache)
-            args = case.args(x)
-            fused(*args)  # autotunes once for this shape
-            t = bench(lambda fused=fused, args=args: fused(*args))
-            target = TARGETS.get((scheme, m))
-            mark = "" if target is None else f"target {target}x: {'met' if t_bf16 / t >= target else 'MISSED'}"
-            rows.append((f"{scheme} ({fused.last[0]})", m, n, k, f"{t * 1e3:.1f}", f"{t_bf16 / t:.2f}",
-                         *_rates(m, n, k, case.weight_bytes, t), mark))
-            print(*rows[-1], flush=True)
-            if quick:
-                continue
-            for peer, t_peer in gpu_suite_peers.times(scheme, case, x, bench):
-                rows.append((f"  {peer}", m, n, k, f"{t_peer * 1e3:.1f}" if t_peer else "n/a", f"{t_bf16 / t_peer:.2f}"
-                             if t_peer else "", "", "", f"fxc {t_peer / t:.2f}x faster" if t_peer else ""))
-    head = f"copy bandwidth {copy_tbs:.2f} TB/s, bf16 matmul {bf16_tflops:.0f} TFLOP/s (8192^3)"
-    return head + "\n" + table(("kernel", "M", "N", "K", "us", "vs bf16", "TB/s", "TFLOP/s", "note"), rows)
-
-
-def _rates(m, n, k, weight_bytes, ms) -> tuple[str, str]:
-    seconds = ms * 1e-3
-    moved = weight_bytes + 2 * m * k + 2 * m * n
-    return f"{moved / seconds / 1e12:.2f}", f"{2 * m * n * k / seconds / 1e12:.1f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interpret", action="store_true", help="run in Triton's interpreter on the CPU")
     parser.add_argument("--small", action="store_true", help="tiny shapes; correctness only")
+    parser.add_argument("--dry-run", action="store_true", help="everything, timings included, in the interpreter "
+                        "on the CPU at tiny shapes (wall-clock numbers, meaningless): checks the script end to end")
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
-    parser.add_argument("--budget", type=float, default=270.0, help="seconds after which timings are skipped")
-    parser.add_argument("--quick", action="store_true", help="a short lease: two configs per template, bf16 only, "
-                        "K = N = 4096 (and W8A8 at 8192^3), no peers")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds after which timings are skipped")
+    parser.add_argument("--quick", action="store_true", help="a short lease: correctness of two configs per "
+                        "template in bf16; timings at N = K = 8192 (and W8A8 at 8192^3), the first QUICK_CONFIGS "
+                        "configs of each table autotuned, no peers")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     interpret = interpreter_active()
-    if args.interpret and not interpret:
-        print("--interpret: TRITON_INTERPRET=1 must be set before triton is imported; run the script directly")
+    if (args.interpret or args.dry_run) and not interpret:
+        print("--interpret / --dry-run: TRITON_INTERPRET=1 must be set before triton is imported; run the script "
+              "directly")
         return 2
     if not interpret and not torch.cuda.is_available():
-        print("no CUDA GPU: run with --interpret --small for the correctness part on the CPU")
+        print("no CUDA GPU: run with --dry-run (or --interpret --small) for the CPU checks")
         return 2
     device = "cpu" if interpret else "cuda"
     cache = KernelCache(interpret=interpret, autotune=False)
     text, ok = correctness(device, args.small or interpret, cache, args.quick)
     print(f"# correctness ({'interpreter' if interpret else torch.cuda.get_device_name()})\n{text}\n")
     sections = [("correctness", text)]
-    if ok and not interpret and not args.small:
-        timing = timings(device, KernelCache(interpret=False, autotune=True), args.budget, started, args.quick)
-        print(f"# timings\n{timing}\n")
-        sections.append(("timings", timing))
+    if ok and (args.dry_run or not (interpret or args.small)):
+        bench = Bench.wall_clock() if args.dry_run else Bench.on_gpu(time_on_gpu)
+        shapes = DRY_SHAPES if args.dry_run else QUICK_SHAPES if args.quick else SHAPES
+        tuning = KernelCache(interpret=interpret, autotune=not interpret,
+                             max_configs=QUICK_CONFIGS if args.quick else None)
+        timing = timings(bench, tuning, shapes, args.budget, started, peers=not args.quick)
+        title = "timings (dry run: Triton's interpreter on the CPU, wall clock; not speeds)" if args.dry_run else \
+            "timings"
+        print(f"# {title}\n{timing}\n")
+        sections.append((title, timing))
+        step = decode_step(bench, tempfile.mkdtemp(prefix="fxc-gpu-suite-"), args.budget, started, args.dry_run)
+        print(f"# decode step{' (dry run)' if args.dry_run else ''}\n{step}\n")
+        sections.append(("decode step (dry run)" if args.dry_run else "decode step", step))
     print(f"total {time.perf_counter() - started:.0f} s; correctness {'ok' if ok else 'FAILED'}")
     if args.record:
         _record(sections, " ".join(["python benchmarks/gpu_suite.py", *(argv if argv is not None else sys.argv[1:])]))

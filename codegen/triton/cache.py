@@ -10,7 +10,8 @@
 tile helpers of kernels/tiles.py) resolves as in any module. Triton itself caches the binaries per
 specialization, hashing each kernel with the jit functions it calls; this cache adds the choice of
 config: on a GPU each config of the template's short table is timed (`time_on_gpu`: CUDA-graph
-replay) on the real arguments and the fastest kept; under the interpreter (no timing possible) the
+replay) on the real arguments (only the table's first `max_configs`, when given: each config timed is
+a compile) and the fastest kept; under the interpreter (no timing possible) the
 template's interpreter config is used. `interpret` says whether Triton runs kernels in its
 interpreter (TRITON_INTERPRET=1 when triton was imported; `interpreter_active()`), which only
 changes how configs are chosen.
@@ -50,10 +51,12 @@ class CompiledKernel:
 
 
 class KernelCache:
-    def __init__(self, directory: str | os.PathLike | None = None, interpret: bool = False, autotune: bool = True):
+    def __init__(self, directory: str | os.PathLike | None = None, interpret: bool = False, autotune: bool = True,
+                 max_configs: int | None = None):
         self.directory = Path(directory) if directory is not None else user_cache_dir("triton")
         self.interpret = interpret
         self.autotune = autotune
+        self.max_configs = max_configs  # autotune only the first this many configs of a table (None: all)
         self._by_digest: dict[str, CompiledKernel] = {}
 
     def __len__(self) -> int:
@@ -99,7 +102,8 @@ class KernelCache:
             candidates = [template.interpreter_config] if self.interpret else list(template.configs)
             config = next((c for c in candidates if valid(c)), candidates[0])
         else:
-            config = self._tune(compiled, key, [c for c in template.configs if valid(c)] or [template.configs[0]], run)
+            table = [c for c in template.configs if valid(c)] or [template.configs[0]]
+            config = self._tune(compiled, key, table[: self.max_configs], run)
         compiled.configs[key] = config
         return config
 

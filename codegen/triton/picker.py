@@ -18,7 +18,9 @@ Which kernel serves a call (decided here, never in the kernel files):
 
 Per call: the op's own bias becomes the first epilogue step; the kernel's template is rendered for
 the epilogue and the compute dtype and loaded through the KernelCache (once per FusedLinear and
-rendering); the cache chooses the config (once per kernel text, shapes and dtypes); the kernel
+rendering); the cache chooses the config (once per kernel text, shapes and dtypes, among the configs
+of the template's table meant for the GPU's compute capability and the epilogue's operands:
+KernelTemplate.fits); the kernel
 file's `launch` writes `out`, which is allocated here in the dtype of the fused chain (NaN-filled
 with poison_outputs). Arguments no kernel supports (a dtype, a layout; see `unsupported_reason`)
 run through `fallback` (the group's torch graph, or the op's torch reference plus the epilogue) and
@@ -64,6 +66,14 @@ def promoted_dtype(values: list) -> torch.dtype:
         if isinstance(value, torch.Tensor):
             dtype = torch.promote_types(dtype, value.dtype)
     return dtype
+
+
+def compute_capability(device: torch.device) -> int | None:
+    """The CUDA compute capability of `device` as 10 * major + minor (90 for an H100), None off CUDA."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
 
 
 def unsupported_reason(op, args: tuple) -> str | None:
@@ -172,7 +182,9 @@ class FusedLinear:
         run = lambda config: kernel.launch(compiled, config, x, *weights, epilogue_args=epilogue_args, out=out,
                                            **options)
         key = (template.name, triton.next_power_of_2(m), n, k, str(x.dtype), str(out.dtype))
-        config = self.cache.choose(compiled, key, template, run, forced=self.configs.get(template.name))
+        arch, operands_read = compute_capability(x.device), sum(1 for o in operands if isinstance(o, torch.Tensor))
+        config = self.cache.choose(compiled, key, template, run, valid=lambda c: template.fits(c, arch, operands_read),
+                                   forced=self.configs.get(template.name))
         run(config)
         self.launches[template.name] += 1
         self.last = (template.name, compiled, config)

@@ -6,17 +6,30 @@ along K, plus `gemv_splitk_reduce`, which sums the split-K partials and runs the
 
 At decode shapes the weight bytes dominate, so the kernel spreads the weight over many programs:
 grid (N / BLOCK_N, SPLIT_K), each program streaming a [BLOCK_N, K / SPLIT_K] slab of the weight
-once, for all M rows. M = 1 multiplies and sums on the CUDA cores; 2 <= M <= 16 pads the rows to 16
-and uses tl.dot. With SPLIT_K = 1 the epilogue runs in the kernel; with SPLIT_K > 1 each program
-writes float32 partial sums and `gemv_splitk_reduce` adds them and runs the epilogue.
+once, for all M rows. The {{load_weight}} hook (`load_weight(bits)`) reads one K tile as two halves,
+x0 / x1 [BLOCK_M, BLOCK_K / 2] of x and q0 / q1 [BLOCK_N, BLOCK_K / 2] of the weight (int32), with the
+columns they hold, offs_k0 / offs_k1: int8 (LOAD_INT8) splits the tile into its first and second half;
+int4 (LOAD_INT4) loads the packed bytes once, contiguous along K, and takes the low nibbles (even
+columns) as q0 and the high nibbles (odd columns) as q1 with shifts only, x loaded whole and split into
+its even and odd columns in registers. No interleave, so each packed byte is read once and every
+weight load stays a wide contiguous one (EVEN_K, K a multiple of BLOCK_K, drops the K masks).
+M = 1 multiplies on the CUDA cores into a [BLOCK_N, BLOCK_K / 2] float32 accumulator and reduces it
+along K once, after the loop (no cross-thread reduction inside it); 2 <= M <= 16 pads the rows to 16
+and uses tl.dot on the halves. Scales (SCALES, tiles.scale_mode): 0, one group per row (per channel):
+scale and zero point loaded once, before the loop; 1, each K tile inside one group: one scale per row
+and tile (the wrapper lowers BLOCK_K to the largest power of two dividing the group size when that is
+>= 32, so each half tile still feeds tl.dot); 2 otherwise (small or odd groups): one scale per
+element. Every weight is scaled before x multiplies it, so x near float32's max stays finite wherever
+x @ W^T does. With SPLIT_K = 1 the epilogue runs in the kernel; with SPLIT_K > 1 each program writes
+float32 partial sums and `gemv_splitk_reduce` adds them and runs the epilogue.
 Reads (layout of fxc/ir/qformat.py): x float16/bfloat16/float32 [M <= 16, K]; qweight int8 [N, K]
 (bits=8) or uint8 [N, K/2] (bits=4: two signed nibbles per byte, column 2j in the low one); scale and
 zero point (None: symmetric) [N, G] with G dividing K, any dtype (passed on as contiguous float32).
 x, qweight and out may have any strides. Writes out [M, N] (allocated in x's dtype unless given) and,
 when SPLIT_K > 1, a float32 [SPLIT_K, M, N] scratch tensor it allocates; preserves every input.
-Hooks: {{load_weight}} (`load_weight(bits)`: LOAD_INT8 or LOAD_INT4 below, int32 q [BLOCK_N, BLOCK_K]
-from q_ptr), {{epilogue_params}}, {{epilogue}} (codegen/triton/epilogue.py), {{compute_dtype}},
-{{dot_precision}}. The picker runs it for weight-only linears with M <= its decode_max_m.
+Hooks: {{load_weight}}, {{epilogue_params}}, {{epilogue}} (codegen/triton/epilogue.py),
+{{compute_dtype}}, {{dot_precision}}. The picker runs it for weight-only linears with M <= its
+decode_max_m.
 """
 
 from __future__ import annotations
@@ -27,20 +40,41 @@ import torch
 import triton
 
 from fxc.codegen.triton.cache import CompiledKernel, split_config
-from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES, check, group_scale_args, output
+from fxc.codegen.triton.kernels.tiles import FLOAT_DTYPES, check, group_scale_args, output, scale_mode
 from fxc.codegen.triton.template import KernelTemplate
 
 LOAD_INT8 = """
-q = tl.load(q_ptr + offs_n[:, None] * stride_qn + offs_k[None, :] * stride_qk, mask=mask_nk, other=0)
-q = q.to(tl.int32)
+offs_k0 = k0 + tl.arange(0, BLOCK_K // 2)  # the first half of the tile
+offs_k1 = offs_k0 + BLOCK_K // 2  # the second half
+if EVEN_K:  # no column of the tile lies past K: masks constant along K keep the loads wide
+    mask_x0, mask_x1 = mask_m[:, None], mask_m[:, None]
+    mask_q0, mask_q1 = mask_n[:, None], mask_n[:, None]
+else:
+    mask_x0, mask_x1 = mask_m[:, None] & (offs_k0[None, :] < K), mask_m[:, None] & (offs_k1[None, :] < K)
+    mask_q0, mask_q1 = mask_n[:, None] & (offs_k0[None, :] < K), mask_n[:, None] & (offs_k1[None, :] < K)
+x0 = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k0[None, :] * stride_xk, mask=mask_x0, other=0.0)
+x1 = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k1[None, :] * stride_xk, mask=mask_x1, other=0.0)
+q0 = tl.load(q_ptr + offs_n[:, None] * stride_qn + offs_k0[None, :] * stride_qk, mask=mask_q0, other=0)
+q1 = tl.load(q_ptr + offs_n[:, None] * stride_qn + offs_k1[None, :] * stride_qk, mask=mask_q1, other=0)
+q0 = q0.to(tl.int32)
+q1 = q1.to(tl.int32)
 """
 
 LOAD_INT4 = """
-offs_byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-packed = tl.load(q_ptr + offs_n[:, None] * stride_qn + offs_byte[None, :] * stride_qk,
-                 mask=mask_n[:, None] & (offs_byte[None, :] < K // 2), other=0).to(tl.int32)
-q = tl.interleave(packed & 0xF, (packed >> 4) & 0xF)  # low nibble = even column
-q = q - ((q & 0x8) << 1)  # two's complement: 8..15 -> -8..-1
+offs_byte = tl.multiple_of(k0 // 2, BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)  # k0: a multiple of BLOCK_K
+offs_k0 = 2 * offs_byte  # even columns: low nibbles
+offs_k1 = offs_k0 + 1  # odd columns: high nibbles
+offs_k = k0 + tl.arange(0, BLOCK_K)
+if EVEN_K:  # no column of the tile lies past K: masks constant along K keep the loads wide
+    mask_x, mask_q = mask_m[:, None], mask_n[:, None]
+else:
+    mask_x, mask_q = mask_m[:, None] & (offs_k[None, :] < K), mask_n[:, None] & (offs_k0[None, :] < K)
+x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk, mask=mask_x, other=0.0)
+x0, x1 = tl.split(tl.reshape(x, (BLOCK_M, BLOCK_K // 2, 2)))
+packed = tl.load(q_ptr + offs_n[:, None] * stride_qn + offs_byte[None, :] * stride_qk, mask=mask_q, other=0)
+packed = packed.to(tl.int32)
+q0 = (packed << 28) >> 28  # the low nibble, sign-extended (arithmetic shift)
+q1 = (packed << 24) >> 28  # the high nibble
 """
 
 TEXT = '''
@@ -54,7 +88,8 @@ def gemv(
     M, N, K, K_PER_SPLIT,
     stride_xm, stride_xk, stride_qn, stride_qk, stride_sn, stride_sg, stride_om, stride_on,
     {{epilogue_params}}
-    GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, SCALE_PER_TILE: tl.constexpr,
+    GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, SCALES: tl.constexpr,
+    EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     # -- program id -> a slab of BLOCK_N weight rows and one K range -------------------------
@@ -65,33 +100,51 @@ def gemv(
     mask_n = offs_n < N
     mask_m = offs_m < M
     k_start = pid_k * K_PER_SPLIT
+    k_end = tl.minimum(k_start + K_PER_SPLIT, K)
+    if SCALES == 0:  # one scale (and zero point) per row for all of K
+        s = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
+        if HAS_ZERO:
+            z = tl.load(zero_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
 
-    # -- masked K loop over this program's range ---------------------------------------------
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(k_start, k_start + K_PER_SPLIT, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        mask_nk = mask_n[:, None] & mask_k[None, :]
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                    mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+    # -- K loop over this program's range: even and odd columns of each tile ------------------
+    if BLOCK_M == 1:
+        acc_k = tl.zeros((BLOCK_N, BLOCK_K // 2), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
         {{load_weight}}
-        w = q.to(tl.float32)
-        if SCALE_PER_TILE:  # the whole K tile lies in one group: one scale per weight row
-            group = k0 // GROUP_SIZE
-            s = tl.load(scale_ptr + offs_n * stride_sn + group * stride_sg, mask=mask_n, other=0.0)
+        w0 = q0.to(tl.float32)
+        w1 = q1.to(tl.float32)
+        if SCALES == 2:  # groups change inside the tile: one scale (and zero) per element
+            s0_offs = offs_n[:, None] * stride_sn + (offs_k0[None, :] // GROUP_SIZE) * stride_sg
+            s1_offs = offs_n[:, None] * stride_sn + (offs_k1[None, :] // GROUP_SIZE) * stride_sg
+            mask0 = mask_n[:, None] & (offs_k0[None, :] < K)
+            mask1 = mask_n[:, None] & (offs_k1[None, :] < K)
             if HAS_ZERO:
-                w = w - tl.load(zero_ptr + offs_n * stride_sn + group * stride_sg, mask=mask_n, other=0.0)[:, None]
-            w = w * s[:, None]
-        else:  # groups change inside the tile: one scale per element
-            s_offs = offs_n[:, None] * stride_sn + (offs_k[None, :] // GROUP_SIZE) * stride_sg
+                w0 = w0 - tl.load(zero_ptr + s0_offs, mask=mask0, other=0.0)
+                w1 = w1 - tl.load(zero_ptr + s1_offs, mask=mask1, other=0.0)
+            w0 = w0 * tl.load(scale_ptr + s0_offs, mask=mask0, other=0.0)
+            w1 = w1 * tl.load(scale_ptr + s1_offs, mask=mask1, other=0.0)
+        else:
+            if SCALES == 1:  # the whole K tile lies in one group: one scale (and zero) per weight row
+                s_offs = offs_n * stride_sn + (k0 // GROUP_SIZE) * stride_sg
+                s = tl.load(scale_ptr + s_offs, mask=mask_n, other=0.0)
+                if HAS_ZERO:
+                    z = tl.load(zero_ptr + s_offs, mask=mask_n, other=0.0)
             if HAS_ZERO:
-                w = w - tl.load(zero_ptr + s_offs, mask=mask_nk, other=0.0)
-            w = w * tl.load(scale_ptr + s_offs, mask=mask_nk, other=0.0)
-        w = w.to({{compute_dtype}})
-        if BLOCK_M == 1:  # one row: multiply and reduce along K on the CUDA cores
-            acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
+                w0 = w0 - z[:, None]
+                w1 = w1 - z[:, None]
+            w0 = w0 * s[:, None]  # scaled before x multiplies it: x near float32's max stays finite
+            w1 = w1 * s[:, None]
+        if BLOCK_M == 1:  # one row: multiply on the CUDA cores, reduce along K after the loop
+            acc_k += w0 * x0.to(tl.float32) + w1 * x1.to(tl.float32)
         else:  # up to 16 rows: tensor cores, rows beyond M masked to zero
-            acc = tl.dot(x.to({{compute_dtype}}), tl.trans(w), acc, input_precision={{dot_precision}})
+            acc = tl.dot(x0.to({{compute_dtype}}), tl.trans(w0.to({{compute_dtype}})), acc,
+                         input_precision={{dot_precision}})
+            acc = tl.dot(x1.to({{compute_dtype}}), tl.trans(w1.to({{compute_dtype}})), acc,
+                         input_precision={{dot_precision}})
+    if BLOCK_M == 1:
+        acc = tl.sum(acc_k, axis=1)[None, :]
 
     mask_mn = mask_m[:, None] & mask_n[None, :]
     if SPLIT_K == 1:
@@ -136,13 +189,15 @@ TEMPLATE = KernelTemplate(
     name="gemv",
     text=TEXT,
     kernels=("gemv", "gemv_splitk_reduce"),
-    configs=(  # BLOCK_K <= 128 keeps one scale per row and tile for group size 128
+    configs=(  # the wrapper lowers BLOCK_K to 128 for groups of 128; the likeliest first (--quick tunes 4)
+        _config(64, 128, 2, 4, 2),
         _config(16, 256, 1, 4),
+        _config(32, 128, 4, 4, 2),
+        _config(64, 256, 2, 4, 2),
         _config(32, 256, 1, 4),
         _config(16, 128, 1, 4),
         _config(16, 128, 2, 4),
-        _config(32, 128, 4, 4),
-        _config(64, 128, 4, 8),
+        _config(64, 128, 4, 4, 2),
         _config(16, 512, 2, 4),
         _config(16, 256, 8, 4),
     ),
@@ -176,6 +231,7 @@ def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: tor
     scale, zero_point, group_size = group_scale_args("gemv", scale, zero_point, n, k, x.device)
     out = output("gemv", out, x, n)
     constexprs, options = split_config(config)
+    scales, constexprs["BLOCK_K"] = scale_mode(scale.shape[1], group_size, constexprs["BLOCK_K"])
     block_k, split_k = constexprs["BLOCK_K"], constexprs["SPLIT_K"]
     k_per_split = triton.cdiv(triton.cdiv(k, split_k), block_k) * block_k
     partial = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device) if split_k > 1 else None
@@ -186,8 +242,9 @@ def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: tor
         m, n, k, k_per_split,
         *x.stride(), *qweight.stride(), *scale.stride(), *out.stride(),
         *epilogue_args,
-        GROUP_SIZE=group_size, HAS_ZERO=zero_point is not None,
-        SCALE_PER_TILE=group_size % block_k == 0, BLOCK_M=bm, **constexprs, **options,
+        GROUP_SIZE=group_size, HAS_ZERO=zero_point is not None, SCALES=scales,
+        EVEN_K=k % block_k == 0, BLOCK_M=bm,
+        **constexprs, **options,
     )
     if split_k > 1:
         reduce_block_n = 64

@@ -21,7 +21,8 @@ GPU yet.
 
 Python side: `check` (an argument's dtype, sizes and device, or a ValueError naming the kernel),
 `output` (the out tensor: allocated, or the caller's checked), `group_scale_args` (the
-quantization-group scales of the weight-only kernels gemv, w8a16_gemm, w4a16_gemm), `gemm_config`
+quantization-group scales of the weight-only kernels gemv, w8a16_gemm, w4a16_gemm), `scale_mode`
+(how those kernels apply the scales: per row after the K loop, per K tile, or per element), `gemm_config`
 (one autotune entry), `gemm_template` (a swizzled-block GEMM template from its table rows, with the
 interpreter config they all use) and `swizzled_grid` (the 1-D grid swizzled_block decodes).
 Reads and writes nothing; preserves its arguments (`group_scale_args` returns float32 copies where
@@ -114,6 +115,22 @@ def group_scale_args(kernel: str, scale: torch.Tensor, zero_point: torch.Tensor 
     return scale.float().contiguous(), zero_point, k // scale.shape[1]
 
 
+SCALE_MODES = {"per row": 0, "per tile": 1, "per element": 2}  # the SCALES constexpr of gemv / dequant_gemm
+
+
+def scale_mode(groups: int, group_size: int, block_k: int) -> tuple[int, int]:
+    """(SCALES, BLOCK_K) of a weight-only kernel for `groups` groups of `group_size` columns: per row
+    when there is one group (the kernel scales its result once, after the K loop); else per tile, each
+    K tile inside one group, with BLOCK_K lowered to the largest power of two dividing the group size
+    where that is still >= 32 (a half tile of int4 feeds tl.dot, which takes K >= 16); else per element."""
+    if groups == 1:
+        return SCALE_MODES["per row"], block_k
+    fitting = min(block_k, group_size & -group_size)  # the largest power of two dividing the group size
+    if fitting >= min(block_k, 32):
+        return SCALE_MODES["per tile"], fitting
+    return SCALE_MODES["per element"], block_k
+
+
 def gemm_config(bm: int, bn: int, bk: int, warps: int, stages: int, group_m: int = 8) -> dict:
     """One autotune entry: block sizes, the band height GROUP_M of swizzled_block, launch options."""
     return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, num_warps=warps, num_stages=stages)
@@ -123,10 +140,12 @@ def gemm_template(name: str, text: str, table: Sequence[tuple], kernels: tuple[s
                   ) -> KernelTemplate:
     """The template of swizzled-block GEMM kernels (`kernels`, default the one named `name`): its GPU
     autotune table from rows of gemm_config arguments (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages),
-    and under the interpreter 32 x 64 x 64 blocks in bands of 2 on one warp."""
+    a row's optional sixth number the lowest compute capability it is meant for (90: sm_90 only; none:
+    every GPU), and under the interpreter 32 x 64 x 64 blocks in bands of 2 on one warp."""
     return KernelTemplate(name=name, text=text, kernels=kernels or (name,),
-                          configs=tuple(gemm_config(*row) for row in table),
-                          interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2))
+                          configs=tuple(gemm_config(*row[:5]) for row in table),
+                          interpreter_config=gemm_config(32, 64, 64, 1, 1, group_m=2),
+                          min_arch=tuple(row[5] if len(row) > 5 else 0 for row in table))
 
 
 def swizzled_grid(m: int, n: int, constexprs: dict) -> tuple[int]:

@@ -1,4 +1,4 @@
-"""w8a8: int8 activations x int8 weights -> int32, per-token x per-channel scales fused; two kernels.
+"""w8a8: int8 activations x int8 weights -> int32, per-token x per-channel scales fused; three kernels.
 
     compiled = cache.load(TEMPLATE.render(**hooks), TEMPLATE.kernels)   # as codegen/triton/picker.py does
     y = launch(compiled, config, x, qweight, weight_scale, input_scale, epilogue_args)
@@ -10,18 +10,24 @@
     w8a8_gemm           acc int32 = qx @ qweight^T on the int8 tensor cores, then
                         y = (acc * weight_scale[n]) * sx[m] in float32 (in this order: acc * weight_scale
                         is bounded by the weights, so x near float32's max does not overflow a finite y);
-                        a block holding a row marked by sx = nan computes that row's float path instead,
+                        then the epilogue hook. Rows marked by sx = nan come out nan here and are rewritten
+                        by the next kernel
+    w8a8_float_rows     one program per FLOAT_ROWS["BLOCK_N"] columns walks sx FLOAT_ROWS["BLOCK_M"] rows at
+                        a time; a block of rows holding a marked row computes those rows' float path,
                         x[m] @ (qweight * weight_scale)^T (float32 dot of x itself: the float model's inf /
-                        nan, as the reference gives), a second K loop run by those blocks only; then the
-                        epilogue hook
+                        nan, as the reference gives), runs the epilogue hook and stores those rows only.
+                        For finite inputs it only reads sx. Kept out of w8a8_gemm so that the GEMM's
+                        registers and shared memory are the int8 path's alone (a float32 dot in the same
+                        kernel reserved its shared memory and spilled registers in every config)
 
 Semantics: fxc.ir.ops.int8_linear, rows holding inf or nan included. Division is IEEE (div_rn) like the
 reference; rounding uses the float32 trick (v + 1.5 * 2**23) - 1.5 * 2**23, exact half-to-even for
 |v| <= 128 and portable to Triton's interpreter (which has no libdevice rint).
 Reads: x float16/bfloat16/float32 [M, K] (any strides); qweight int8 [N, K] (any strides);
 weight_scale [N] and input_scale (None: dynamic, per token) of one element, any dtype (passed on as
-contiguous float32). Writes out [M, N] (allocated in x's dtype unless given; any strides) and its own
-scratch qx int8 [M, K], sx float32 [M]; preserves every input. Hooks: {{epilogue_params}}, {{epilogue}}
+contiguous float32). Writes out [M, N] (allocated in x's dtype unless given; any strides; the rows of
+x holding inf or nan written twice: by w8a8_gemm, then by w8a8_float_rows) and its own scratch qx int8
+[M, K], sx float32 [M]; preserves every input. Hooks: {{epilogue_params}}, {{epilogue}}
 (codegen/triton/epilogue.py). The picker runs it for every fxc.int8_linear.
 """
 
@@ -84,9 +90,9 @@ def w8a8_quantize_rows(
 
 @triton.jit
 def w8a8_gemm(
-    qx_ptr, sx_ptr, q_ptr, ws_ptr, out_ptr, x_ptr,
+    qx_ptr, sx_ptr, q_ptr, ws_ptr, out_ptr,
     M, N, K,
-    stride_qn, stride_qk, stride_om, stride_on, stride_xm, stride_xk,
+    stride_qn, stride_qk, stride_om, stride_on,
     {{epilogue_params}}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -114,34 +120,54 @@ def w8a8_gemm(
     ws = tl.load(ws_ptr + offs_n, mask=mask_n, other=0.0)
     acc = acc.to(tl.float32) * ws[None, :] * sx[:, None]
 
-    # -- rows whose x holds inf or nan (sx is nan there): the float path x @ (qweight * ws)^T ----
-    nonfinite = sx != sx
-    if tl.max(nonfinite.to(tl.int32), axis=0) > 0:  # rare: skipped by every block of finite rows
-        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk
-        b_ptrs = q_ptr + offs_k[:, None] * stride_qk + offs_n[None, :] * stride_qn
-        float_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            mask_k = offs_k < K - k0
-            x = tl.load(x_ptrs, mask=nonfinite[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
-            w = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0).to(tl.float32) * ws[None, :]
-            float_acc = tl.dot(x, w, float_acc, input_precision="ieee")
-            x_ptrs += BLOCK_K * stride_xk
-            b_ptrs += BLOCK_K * stride_qk
-        acc = tl.where(nonfinite[:, None], float_acc, acc)
-
     # -- epilogue hook: bias, activation, residual, gate -------------------------------------
     mask_mn = mask_m[:, None] & mask_n[None, :]
     {{epilogue}}
 
     # -- masked store --------------------------------------------------------------------------
     store_block(out_ptr, acc, offs_m, offs_n, mask_mn, stride_om, stride_on)
+
+
+@triton.jit
+def w8a8_float_rows(
+    x_ptr, sx_ptr, q_ptr, ws_ptr, out_ptr,
+    M, N, K,
+    stride_xm, stride_xk, stride_qn, stride_qk, stride_om, stride_on,
+    {{epilogue_params}}
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # -- program id -> BLOCK_N output columns; it walks all rows, BLOCK_M at a time -----------
+    offs_n = tl.program_id(axis=0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    offs_k = tl.arange(0, BLOCK_K)
+    ws = tl.load(ws_ptr + offs_n, mask=mask_n, other=0.0)
+    for m0 in range(0, M, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < M
+        sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
+        nonfinite = sx != sx  # w8a8_quantize_rows marks a row holding inf or nan with sx = nan
+        if tl.max(nonfinite.to(tl.int32), axis=0) > 0:  # rare: every other block of rows only loads sx
+            # -- the float path of those rows: x @ (qweight * ws)^T in float32 (IEEE inf / nan) -------
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                mask_k = offs_k < K - k0
+                x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :] * stride_xk,
+                            mask=nonfinite[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+                w = tl.load(q_ptr + (k0 + offs_k)[:, None] * stride_qk + offs_n[None, :] * stride_qn,
+                            mask=mask_k[:, None] & mask_n[None, :], other=0).to(tl.float32) * ws[None, :]
+                acc = tl.dot(x, w, acc, input_precision="ieee")
+            # -- epilogue hook, then a store of those rows only ----------------------------------
+            mask_mn = mask_m[:, None] & mask_n[None, :]
+            {{epilogue}}
+            store_block(out_ptr, acc, offs_m, offs_n, mask_mn & nonfinite[:, None], stride_om, stride_on)
 '''
 
 
-TEMPLATE = gemm_template("w8a8", TEXT, [  # rows: BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages
-    (128, 256, 128, 8, 3), (128, 128, 128, 8, 4), (256, 128, 128, 8, 3), (64, 128, 128, 4, 4), (16, 64, 256, 4, 4),
-    (16, 128, 128, 4, 5),
-], kernels=("w8a8_quantize_rows", "w8a8_gemm"))
+TEMPLATE = gemm_template("w8a8", TEXT, [  # rows: BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages[, 90: sm_90 only]
+    (128, 256, 128, 8, 3, 90), (128, 128, 128, 8, 4), (256, 128, 128, 8, 3, 90), (64, 128, 128, 4, 4),
+    (16, 64, 256, 4, 4), (16, 128, 128, 4, 5),
+], kernels=("w8a8_quantize_rows", "w8a8_gemm", "w8a8_float_rows"))
+FLOAT_ROWS = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32)  # w8a8_float_rows: rows per step, columns per program
 QUANT_BLOCK_K = 1024  # columns per step of the row quantization kernel
 QUANT_ROWS = {False: 2, True: 32}  # rows per program of it: on a GPU / in the interpreter (fewer launches)
 
@@ -150,8 +176,8 @@ def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: tor
            weight_scale: torch.Tensor, input_scale: torch.Tensor | None, epilogue_args: Sequence = (),
            out: torch.Tensor | None = None, interpret: bool = False) -> torch.Tensor:
     """Check the inputs (layout above), allocate out unless given and the scratch qx, sx; launch
-    w8a8_quantize_rows on M / ROWS programs (ROWS: QUANT_ROWS[interpret]), then w8a8_gemm on one program
-    per output block; return out."""
+    w8a8_quantize_rows on M / ROWS programs (ROWS: QUANT_ROWS[interpret]), w8a8_gemm on one program
+    per output block, then w8a8_float_rows on N / FLOAT_ROWS["BLOCK_N"] programs; return out."""
     check("w8a8", "x", x, FLOAT_DTYPES, (None, None), x.device)
     m, k = x.shape
     n = qweight.shape[0]
@@ -171,10 +197,17 @@ def launch(compiled: CompiledKernel, config: dict, x: torch.Tensor, qweight: tor
     )
     constexprs, options = split_config(config)
     compiled["w8a8_gemm"][swizzled_grid(m, n, constexprs)](
-        qx, sx, qweight, weight_scale, out, x,
+        qx, sx, qweight, weight_scale, out,
         m, n, k,
-        *qweight.stride(), *out.stride(), *x.stride(),
+        *qweight.stride(), *out.stride(),
         *epilogue_args,
         **constexprs, **options,
+    )
+    compiled["w8a8_float_rows"][(triton.cdiv(n, FLOAT_ROWS["BLOCK_N"]),)](
+        x, sx, qweight, weight_scale, out,
+        m, n, k,
+        *x.stride(), *qweight.stride(), *out.stride(),
+        *epilogue_args,
+        **FLOAT_ROWS,
     )
     return out

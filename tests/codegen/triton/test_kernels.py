@@ -16,7 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from fxc.codegen.triton.cache import KernelCache  # noqa: E402
 from fxc.codegen.triton.epilogue import Epilogue, Step, apply_reference  # noqa: E402
-from fxc.codegen.triton.kernels import block_sparse, dequant_gemm, gemv, sparse_nm, w8a8  # noqa: E402
+from fxc.codegen.triton.kernels import block_sparse, dequant_gemm, gemv, sparse_nm, tiles, w8a8  # noqa: E402
 from fxc.codegen.triton.kernels.block_sparse import block_map  # noqa: E402
 from fxc.codegen.triton.picker import FusedLinear  # noqa: E402
 from fxc.ir import ops, qformat  # noqa: E402
@@ -272,3 +272,71 @@ def test_unsupported_dtype_falls_back_to_torch_and_is_counted(cache):
     torch.testing.assert_close(got, torch.relu(ops.quantized_linear(x, weight.qweight, weight.scale, None, None, 8)))
     assert sum(fused.fallbacks.values()) == 1 and "float64" in next(iter(fused.fallbacks))
     assert fused.launches.total() == 0
+
+
+# -- the paths a hypothesis draw may miss: every scale mode, split-K, ragged K, 2:4 -------------------
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("m", [1, 5])  # BLOCK_M = 1 (CUDA cores) and 16 (tl.dot)
+@pytest.mark.parametrize("group,k,block_k,split_k", [
+    (None, 96, 32, 1),  # per row, K a multiple of BLOCK_K (EVEN_K: no K mask)
+    (None, 102, 32, 3),  # per row, ragged last tile, three K splits (the last one shorter)
+    (64, 192, 128, 2),  # per tile: BLOCK_K lowered from 128 to the group's 64
+    (8, 48, 32, 1),  # per element: groups of 8 are too small for a tile
+])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_gemv_scale_modes_split_k_and_ragged_k(cache, bits, m, group, k, block_k, split_k, symmetric):
+    weight = qformat.quantize_rtn(torch.randn(37, k), bits, group, symmetric)
+    args = (torch.randn(m, k), weight.qweight, weight.scale, weight.zero_point, torch.randn(37), bits)
+    config = {"gemv": dict(BLOCK_N=16, BLOCK_K=block_k, SPLIT_K=split_k, num_warps=1, num_stages=1)}
+    fused = FusedLinear(fxc_ops.quantized_linear.default, EPILOGUES["relu"], cache, poison_outputs=True,
+                        configs=config)
+    want = apply_reference(EPILOGUES["relu"], reference(fxc_ops.quantized_linear.default, args), [])
+    torch.testing.assert_close(fused(*args), want, rtol=1e-4, atol=1e-4)
+    assert fused.launches["gemv"] == 1 and not fused.fallbacks
+
+
+def test_scale_mode_lowers_block_k_to_fit_a_group():
+    modes = tiles.SCALE_MODES
+    assert tiles.scale_mode(1, 4096, 256) == (modes["per row"], 256)
+    assert tiles.scale_mode(32, 128, 256) == (modes["per tile"], 128)
+    assert tiles.scale_mode(32, 128, 64) == (modes["per tile"], 64)
+    assert tiles.scale_mode(64, 96, 128) == (modes["per tile"], 32)  # 96 = 3 * 32
+    assert tiles.scale_mode(128, 16, 128) == (modes["per element"], 128)  # a 16-column tile is too short
+    assert tiles.scale_mode(10, 33, 64) == (modes["per element"], 64)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("group,k", [(None, 96), (None, 100), (32, 128), (8, 48)])
+def test_dequant_gemm_scale_modes_and_ragged_k(cache, bits, group, k):
+    """Per column (EVEN_K and a ragged K), per tile (BLOCK_K 64 lowered to 32) and per element, asymmetric."""
+    weight = qformat.quantize_rtn(torch.randn(40, k), bits, group, symmetric=False)
+    args = (torch.randn(35, k), weight.qweight, weight.scale, weight.zero_point, None, bits)
+    configs = {f"w{bits}a16_gemm": dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=64, GROUP_M=2, num_warps=1, num_stages=1)}
+    fused = FusedLinear(fxc_ops.quantized_linear.default, Epilogue(()), cache, poison_outputs=True, configs=configs)
+    torch.testing.assert_close(fused(*args), reference(fxc_ops.quantized_linear.default, args), rtol=1e-4, atol=1e-4)
+    assert fused.launches[f"w{bits}a16_gemm"] == 1 and not fused.fallbacks
+
+
+@pytest.mark.parametrize("int8_values", [False, True])
+@pytest.mark.parametrize("k", [64, 68])  # the 2:4 path with whole and ragged K tiles
+def test_sparse_2_4_path_with_unsorted_indices(cache, int8_values, k):
+    """The 2:4 path reads each tile's kept values and indices as one block; indices need not be sorted."""
+    values, indices = _pack_nm(torch.randn(37, k), 2, 4)
+    values, indices = values.flip(-1).contiguous(), indices.flip(-1).contiguous()  # slot order reversed
+    scale = None
+    if int8_values:
+        quantized = qformat.quantize_rtn(values, 8)
+        values, scale = quantized.qweight, quantized.scale
+    args = (torch.randn(19, k), values, indices, scale, torch.randn(37), 2, 4)
+    _check(cache, fxc_ops.sparse_nm_linear.default, args, "silu-gate")
+
+
+def test_template_fits_by_arch_and_epilogue():
+    w8 = dequant_gemm.TEMPLATES[8]
+    big = w8.configs[1]  # 128 x 256 x 64, 8 warps: sm_90 only
+    assert not w8.fits(big, 80) and w8.fits(big, 90) and w8.fits(big, None)
+    assert w8.configs[0] in w8.configs_for(80) and big not in w8.configs_for(80)
+    assert w8.fits(w8.configs[0], 90, epilogue_operands=2)  # 128 x 128 on 8 warps: 64 per thread
+    assert not w8.fits(big, 90, epilogue_operands=1)  # 128 per thread and as many again for the operand
