@@ -57,7 +57,7 @@ from fxc.passmgr.sequential import CalibrationRunner, segments, segments_through
 STAGE_REFINE_STEPS = 10  # re-solve steps between gradual stages
 FIRST_STAGE = 0.4  # fraction of the target sparsity the first gradual stage prunes
 DEFAULT_STAGES = 1  # what prune{method=sparse-gpt} runs unless told otherwise (more stages: better, slower)
-WANDA_MASK_SHRINK = 0.75  # from this Hessian shrinkage on, the mask is Wanda's (few tokens per input: see above)
+WANDA_MASK_SHRINK = 0.5  # from this Hessian shrinkage on (one calibration token per input or fewer), Wanda's mask
 
 
 @dataclass(frozen=True)
