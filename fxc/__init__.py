@@ -3,6 +3,7 @@
     import fxc
     cm = fxc.compile(model, passes="fold-bn,dce", example_inputs=(x,))
     cm(x); cm.report(); cm.graph
+    cm.generate(input_ids, max_new_tokens=32)     # a transformers causal LM: decoding with its KV cache
     fxc.Pipeline.parse("prune{method=wanda,sparsity=0.5}")
 
 The core (this package) holds the IR, the op set, the pass manager and the public API. Passes live
@@ -28,6 +29,7 @@ from fxc.errors import (
     ExportError,
     FormatError,
     FxcError,
+    GenerateError,
     InputError,
     IRError,
     MissingCalibrationError,
@@ -39,6 +41,7 @@ from fxc.errors import (
     UnknownNameError,
 )
 from fxc.frontend.dynamo import canonicalize_dynamo_graph, lift_dynamo_graph
+from fxc.frontend.kv_cache import KVCacheWarning
 from fxc.frontend.size_one import FixedBatchWarning
 from fxc.frontend.trace import trace
 from fxc.ir import ops as _ops  # noqa: F401  (registers torch.ops.fxc.*)
@@ -65,9 +68,11 @@ __all__ = [
     "FixedBatchWarning",
     "FormatError",
     "FxcError",
+    "GenerateError",
     "IRDump",
     "IRError",
     "InputError",
+    "KVCacheWarning",
     "MissingCalibrationError",
     "Instrument",
     "NodeError",

@@ -95,6 +95,11 @@ class FormatError(FxcError, ValueError):
     """A saved model fxc.load cannot read: truncated, modified, or from an incompatible version."""
 
 
+class GenerateError(FxcError, ValueError):
+    """`CompiledModule.generate` cannot do what was asked: the model was compiled without a KV-cache step graph,
+    an argument is out of range, or the prompt plus the new tokens exceed the model's positions."""
+
+
 class ExportError(FxcError, ValueError):
     """fxc.export refused a model before writing anything: the format cannot hold a layer's plan (a low-rank split,
     changed shapes, a scheme it has no type for); the message names the layer and what the format lacks."""

@@ -13,6 +13,9 @@ missing `token_type_ids` all zeros, shaped like `input_ids` (what Hugging Face m
 It then checks each tensor's rank, dtype kind (floating vs integer) and static dims against the
 placeholder's meta["val"] (symbolic dims are free, but dims traced as the same symbol must agree) and
 raises InputError naming the input and both shapes, instead of a failure deep inside the graph.
+A KV-cache step graph (a causal LM compiled with kv_cache on: fxc/ir/kv_signature.py) is called as the model was:
+`cm(ids)` / `cm(input_ids=ids, attention_mask=m)` run the step on an empty past and return the logits as the
+model did (fxc/frontend/kv_inputs.py); `cm.generate(...)` decodes with the cache (fxc/api/generate/).
 `backend_summary()` is the backend's per-layer notes as one line. Reads nothing from disk; writes
 nothing; a call preserves its inputs (defaults are new tensors).
 """
@@ -31,6 +34,8 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from fxc.api.report import Report, build_report
 from fxc.errors import InputError, OptionError
+from fxc.frontend.kv_inputs import step_batch, user_output
+from fxc.ir.kv_signature import signature_of
 from fxc.passmgr import registry
 from fxc.passmgr.options import declared
 
@@ -71,6 +76,7 @@ class CompiledModule(torch.nn.Module):
     report()  per-layer table (prints it and returns the Report object)
     pipeline  the fxc.Pipeline that ran; str() gives its text
     backend   the backend's name; `runner` the callable it produced; backend_options its options
+    generate  token generation with the KV cache (a causal LM compiled with kv_cache on); kv_cache its record
     """
 
     def __init__(
@@ -92,11 +98,23 @@ class CompiledModule(torch.nn.Module):
         self.drift = drift or {}
         self.backend_options = dict(backend_options or {})  # what the backend was built with (fxc.save keeps it)
         object.__setattr__(self, "inputs", _Inputs.of(gm))  # None: a signature fxc does not bind (passed as is)
+        object.__setattr__(self, "kv_cache", signature_of(gm))  # the KV-cache step's record, None without one
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.kv_cache is not None:  # a step graph: the user's inputs with an empty past; the logits back
+            (step, _) = step_batch((args, kwargs), self.kv_cache)
+            return user_output(self.runner(*step)[0])
         if self.inputs is not None:
             args, kwargs = self.inputs.bind(args, kwargs)
         return self.runner(*args, **kwargs)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any):
+        """Token ids [B, prompt + new] continuing `input_ids` (a causal LM compiled with its KV cache); the options
+        and their semantics (transformers' generate: greedy, or sampling with temperature / top-k / top-p; eos;
+        left padding) are fxc/api/generate/loop.py's `generate`."""
+        from fxc.api.generate.loop import generate
+
+        return generate(self, input_ids, attention_mask, **options)
 
     def backend_notes(self) -> list[str]:
         """What the backend says about each layer (e.g. the kernel each fxc op got), one note per line."""

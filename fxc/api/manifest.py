@@ -7,7 +7,9 @@ deep nesting are refused, the format name and version must match, its own checks
 catches damage, not an attacker: anyone can recompute it, so it is no signature), and every field
 fxc reads has its declared JSON type: strings are bounded, numbers finite, the per-tensor table
 names dotted identifiers with a kind, dtype and shape; the optional `hf_config` (the model's Hugging Face config,
-for fxc.export) is a dict with str keys of bounded JSON size and depth. The graph inside is checked separately,
+for fxc.export) is a dict with str keys of bounded JSON size and depth; the optional `kv_cache` (a causal LM's
+KV-cache step record, fxc/ir/kv_signature.py) has every field of its declared type and range (fxc.load then checks
+it against the graph). The graph inside is checked separately,
 node by node, by fxc/ir/graph_json.py. Reads `folder/manifest.json` only; writes nothing.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from fxc.errors import FormatError
 from fxc.ir.graph_schema import DTYPES, check_attr_path
+from fxc.ir.kv_signature import KVSignature
 
 FORMAT = "fxc-compiled-model"
 FORMAT_VERSION = 1
@@ -113,6 +116,8 @@ def _check_fields(m: dict, file: Path) -> None:
         raise bad("graph", "is not a dict")
     if "hf_config" in m and (problem := check_hf_config(m["hf_config"])):
         raise bad("hf_config", problem)
+    if "kv_cache" in m:  # every field's type and range; fxc.load then checks it against the graph
+        KVSignature.from_json(m["kv_cache"], f"{file}: field kv_cache")
 
 
 def check_hf_config(config: Any) -> str | None:

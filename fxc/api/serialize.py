@@ -20,11 +20,13 @@ Every failed check raises FormatError naming the file, the field and the fix.
 Saving is atomic (fxc/api/atomic_folder.py): the files are written into a sibling temporary
 folder that is renamed into place, so a crash leaves the old model or the new one.
 
-Versions: format version 1 throughout. `backend_options` and `hf_config` (the model's Hugging Face config, which
-fxc.compile records for a transformers model and fxc.export reads) are optional keys added within it: a manifest
-without them (written before) loads with no backend options and no config, and a reader that predates a key ignores
-it (the options tune the backend, the config only describes the model; the graph and weights fix the outputs), so
-no version bump.
+Versions: format version 1 throughout. `backend_options`, `hf_config` (the model's Hugging Face config, which
+fxc.compile records for a transformers model and fxc.export reads) and `kv_cache` (the record of a causal LM's
+KV-cache step graph, fxc/ir/kv_signature.py: checked by fxc/api/manifest.py, then against the graph it describes)
+are optional keys added within it: a manifest without them (written before) loads with no backend options, no
+config and no step record, and a reader that predates a key ignores it (the options tune the backend, the config
+only describes the model, and the step graph is an ordinary graph whose inputs and outputs its structure names;
+the graph and weights fix the outputs), so no version bump.
 Reads and writes only the folder it is given.
 """
 
@@ -46,6 +48,7 @@ from fxc.api.manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS, body_sha
 from fxc.api.report import DENSE_BYTES, Report, dense_fp32_bytes, report_from_json, report_to_json
 from fxc.errors import FormatError, FxcError, OptionError
 from fxc.ir.graph_json import check_graph_json, graph_from_json, graph_to_json
+from fxc.ir.kv_signature import KV_CACHE, KVSignature, signature_of
 from fxc.version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "REPORT", "WEIGHTS", "load", "read_manifest", "read_report", "save"]
@@ -83,6 +86,8 @@ def save(compiled: CompiledModule, path: str | Path) -> Path:
         }
         if gm.meta.get(HF_CONFIG) is not None and check_hf_config(gm.meta[HF_CONFIG]) is None:
             body["hf_config"] = gm.meta[HF_CONFIG]
+        if (signature := signature_of(gm)) is not None:
+            body["kv_cache"] = signature.to_json()
         manifest = {**body, "manifest_sha256": body_sha256(body)}
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
         (folder / REPORT).write_text(str(report) + "\n")  # for people; fxc reads the manifest's copy
@@ -123,6 +128,12 @@ def load(path: str | Path, backend: str | None = None, backend_options: dict | N
         gm.meta[DENSE_BYTES] = manifest["dense_bytes"]
     if "hf_config" in manifest:  # the Hugging Face config, for fxc.export (absent for other models and older files)
         gm.meta[HF_CONFIG] = manifest["hf_config"]
+    if "kv_cache" in manifest:  # a causal LM's KV-cache step graph (checked by read_manifest; here against the graph)
+        signature = KVSignature.from_json(manifest["kv_cache"], f"{folder / MANIFEST}: field kv_cache")
+        if problem := signature.mismatch(gm):
+            raise FormatError(f"{folder / MANIFEST}: field kv_cache does not fit the saved graph: {problem}; the file "
+                              "was edited or damaged: save the model again from its source")
+        gm.meta[KV_CACHE] = signature
     name = backend or manifest["backend"]
     if backend_options is None:
         backend_options = _saved_options(manifest) if name == manifest["backend"] else {}

@@ -37,14 +37,20 @@ def export_canonical(
     frontend: str,
     dynamic: bool,
     required: frozenset[tuple[int, int]] = frozenset(),
+    static: frozenset[tuple[int, int]] = frozenset(),
 ) -> torch.fx.GraphModule:
     """`source` called on (args, kwargs) exported and put in canonical form; `frontend` names the
     frontend in error messages. `required`: (tensor leaf index in (args, kwargs), dim) pairs that must
-    trace dynamic (`Dim.DYNAMIC`; fxc/frontend/size_one.py): a TraceError when the model fixes one."""
+    trace dynamic (`Dim.DYNAMIC`; fxc/frontend/size_one.py): a TraceError when the model fixes one.
+    `static`: pairs traced at their example size (`Dim.STATIC`; e.g. a KV cache's head count and head dim,
+    which must not share a symbol with an equal batch size)."""
     dims = None
     if dynamic:
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        dims = _as_dynamic_shapes(source, args, kwargs, pytree.tree_unflatten(required_dims(leaves, required), spec))
+        entries = required_dims(leaves, required)
+        for index, d in static:
+            entries[index][d] = torch.export.Dim.STATIC
+        dims = _as_dynamic_shapes(source, args, kwargs, pytree.tree_unflatten(entries, spec))
     try:
         with torch.no_grad(), _quiet_size_one_log():
             exported = torch.export.export(source, args, kwargs, dynamic_shapes=dims, strict=False)

@@ -21,6 +21,7 @@ import torch
 import torch.fx
 
 from fxc.errors import MissingCalibrationError
+from fxc.ir.kv_signature import model_output
 from fxc.passmgr import registry
 from fxc.passmgr.calibration import Calibration
 from fxc.passmgr.passbase import Analysis, PassResult
@@ -80,9 +81,10 @@ class AnalysisManager:
         return dataclasses.replace(self.calibration, progress=self.progress)  # runners tick the caller's progress
 
     def run_model(self, args: tuple, kwargs: dict) -> Any:
-        """Run the current graph on one batch without autograd."""
+        """The model's output (fxc.ir.kv_signature.model_output: a KV-cache step graph's logits, without the new
+        keys and values) of the current graph on one batch, without autograd."""
         with torch.no_grad():
-            return self.gm(*args, **kwargs)
+            return model_output(self.gm, self.gm(*args, **kwargs))
 
 
 def _matches(cached: Analysis, wanted: str | Analysis) -> bool:

@@ -9,7 +9,7 @@ batches); finish() once after the last pass, also when one failed. Built-ins:
 - Timing: seconds per pass and analysis, with each pass's one-line summary; `.table()`.
 - IRDump: after each pass that changed the graph, writes its code to `directory/NN-name.py`.
 - NumericDrift: max relative error of the graph's output on the example inputs after each pass,
-  against the original model's output (the per-stage numeric check).
+  against the original model's output (the per-stage numeric check; of a KV-cache step graph, the logits).
 - Progress: a live rich display, one row per pass and analysis with its bar, steps ("segment 7/26"),
   current layer and elapsed time; what `fxc compress` shows. Opt-in: library calls print nothing without it.
 Reads the graph; IRDump writes files, Progress draws on a console (stderr by default), the others only record.
@@ -25,6 +25,7 @@ import torch
 import torch.fx
 import torch.utils._pytree as pytree
 
+from fxc.ir.kv_signature import model_output
 from fxc.passmgr.progress import ProgressStep
 
 
@@ -114,7 +115,7 @@ class NumericDrift(Instrument):
 def _tensor_outputs(gm: torch.fx.GraphModule, inputs: tuple[tuple, dict]) -> list[torch.Tensor]:
     args, kwargs = inputs
     with torch.no_grad():
-        out = gm(*args, **kwargs)
+        out = model_output(gm, gm(*args, **kwargs))  # a KV-cache step graph: its logits
     return [t.detach().float() for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 

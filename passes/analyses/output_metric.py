@@ -38,6 +38,7 @@ from torch.fx._pytree import tree_flatten_spec
 
 from fxc import ir
 from fxc.errors import FxcError
+from fxc.ir.kv_signature import model_output
 from fxc.passes.select import DEFAULT_SKIP, select_layers
 from fxc.passmgr.options import option
 from fxc.passmgr.passbase import Analysis
@@ -81,7 +82,7 @@ def output_metrics(
         for batch in batches:
             interpreter = _Tapped(gm, nodes)
             with torch.enable_grad():
-                output = interpreter.run(*_flat_inputs(gm, batch))
+                output = model_output(gm, interpreter.run(*_flat_inputs(gm, batch)))  # a step graph: its logits
                 leaves = [t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor) and t.requires_grad]
                 if not leaves:
                     raise FxcError("auto: the model output does not depend on the planned layers; nothing to plan")

@@ -4,15 +4,17 @@ An attention is found from its core (aten.scaled_dot_product_attention, or a sof
 matmul whose result feeds a matmul): walking back from the core through ops that keep heads apart
 gives the *producers* (the linears whose output rows are heads: q/k/v, or a fused qkv); flooding
 forward from them gives the *region* (view, transpose, rotary embedding, repeat_kv, the core, the
-merge back) and the *consumers* (the linears reading the merged heads: o_proj). A head flowing into
-any other op (a norm over all heads, the graph output, ...) is `Unmatched(node, reason)`.
+merge back) and the *consumers* (the linears reading the merged heads: o_proj). Region nodes that are graph
+outputs (a KV-cache step graph's new keys and values, fxc/frontend/kv_cache.py) are its `outputs`: the trace
+allows them only with every head kept. A head flowing into any other op (a norm over all heads, ...) is
+`Unmatched(node, reason)`.
 The op sets here are the ops passes/prune/heads_trace.py models. Reads the graph; writes nothing.
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy
 import torch
@@ -56,6 +58,7 @@ class Region:
     producers: list[torch.fx.Node]
     nodes: list[torch.fx.Node]  # graph order
     consumers: list[torch.fx.Node]
+    outputs: list[torch.fx.Node] = field(default_factory=list)  # region nodes that are also graph outputs
 
 
 def cores(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
@@ -107,13 +110,15 @@ def find_region(core: torch.fx.Node, linears: set[torch.fx.Node]) -> Region:
     producers = feeding_linears(core, linears)
     if not producers:
         raise Unmatched(core, "no linear layer feeds it through ops that keep heads apart")
-    region, consumers, todo = set(), [], list(producers)
+    region, consumers, outputs, todo = set(), [], [], list(producers)
     while todo:  # forward from the producers: the head space
         node = todo.pop()
         for user in node.users:
             if user in region or user in consumers or (user.op == "call_function" and user.target in IGNORED):
                 continue
-            if user in linears and user.args[0] is node and node not in user.args[1:]:
+            if user.op == "output":  # a KV-cache step's new keys / values: kept whole (checked by the trace)
+                outputs.append(node)
+            elif user in linears and user.args[0] is node and node not in user.args[1:]:
                 if user in producers:
                     raise Unmatched(user, "a linear both produces and consumes the heads")
                 consumers.append(user)
@@ -127,7 +132,7 @@ def find_region(core: torch.fx.Node, linears: set[torch.fx.Node]) -> Region:
     by_order = lambda nodes: sorted(nodes, key=order.__getitem__)  # noqa: E731
     if core not in region:
         raise Unmatched(core, "the attention core is not reached from its own projections")
-    return Region(core, by_order(producers), by_order(region), by_order(consumers))
+    return Region(core, by_order(producers), by_order(region), by_order(consumers), by_order(set(outputs)))
 
 
 def blocker(side: torch.fx.Node) -> str:

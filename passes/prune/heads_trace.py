@@ -13,6 +13,8 @@ Run once on the whole model (every row) it describes the attention: which q/k/v 
 column block combines. Run again with only the kept rows (and the kept number of repeat_kv copies)
 it *proves* the pruned graph pairs the same heads: every label it meets must exist in the first
 run at the same node and axis, and it yields the rewritten view/reshape/expand sizes.
+A KV-cache step graph concatenates a graph input (the past keys / values) to the new ones and outputs the new
+ones: both carry the kv heads, which must then all be kept (`Unmatched` otherwise, naming the cache).
 Reads the graph; writes nothing.
 """
 
@@ -42,6 +44,9 @@ from fxc.passes.prune.heads_region import (
     reshape_groups,
     size_hint,
 )
+
+_CACHE = ("the keys and values of these heads are a KV cache ({}) whose layout pruning them would change (compile the "
+          "model with kv_cache=False to prune kv heads)")
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,11 @@ class HeadTrace:
             if not isinstance(state[-1], Tracked) or any(state[:-1]):
                 raise Unmatched(consumer, "the linear reads the heads without merging them into its last dimension")
             self.columns[consumer] = state[-1].labels
+        for node in self.region.outputs:  # a KV-cache step's new keys / values: the cache layout stays as it is
+            shape = node.meta["val"].shape
+            if any(axis is not None and self.length(node, d) != size_hint(shape[d])
+                   for d, axis in enumerate(self.states[node])):
+                raise Unmatched(node, _CACHE.format("a graph output"))
         return self
 
     def length(self, node: torch.fx.Node, dim: int) -> int:
@@ -159,7 +169,7 @@ class HeadTrace:
             dim = (args[1] if len(args) > 1 else 0) % rank
             for t in args[0]:
                 self._require_plain(node, t, dim)
-            parts = [self._state(t) for t in args[0]]
+            parts = [self._cache_input(node, self._state(t), args[0]) for t in args[0]]
             return self._broadcast(node, [p[:dim] + [(None, 1, p[dim][2])] + p[dim + 1 :] for p in parts])
         if target is aten.expand.default:
             return self._expand(node)
@@ -178,6 +188,24 @@ class HeadTrace:
             self._require_plain(node, args[0], args[1])
             return []
         raise Unmatched(node, f"{op_name(node)} is not modelled")
+
+    def _cache_input(self, node, part: list[tuple], tensors) -> list[tuple]:
+        """A graph input concatenated to region keys / values (a KV-cache step's past) carries their heads on the
+        dims where its size is the region operand's original head count: it takes that head axis when every head
+        is kept, and any pruning of those heads is refused (the cache layout would change)."""
+        side = part[0][2] if part else None
+        if not (isinstance(side, torch.fx.Node) and side.op == "placeholder"):
+            return part
+        members = [t for t in tensors if isinstance(t, torch.fx.Node) and t in self.states]
+        out = list(part)
+        for member in members:
+            for d, axis in enumerate(self.states[member]):
+                if axis is None or size_hint(member.meta["val"].shape[d]) != part[d][1]:
+                    continue
+                if self.length(member, d) != part[d][1]:
+                    raise Unmatched(node, _CACHE.format(f"the graph input %{side.name}"))
+                out[d] = (axis, part[d][1], side)
+        return out
 
     def _require_plain(self, node, arg, dim: int) -> None:
         state = self.states.get(arg)

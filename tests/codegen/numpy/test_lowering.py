@@ -47,9 +47,12 @@ def test_weights_are_shared_with_the_module_and_read_only():
 
 def test_generated_function_runs_without_calling_torch():
     pytest.importorskip("transformers")
+    from fxc.frontend.kv_inputs import step_batch
+
     model, example = tiny_models.tiny_llama(layers=1)
-    compiled = fxc.compile(model, example_inputs=example, backend="numpy")
-    inputs = [example[0].numpy()]
+    compiled = fxc.compile(model, example_inputs=example, backend="numpy")  # a KV-cache step graph
+    step, _ = step_batch(example, compiled.kv_cache)  # input_ids, mask, positions, empty past: the graph's inputs
+    inputs = [t.numpy() for t in torch.utils._pytree.tree_leaves(step)]
     calls, outputs = torch_calls(lambda: compiled.runner.run_numpy(*inputs))
     assert calls == []
     assert isinstance(outputs[0], np.ndarray) and outputs[0].shape == (2, 12, 64)
