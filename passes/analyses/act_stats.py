@@ -1,13 +1,13 @@
 """act-stats: per-layer input statistics over the calibration batches (an analysis).
 
     stats = am.get("act-stats")         # {layer node name: InputStats}
-    stats["linear_3"].l2, .min, .max, .mean_abs, .absmax, .tokens
+    stats["linear_3"].l2, .min, .max, .mean_abs, .mean, .absmax, .tokens
 
 Reads: calibration (required); the graph's linear and conv2d layers (fxc.ir.weight_layers).
 Writes: nothing in the graph; returns {layer node name: InputStats} for every linear and conv2d layer,
 streamed batch by batch (one batch's activations in memory): per input channel (the input as rows:
-passes/algorithms/layer_inputs.py's channel_rows) the L2 norm over all tokens (Wanda's ||x||), min, max
-and mean |x|.
+passes/algorithms/layer_inputs.py's channel_rows) the L2 norm over all tokens (Wanda's ||x||), min, max,
+mean |x| and the signed mean (what quantize's bias correction multiplies by the weight's rounding error).
 Preserves: not applicable (an analysis changes nothing); the cached result is dropped after any pass
 that does not list `act-stats` in PassResult.preserved.
 Options: none.
@@ -33,6 +33,7 @@ class InputStats:
     max: torch.Tensor  # [K]
     mean_abs: torch.Tensor  # [K]
     tokens: int
+    mean: torch.Tensor | None = None  # [K] signed mean of x (None where the stats were made by hand)
 
     @property
     def absmax(self) -> torch.Tensor:
@@ -41,7 +42,7 @@ class InputStats:
 
 class _Accumulator:
     def __init__(self) -> None:
-        self.sq = self.lo = self.hi = self.abs_sum = None
+        self.sq = self.lo = self.hi = self.abs_sum = self.sum = None
         self.tokens = 0
 
     def add(self, rows: torch.Tensor) -> None:
@@ -49,10 +50,12 @@ class _Accumulator:
         if self.sq is None:
             self.sq = torch.zeros(rows.shape[1], dtype=torch.float64)
             self.abs_sum = torch.zeros_like(self.sq)
+            self.sum = torch.zeros_like(self.sq)
             self.lo = torch.full_like(self.sq, float("inf"))
             self.hi = torch.full_like(self.sq, float("-inf"))
         self.sq += (rows * rows).sum(0)
         self.abs_sum += rows.abs().sum(0)
+        self.sum += rows.sum(0)
         self.lo = torch.minimum(self.lo, rows.amin(0))
         self.hi = torch.maximum(self.hi, rows.amax(0))
         self.tokens += rows.shape[0]
@@ -65,12 +68,13 @@ class _Accumulator:
             self.hi.to(f),
             (self.abs_sum / self.tokens).to(f),
             self.tokens,
+            (self.sum / self.tokens).to(f),
         )
 
 
 @dataclass(frozen=True)
 class ActStats(Analysis):
-    """Per-input-channel L2 norm, min, max and mean |x| of every linear/conv layer's input."""
+    """Per-input-channel L2 norm, min, max, mean |x| and mean of every linear/conv layer's input."""
 
     name = "act-stats"
 

@@ -4,11 +4,13 @@
     quantize{bits=8}                                  # weight-only int8 per output channel, round to nearest
     quantize{act-bits=8}                              # W8A8: int8 weights and dynamic per-token int8 inputs
     quantize{act-bits=8,static=true}                  # W8A8 with one input scale per layer from act-stats
+    quantize{bits=8,rounding=balanced,bias-correction=true}   # CNNs: kernel sums kept, mean output shift removed
 
 Reads: meta.LayerPlan (when a planner such as mixed-precision wrote one with `bits`, the plan decides each
 layer's bits / group size / int8 activations: planned layers follow it, layers without a plan stay dense,
 and the pass's own bits/group-size/act-bits are not used; bits 16 = keep); calibration (method=gptq, layer
-by layer through fxc.passmgr.sequential; static=true); the `act-stats` analysis (static=true). GPTQ's
+by layer through fxc.passmgr.sequential; static=true; bias-correction=true); the `act-stats` analysis (static=true:
+absmax; bias-correction=true: each layer's input mean, measured before any layer is quantized). GPTQ's
 defaults follow the calibration size: without `fit` / `damp`, each layer's fit target and Hessian shrinkage
 are chosen from its calibration tokens per input (passes/algorithms/layer_inputs.py's calibration_fit), so
 a small calibration set does not overfit; the pass summary says which fit ran and why.
@@ -18,10 +20,16 @@ torch.ops.fxc.int8_linear (act-bits=8); each aten.conv2d becomes torch.ops.fxc.q
 in fxc.ir.qformat's layout (int4 packed two per byte, float32 scales and zero points) as buffers next to
 the layer's old weight, which is freed, so the model really shrinks. Each new node carries
 meta.Quantized (bits, group size, symmetric, act bits, method actually used) plus the old node's
-LayerInfo and LayerPlan.
+LayerInfo and LayerPlan. bias-correction=true gives each quantized layer a new bias buffer (bias - ΔW·E[x],
+passes/algorithms/bias_correction.py; a layer without a bias gets one).
 Preserves: nothing.
-Options: method, bits, group-size, symmetric, act-bits, static, damp, act-order, block-size, fit, layers,
-skip; `fxc.passmgr.registry.lookup("fxc.passes", "quantize").help()` prints each.
+Options: method, bits, group-size, symmetric, act-bits, static, rounding, bias-correction, damp, act-order,
+block-size, fit, layers, skip; `fxc.passmgr.registry.lookup("fxc.passes", "quantize").help()` prints each.
+
+For layers whose inputs are far from zero-mean (CNNs: post-ReLU6 maps, pixels), the sum of a row's rounding
+errors times the input level is a systematic output error. rounding=balanced keeps each scale group's error
+sum within half a step (data-free; passes/algorithms/balanced_rounding.py); bias-correction=true removes the
+remaining mean shift (calibration). Both keep the stored format and are opt-in.
 
 Bad input is rejected before anything changes: an unsupported bits / group size (option validation, or
 a plan asking for it), a layer whose input dimension the group size does not divide or an int4 layer
@@ -40,6 +48,8 @@ import torch.fx
 from fxc import ir
 from fxc.errors import NodeError, OptionError
 from fxc.ir import meta, qformat
+from fxc.passes.algorithms.balanced_rounding import quantize_balanced
+from fxc.passes.algorithms.bias_correction import corrected_bias
 from fxc.passes.algorithms.dense_target import TARGETS
 from fxc.passes.algorithms.gptq import conv_geometry, gptq_layers
 from fxc.passes.algorithms.layer_inputs import CalibrationFit, describe_fits
@@ -68,6 +78,17 @@ class Quantize(Pass):
         None, "8: int8 activations too (W8A8, linear layers); none: weight-only", choices=(None, 8)
     )
     static: bool = option(False, "W8A8: one input scale per layer from act-stats instead of per-token scales")
+    rounding: str = option(
+        "nearest",
+        "rtn: nearest (each weight alone) or balanced (the fewest weights nearest a rounding boundary go to their "
+        "other neighbour so each scale group's rounding errors sum to at most half a step; for CNNs)",
+        choices=("nearest", "balanced"),
+    )
+    bias_correction: bool = option(
+        False,
+        "subtract each layer's mean output shift from its rounding, ΔW·E[x], from its bias (input means from "
+        "calibration; for CNNs and other layers with inputs far from zero-mean)",
+    )
     damp: float | None = option(
         None,
         "gptq: fraction of the mean Hessian diagonal added to it; none: 0.01, with the Hessian shrunk toward its "
@@ -106,6 +127,11 @@ class Quantize(Pass):
             )
         if self.static and self.act_bits is None:
             raise OptionError("quantize: option 'static' chooses how int8 activations are scaled; add act-bits=8")
+        if self.rounding != "nearest" and self.method != "rtn":
+            raise OptionError(
+                "quantize: option 'rounding' chooses how method=rtn rounds; GPTQ rounds column by column with its "
+                "own error feedback (use method=rtn, or drop option 'rounding')"
+            )
 
     def run(self, gm: torch.fx.GraphModule, am) -> PassResult:
         schemes = self.layer_schemes(gm)
@@ -114,19 +140,24 @@ class Quantize(Pass):
         if self.method == "gptq":
             calibration = am.require_calibration("quantize{method=gptq}")
         input_scales = self._static_input_scales(gm, am, schemes)
+        means = self._input_means(gm, am, schemes) if self.bias_correction else {}
         layers = {layer.node: layer for layer, _ in schemes.values()}
+        originals = {node: ir.get_tensor(gm, layers[node].weight).detach().clone() for node in means}  # gptq writes
         fits: dict[str, CalibrationFit] = {}  # gptq: what each layer fitted, and why (the summary says)
         if self.method == "gptq":
             only = {node: scheme for node, (_, scheme) in schemes.items()}
             quantized = gptq_layers(gm, calibration, only, self.damp, self.act_order, self.block_size, self.fit, fits)
         else:
             steps = am.progress.each(schemes.items(), name=lambda item: item[1][0].fqn)  # one tick per layer
-            quantized = {node: (_rtn(gm, layer, scheme), "rtn") for node, (layer, scheme) in steps}
+            quantized = {node: (_rtn(gm, layer, scheme, self.rounding), "rtn") for node, (layer, scheme) in steps}
         for node, (qw, method) in quantized.items():
-            _emit(gm, layers[node], qw, schemes[node][1], method, input_scales.get(node))
+            bias = _corrected_bias(gm, layers[node], qw, originals[node], means[node]) if means else None
+            _emit(gm, layers[node], qw, schemes[node][1], method, input_scales.get(node), bias)
         ir.remove_unused_tensors(gm)
         kinds = sorted({s.text for _, s in schemes.values()})
-        summary = f"quantized {len(schemes)} layers ({', '.join(kinds)}, {self.method})"
+        how = self.method + ("" if self.rounding == "nearest" else f", {self.rounding} rounding")
+        how += ", bias corrected" if means else ""
+        summary = f"quantized {len(schemes)} layers ({', '.join(kinds)}, {how})"
         return PassResult(True, summary=summary + describe_fits(fits))
 
     # -- which layer gets which scheme -----------------------------------------------------------------------
@@ -174,6 +205,19 @@ class Quantize(Pass):
         act_bits = plan.act_bits if layer.kind == "linear" else None
         return Scheme(plan.bits, plan.group_size, self.symmetric if act_bits is None else True, act_bits, self.static)
 
+    def _input_means(self, gm, am, schemes) -> dict[torch.fx.Node, torch.Tensor]:
+        """Each chosen layer's per-input-channel mean on the calibration data, before anything is quantized."""
+        am.require_calibration("quantize{bias-correction=true} (input means)")
+        stats = am.get("act-stats")
+        missing = [layer for node, (layer, _) in schemes.items() if node.name not in stats]
+        if missing:
+            raise NodeError(
+                missing[0].node,
+                f"quantize: bias-correction needs the input mean of layers {[m.fqn for m in missing]}, which the "
+                "calibration batches never reached; leave them out with skip=[...] or drop bias-correction",
+            )
+        return {node: stats[node.name].mean for node in schemes}
+
     def _static_input_scales(self, gm, am, schemes) -> dict[torch.fx.Node, torch.Tensor]:
         static = [node for node, (_, s) in schemes.items() if s.act_bits == 8 and s.static]
         if not static:
@@ -196,12 +240,26 @@ def _flat_shape(gm: torch.fx.GraphModule, layer: ir.WeightLayer) -> tuple[int, i
     return weight.shape[0], weight[0].numel()
 
 
-def _rtn(gm: torch.fx.GraphModule, layer: ir.WeightLayer, scheme: Scheme) -> qformat.QuantizedWeight:
+def _rtn(gm: torch.fx.GraphModule, layer: ir.WeightLayer, scheme: Scheme, rounding: str) -> qformat.QuantizedWeight:
     weight = ir.get_tensor(gm, layer.weight).detach()
     full_range = qformat.weights_full_range(scheme.act_bits)
-    return qformat.quantize_rtn(
-        weight.reshape(weight.shape[0], -1), scheme.bits, scheme.group_size, scheme.symmetric, full_range
-    )
+    rtn = quantize_balanced if rounding == "balanced" else qformat.quantize_rtn
+    return rtn(weight.reshape(weight.shape[0], -1), scheme.bits, scheme.group_size, scheme.symmetric, full_range)
+
+
+def _corrected_bias(gm, layer: ir.WeightLayer, qw: qformat.QuantizedWeight, weight, mean) -> torch.Tensor:
+    """The layer's bias less the mean output shift its quantization causes (passes/algorithms/bias_correction.py)."""
+    bias = layer.node.args[2] if len(layer.node.args) > 2 else layer.node.kwargs.get("bias")
+    if bias is not None and not (isinstance(bias, torch.fx.Node) and bias.op == "get_attr"):
+        raise NodeError(
+            layer.node,
+            f"quantize: bias-correction cannot correct layer {layer.fqn}: its bias is computed in the graph, "
+            f'not a stored tensor; leave it out with skip=["{layer.fqn}"] or drop bias-correction',
+        )
+    groups = conv_geometry(layer.node)["groups"] if layer.kind == "conv2d" else 1
+    dequantized = qformat.dequantize(qw.qweight, qw.scale, qw.zero_point, qw.bits)
+    old = None if bias is None else ir.get_tensor(gm, bias.target)
+    return corrected_bias(old, weight, dequantized, mean, groups)
 
 
 def _emit(
@@ -211,8 +269,10 @@ def _emit(
     scheme: Scheme,
     method: str,
     input_scale: torch.Tensor | None,
+    new_bias: torch.Tensor | None = None,
 ) -> torch.fx.Node:
-    """Replace the layer node by its quantized op node reading new buffers."""
+    """Replace the layer node by its quantized op node reading new buffers (and `new_bias`, when given, as
+    its bias instead of the old one)."""
     node, graph = layer.node, gm.graph
     prefix = layer.weight.removesuffix("weight") if layer.weight.endswith("weight") else layer.weight + "_"
     weight_shape = list(ir.get_tensor(gm, layer.weight).shape)
@@ -224,6 +284,7 @@ def _emit(
     bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     with graph.inserting_before(node):
         qweight = buffer("qweight", qw.qweight)
+        bias = bias if new_bias is None else buffer("bias", new_bias)
         if scheme.act_bits == 8:
             scale = buffer("weight_scale", qw.scale.reshape(-1))
             new = graph.call_function(
