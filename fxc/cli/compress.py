@@ -6,7 +6,8 @@
 Steps, each announced on stderr (fxc/cli/console.py): load the model (fxc/cli/model_source.py), choose
 the calibration (fxc/cli/calibration.py; one line says which, one more warns below the minimum), trace,
 run the passes (live bars, or whole lines in a pipe), lower for the backend, save (fxc.save, which keeps
-the report in the manifest for `fxc report` and as report.txt for people). stdout gets the per-layer
+the report in the manifest for `fxc report` and as report.txt for people; beside it, in the same atomic
+write, the model's tokenizer for `fxc generate`: fxc/cli/tokenizer_files.py). stdout gets the per-layer
 table, the report's notes, one line summing up the backend's kernel choices (each layer's with
 --verbose) and where the model went.
 
@@ -14,8 +15,8 @@ Failures are explained for a command-line user (`explain`): a pass that needs ca
 --input-shape was given names --calib-text / --calib-file; a trace that fails on a shape says "shape
 mismatch" with the input shapes, where they came from and, when the model's first layer shows it, the
 size it takes; other trace failures name --frontend instead of the library's frontend= argument.
-Reads the model and the calibration; writes the output folder; preserves the
-model (fxc.compile works on its own copy) and the calibration files.
+Reads the model and the calibration; writes the output folder (fxc.save's files and the tokenizer's);
+preserves the model (fxc.compile works on its own copy) and the calibration files.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fxc.cli.console import StepHooks, Steps, pass_progress, say
 from fxc.cli.display import print_report
 from fxc.cli.model_source import ModelSource, load_model
 from fxc.cli.options import parse_backend_options
+from fxc.cli.tokenizer_files import save_with_tokenizer
 from fxc.errors import CalibrationError, FxcError, MissingCalibrationError, TraceError
 from fxc.frontend.export import first_line, user_frame
 
@@ -66,7 +68,9 @@ def run_compress(args: argparse.Namespace, steps: Steps) -> int:
         raise explain(error, choice, source, args) from error
     steps.end()
     with steps.step(f"saving to {args.out}"):
-        folder = fxc.save(compiled, args.out)
+        folder, note = save_with_tokenizer(compiled, args.out, source.tokenizer)  # fxc generate reads the tokenizer
+    if note:
+        say(note)
     print_report(compiled.report(show=False), f"{source.name}: {args.passes}", verbose=args.verbose)
     print(f"saved to {folder}/ in {time.perf_counter() - started:.1f} s; inspect it with: fxc report {folder}")
     return 0

@@ -6,6 +6,7 @@
     fxc compress MODEL --backend torch --backend-option native=false --out out/   # no native AMX kernel
     fxc report compressed/          # per-layer table (plan, bytes, FLOPs, drift) with totals and kernel notes
     fxc export compressed/ --format compressed-tensors -o w4/     # or gguf (llama.cpp), hf (dense): fxc/cli/export.py
+    fxc generate compressed/ --prompt "Once upon a time"         # stream the continuation: fxc/cli/generate.py
     fxc demo                        # compress MiniLM, measure it, draw the size/quality Pareto plot
     fxc --version; fxc --debug compress ...   # --debug: tracebacks and other libraries' warnings and logs
 
@@ -14,7 +15,7 @@ factory returns and the calibration file format; fxc/cli/calibration.py which ca
 `compress` is fxc/cli/compress.py. `report` prints the table of a saved folder as fxc.save kept it in
 the manifest (no graph is built: fast); with --verbose or a --backend-option it loads the folder and
 lowers it with the torch backend here, to show the kernel each layer gets on this machine.
-`--backend-option KEY=VALUE` (repeatable, compress and report) sets one of the backend's options
+`--backend-option KEY=VALUE` (repeatable: compress, report, generate) sets one of the backend's options
 (fxc/cli/options.py).
 
 Output: progress and status on stderr (fxc/cli/console.py: whole lines when stderr is not a terminal),
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from fxc.cli.console import Steps, quiet_third_party
 from fxc.cli.display import print_report
-from fxc.cli.options import parse_backend_options
+from fxc.cli.options import add_backend_option_argument, parse_backend_options
 from fxc.errors import FxcError, PipelineSyntaxError
 from fxc.version import __version__
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.debug = getattr(args, "debug", False)  # given before or after the command, or not at all
     steps = Steps()
-    hugging_face = args.command == "export" or (args.command == "compress" and Path(args.model).is_dir())
+    hugging_face = args.command in ("export", "generate") or (args.command == "compress" and Path(args.model).is_dir())
     try:
         with quiet_third_party(args.debug, transformers=hugging_face):
             return args.run(args, steps)
@@ -103,33 +104,28 @@ def _parser() -> argparse.ArgumentParser:
                           help="how the model is captured (default export: torch.export)")
     compress.add_argument("--backend", default="auto", help="fxc backend: auto, torch, numpy, triton")
     compress.add_argument("--verbose", "-v", action="store_true", help="print the kernel the backend chose per layer")
-    _backend_option_argument(compress)
+    add_backend_option_argument(compress)
     compress.set_defaults(run=_compress)
 
     report = commands.add_parser("report", parents=[common], help="print the per-layer table of a saved model")
     report.add_argument("path", help="a folder written by fxc compress / fxc.save")
     report.add_argument("--verbose", "-v", action="store_true",
                         help="lower the model here with the torch backend and print the kernel each layer gets")
-    _backend_option_argument(report, " (the report then lowers the model with the torch backend here)")
+    add_backend_option_argument(report, " (the report then lowers the model with the torch backend here)")
     report.set_defaults(run=_report)
 
     from fxc.cli.export import add_export_command
 
     add_export_command(commands, common)
+    from fxc.cli.generate import add_generate_command
+
+    add_generate_command(commands, common)
 
     demo = commands.add_parser("demo", parents=[common],
                                help="compress all-MiniLM-L6-v2 on the CPU and plot size against quality")
     demo.add_argument("--out", "-o", default="fxc-demo", help="folder for the plot and the saved model")
     demo.set_defaults(run=_demo)
     return parser
-
-
-def _backend_option_argument(command: argparse.ArgumentParser, note: str = "") -> None:
-    command.add_argument(
-        "--backend-option", action="append", default=[], metavar="KEY=VALUE",
-        help="a backend option, repeatable, e.g. native=false (the torch backend without its native AMX kernel); "
-             f"VALUE reads as true/false, a number, else text{note}",
-    )
 
 
 def _compress(args: argparse.Namespace, steps: Steps) -> int:

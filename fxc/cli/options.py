@@ -1,5 +1,7 @@
-"""The `--backend-option KEY=VALUE` items of `fxc compress` and `fxc report` as a backend_options dict.
+"""The `--backend-option KEY=VALUE` items of `fxc compress`, `fxc report` and `fxc generate` as a backend_options
+dict, and the flag itself.
 
+    add_backend_option_argument(subparser)             # --backend-option KEY=VALUE, repeatable
     parse_backend_options(["native=false", "sparse-crossover=0.25"]) == {"native": False, "sparse_crossover": 0.25}
 
 Kebab-case keys read as snake_case; VALUE reads as true/false (any case), an integer or finite decimal
@@ -8,12 +10,22 @@ number, else the text itself; the last item for a key wins. Reads and writes not
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from fxc.errors import OptionError
 from fxc.passmgr.options import to_field_name
+
+
+def add_backend_option_argument(command: argparse.ArgumentParser, note: str = "") -> None:
+    """--backend-option KEY=VALUE on a subcommand; `note` ends its help."""
+    command.add_argument(
+        "--backend-option", action="append", default=[], metavar="KEY=VALUE",
+        help="a backend option, repeatable, e.g. native=false (the torch backend without its native AMX kernel); "
+             f"VALUE reads as true/false, a number, else text{note}",
+    )
 
 
 def parse_backend_options(items: Sequence[str]) -> dict[str, Any]:
